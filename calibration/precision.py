@@ -1,0 +1,114 @@
+"""The precision gate: an exported model (ONNX Runtime or TensorRT, any precision) against the FP32
+reference (the FP32 graphs in ONNX Runtime, which match PyTorch to 1e-4) on calibration pairs.
+
+Reported per output (encoder levels, adapter outputs, depth): max and mean relative error and NaN/Inf
+counts; for the final depth: RMSE of the difference to the reference (drift, mm), and each model's depth
+RMSE against ground truth with their difference (mm). The gate refuses:
+- any NaN/Inf;
+- a depth RMSE that moves by more than the tolerance (default 5 mm for FP16), measured against ground
+  truth when the calibration frames have it, against the reference's depth otherwise;
+- a depth that drifts from the reference's by more than DRIFT_FACTOR x the tolerance (RMSE of the
+  difference), so a wrong graph that happens to score the same against ground truth is refused too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.metrics import valid_mask
+from edge.pipeline import DepthPipeline
+from edge.sinks import atomic_write_text
+
+from .frames import CalibrationPair
+
+DEFAULT_TOLERANCE_MM = {"fp32": 1.0, "fp16": 5.0}
+DRIFT_FACTOR = 4.0
+
+
+class GateError(UserError):
+    """The candidate drifted past the tolerance or produced NaN/Inf."""
+
+
+@dataclass
+class GateReport:
+    candidate: str
+    reference: str
+    frames: int
+    tolerance_mm: float
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)
+    depth: dict[str, float] = field(default_factory=dict)
+    passed: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> Path:
+        atomic_write_text(Path(path), json.dumps(asdict(self), indent=1, allow_nan=True) + "\n")
+        return Path(path)
+
+    def summary_line(self) -> str:
+        d = self.depth
+        verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.reasons)
+        return (f"gate {verdict} - {self.frames} frames, depth drift {d['rmse_vs_reference_mm']:.2f} mm RMSE, "
+                f"RMSE change {d['rmse_delta_mm']:.2f} mm (tolerance {self.tolerance_mm} mm), "
+                f"NaN/Inf {int(sum(o['nan_inf'] for o in self.outputs.values()))}")
+
+
+def _run_pair(pipeline: DepthPipeline, pair: CalibrationPair) -> dict[str, np.ndarray]:
+    pipeline.reset()
+    pipeline.prime(pair.previous)  # frame t-1 becomes the previous frame, as in a stream
+    return pipeline.step(pair.current).outputs
+
+
+def run_gate(candidate: DepthPipeline, reference: DepthPipeline, pairs: list[CalibrationPair],
+             tolerance_mm: float) -> GateReport:
+    if not pairs:
+        raise UserError("precision gate: no calibration frames could be read")
+    candidate.keep_outputs = reference.keep_outputs = True
+    errors: dict[str, dict[str, list[float]]] = {}
+    sq_drift, max_abs, n_pixels = 0.0, 0.0, 0
+    sq_cand_gt, sq_ref_gt, n_gt = 0.0, 0.0, 0
+    for pair in pairs:
+        got, want = _run_pair(candidate, pair), _run_pair(reference, pair)
+        for name, ref in want.items():
+            out = got[name].astype(np.float64)
+            ref = ref.astype(np.float64)
+            e = errors.setdefault(name, {"max_rel": [], "mean_rel": [], "nan_inf": []})
+            finite = np.isfinite(out)
+            e["nan_inf"].append(float((~finite).sum()))
+            diff = np.abs(np.where(finite, out, 0.0) - ref)
+            e["max_rel"].append(float(diff.max() / max(np.abs(ref).max(), 1e-12)))
+            e["mean_rel"].append(float(diff.mean() / max(np.abs(ref).mean(), 1e-12)))
+        d_cand, d_ref = np.nan_to_num(got["depth"].astype(np.float64)), want["depth"].astype(np.float64)
+        sq_drift += float(((d_cand - d_ref) ** 2).sum())
+        max_abs = max(max_abs, float(np.abs(d_cand - d_ref).max()))
+        n_pixels += d_ref.size
+        if pair.depth_gt is not None:
+            mask = valid_mask(pair.depth_gt)
+            sq_cand_gt += float(((d_cand - pair.depth_gt) ** 2)[mask].sum())
+            sq_ref_gt += float(((d_ref - pair.depth_gt) ** 2)[mask].sum())
+            n_gt += int(mask.sum())
+    report = GateReport(candidate.description, reference.description, len(pairs), tolerance_mm)
+    for name, e in errors.items():
+        report.outputs[name] = {"max_rel": max(e["max_rel"]), "mean_rel": float(np.mean(e["mean_rel"])),
+                                "nan_inf": sum(e["nan_inf"])}
+    drift = 1000.0 * np.sqrt(sq_drift / n_pixels)
+    report.depth = {"rmse_vs_reference_mm": drift, "max_abs_diff_mm": 1000.0 * max_abs}
+    if n_gt:
+        rc, rr = 1000.0 * np.sqrt(sq_cand_gt / n_gt), 1000.0 * np.sqrt(sq_ref_gt / n_gt)
+        report.depth.update(rmse_candidate_vs_gt_mm=rc, rmse_reference_vs_gt_mm=rr, rmse_delta_mm=abs(rc - rr),
+                            measured_against="ground truth")
+    else:
+        report.depth.update(rmse_delta_mm=drift, measured_against="reference depth (no ground truth)")
+    nan_inf = sum(o["nan_inf"] for o in report.outputs.values())
+    if nan_inf:
+        report.reasons.append(f"{int(nan_inf)} NaN/Inf values")
+    if report.depth["rmse_delta_mm"] > tolerance_mm:
+        report.reasons.append(f"depth RMSE moved {report.depth['rmse_delta_mm']:.2f} mm > {tolerance_mm} mm")
+    if drift > DRIFT_FACTOR * tolerance_mm:
+        report.reasons.append(f"depth drifted {drift:.2f} mm RMSE from the reference > {DRIFT_FACTOR * tolerance_mm} mm")
+    report.passed = not report.reasons
+    return report

@@ -1,0 +1,32 @@
+"""Console output shared by every command: one stderr console, one-line notices.
+
+Data goes to files or stdout; everything a person should read while a command runs goes here.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+if not console.is_terminal:  # logs and CI: wide tables, and one-line messages stay one line
+    console.width = 160
+
+RANDOM_WEIGHTS_BANNER = (
+    "RANDOM WEIGHTS: seeded random init, not the DINOv2 release - depth values are not metric and "
+    "accuracy figures mean nothing"
+)
+
+
+def notice(message: str) -> None:
+    """One line for a fallback or a choice made on the user's behalf."""
+    console.print(f"[yellow]notice:[/] {message}", soft_wrap=True)
+
+
+_shown: set[str] = set()
+
+
+def random_weights_notice() -> None:
+    """The banner, once per process (encoder, decoder and adapter all ask for it)."""
+    if "random" not in _shown:
+        _shown.add("random")
+        console.print(f"[bold white on red] {RANDOM_WEIGHTS_BANNER} [/]", soft_wrap=True)

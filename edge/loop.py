@@ -1,0 +1,140 @@
+"""The loop: frames from a source, through the pipeline, into the sinks. Used by `process` (recorded
+sequences, resumable) and `live` (cameras, real time). Ctrl-C, a closed window, or a source that ends
+stop it cleanly; outputs are flushed in every case."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .console import notice
+from .pipeline import DepthPipeline, FrameResult
+from .sinks import DepthPngSink, MetricsSink, VideoSink, WindowSink, side_by_side
+from .sources import Frame
+
+
+@dataclass
+class StreamReport:
+    name: str
+    computed: int = 0  # frames run through the pipeline
+    reused: int = 0  # frames already written by an earlier run (resume)
+    skipped: int = 0  # missing or corrupt input frames
+    dropped: int = 0  # live frames the loop had no time for
+    scene_cuts: int = 0
+    interrupted: bool = False
+    wall_seconds: float = 0.0
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.computed / self.wall_seconds if self.wall_seconds and self.computed else 0.0
+
+
+@dataclass
+class StreamOutputs:
+    folder: Path | None = None  # depth PNGs in folder/depth, metrics.json/csv in folder
+    video: Path | None = None
+    window: bool = False
+    resume: bool = True
+
+
+def fit_frame(rgb: np.ndarray, size: tuple[int, int], resize: bool, source: str, pipeline: DepthPipeline) -> np.ndarray:
+    """Frames of another size than the export: resized (area) or refused in one line."""
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    if not resize:
+        pipeline.manifest.check_frame_size(rgb.shape[0], rgb.shape[1], source)
+    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def overlay_lines(result: FrameResult | None, fps: float) -> list[str]:
+    if result is None:
+        return ["(resumed from disk)"]
+    t = result.timings
+    stages = " ".join(f"{k[:3]} {t[k] * 1000:.0f}" for k in ("encoder", "adapter", "decoder", "motion") if t.get(k))
+    return [f"{fps:5.1f} FPS  {t['total'] * 1000:.0f} ms", f"ms: {stages}",
+            f"shift {result.shift.dx:+.1f},{result.shift.dy:+.1f} px  conf {result.shift.confidence:.2f}"]
+
+
+def run_stream(
+    pipeline: DepthPipeline,
+    source,
+    outputs: StreamOutputs,
+    *,
+    resize: bool = True,
+    run_info: dict | None = None,
+    on_frame: Callable[[StreamReport], None] | None = None,
+) -> StreamReport:
+    report = StreamReport(name=source.name)
+    size = pipeline.frame_size
+    pngs = DepthPngSink(outputs.folder / "depth") if outputs.folder else None
+    metrics = MetricsSink(outputs.folder, {**(run_info or {}), "source": source.name}) if outputs.folder else None
+    video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
+    window = WindowSink(f"smoothdino - {source.name}") if outputs.window else None
+    random_weights = pipeline.manifest.random_weights
+    pipeline.reset()
+    pending: np.ndarray | None = None  # last reused frame: primes the pipeline before the next computed one
+    warned_resize = False
+    fps = 0.0
+    start = time.perf_counter()
+    try:
+        for frame in source:
+            frame: Frame
+            if frame.rgb.shape[:2] != size and resize and not warned_resize:
+                notice(f"{source.name}: frames are {frame.rgb.shape[0]}x{frame.rgb.shape[1]}, "
+                       f"the engines {size[0]}x{size[1]}: resizing (depth is resized back)")
+                warned_resize = True
+            rgb = fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline)
+            result = None
+            if pngs is not None and outputs.resume and not source.live and pngs.exists(frame.name):
+                depth = pngs.read(frame.name)
+                report.reused += 1
+                pending = rgb
+            else:
+                if pending is not None:
+                    pipeline.prime(pending)  # exact resume: frame t-1's levels without its depth
+                    pending = None
+                result = pipeline.step(rgb)
+                depth = result.depth
+                if depth.shape != frame.rgb.shape[:2]:
+                    depth = cv2.resize(depth, (frame.rgb.shape[1], frame.rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+                if pngs is not None:
+                    pngs.write(frame.name, depth)
+                report.computed += 1
+                report.scene_cuts += int(result.scene_cut)
+                fps = 0.9 * fps + 0.1 / max(result.timings["total"], 1e-6) if fps else 1.0 / max(result.timings["total"], 1e-6)
+            if metrics is not None:
+                metrics.add(frame.name, depth, frame.depth_gt, result.timings if result else None,
+                            scene_cut=bool(result.scene_cut) if result else None)
+            if video is not None or window is not None:
+                canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), random_weights)
+                if video is not None:
+                    video.write(canvas)
+                if window is not None:
+                    window.show(canvas)
+                    if window.quit:
+                        break
+            if on_frame:
+                on_frame(report)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        report.wall_seconds = time.perf_counter() - start
+        report.skipped = source.stats.skipped
+        report.dropped = source.stats.dropped
+        if metrics is not None:
+            metrics.run_info.update(skipped_frames=source.stats.skipped_names, dropped_frames=source.stats.dropped,
+                                    interrupted=report.interrupted)
+            metrics.write()
+            report.summary = metrics.summary()
+        if video is not None:
+            video.close()
+        if window is not None:
+            window.close()
+        source.close()
+    return report

@@ -1,0 +1,143 @@
+"""manifest.json: everything the run-time needs to wire the stages, and what it must refuse.
+
+Written by `smoothdino export` beside the graphs/engines; the run-time reads nothing else. It refuses, in one
+line, TensorRT engines built by another TensorRT version or for another GPU (serialized engines are not
+portable) and frames of another size than the graphs were exported for (unless asked to resize).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .graph_io import IO
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class StageFiles:
+    onnx: dict[str, str]  # precision -> file name ("fp32", "fp16")
+    engine: str | None = None  # serialized TensorRT engine (of the manifest's precision)
+    inputs: dict[str, dict] = field(default_factory=dict)  # name -> {"shape": [...], "dtype": "float32"}
+    outputs: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    arch: str
+    head: str
+    adapter: str  # none | paper | temporal
+    adapter_folded: bool  # paper offsets folded into the decoder: no adapter stage at run time
+    frame_size: tuple[int, int]  # (height, width)
+    grid: tuple[int, int]
+    embed_dim: int
+    precision: str  # fp32 | fp16
+    weights: dict[str, str]  # stage -> file@sha256 or random-weights(seed=N)
+    stages: dict[str, StageFiles]
+    versions: dict[str, str | None] = field(default_factory=dict)
+    gpu: dict | None = None
+    gate: dict | None = None
+    export_seconds: dict[str, float] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+    folder: Path | None = None  # where it was read from (not saved)
+
+    @property
+    def random_weights(self) -> bool:
+        return any(w.startswith("random-weights") for w in self.weights.values())
+
+    @property
+    def has_adapter_stage(self) -> bool:
+        return "adapter" in self.stages
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s for s in ("encoder", "adapter", "decoder") if s in self.stages]
+
+    def onnx_path(self, stage: str, precision: str | None = None) -> Path:
+        files = self.stages[stage].onnx
+        precision = precision or self.precision
+        if precision not in files:
+            raise UserError(f"{self._where()}: no {precision} graph for {stage}; re-export with --precision {precision}")
+        return self._file(files[precision])
+
+    def engine_path(self, stage: str) -> Path | None:
+        name = self.stages[stage].engine
+        return self._file(name) if name else None
+
+    def _file(self, name: str) -> Path:
+        path = (self.folder or Path(".")) / name
+        if not path.is_file():
+            raise UserError(f"{path}: listed in {self._where()} but missing; re-run smoothdino export")
+        return path
+
+    def _where(self) -> str:
+        return str((self.folder or Path(".")) / MANIFEST)
+
+    # -- what the run-time refuses ---------------------------------------------------------------
+
+    def check_tensorrt(self, tensorrt_version: str | None, gpu: dict | None) -> None:
+        """Engines only run under the TensorRT version and on the GPU they were built with."""
+        built = self.versions.get("tensorrt")
+        if built and tensorrt_version and built != tensorrt_version:
+            raise UserError(
+                f"{self._where()}: engines built with TensorRT {built}, this machine has {tensorrt_version}; "
+                "re-export here with --backend tensorrt (or run with --backend onnxruntime)"
+            )
+        if self.gpu and gpu and (self.gpu.get("name"), self.gpu.get("compute_capability")) != (
+            gpu.get("name"), gpu.get("compute_capability")
+        ):
+            raise UserError(
+                f"{self._where()}: engines built for {self.gpu.get('name')} (sm {self.gpu.get('compute_capability')}), "
+                f"this GPU is {gpu.get('name')} (sm {gpu.get('compute_capability')}); re-export on this machine"
+            )
+
+    def check_frame_size(self, height: int, width: int, source: str) -> None:
+        if (height, width) != tuple(self.frame_size):
+            h, w = self.frame_size
+            raise UserError(
+                f"{source}: frames are {height}x{width} but {self._where()} was exported for {h}x{w}; "
+                f"pass --resize or export with --size {height}x{width}"
+            )
+
+    # -- file I/O -------------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        data = asdict(self)
+        data.pop("folder")
+        tmp = folder / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, folder / MANIFEST)
+        self.folder = folder
+        return folder / MANIFEST
+
+    @classmethod
+    def load(cls, folder: Path) -> "Manifest":
+        folder = Path(folder)
+        path = folder / MANIFEST if folder.is_dir() else folder
+        if not path.is_file():
+            raise UserError(f"{path}: no manifest; create one with `smoothdino export --out {folder}`")
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != FORMAT_VERSION:
+                raise UserError(
+                    f"{path}: manifest format {data.get('format')} (this smoothdino reads {FORMAT_VERSION}); re-export"
+                )
+            data["stages"] = {k: StageFiles(**v) for k, v in data["stages"].items()}
+            data["frame_size"] = tuple(data["frame_size"])
+            data["grid"] = tuple(data["grid"])
+            manifest = cls(**data)
+        except UserError:
+            raise
+        except (ValueError, TypeError, KeyError) as err:
+            raise UserError(f"{path}: not a smoothdino manifest ({type(err).__name__}: {err}); re-export") from None
+        for stage, files in manifest.stages.items():
+            if stage not in IO:
+                raise UserError(f"{path}: unknown stage {stage!r}; re-export")
+        manifest.folder = path.parent
+        return manifest

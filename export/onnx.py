@@ -1,0 +1,63 @@
+"""torch -> ONNX for the three graphs: static shapes, opset 17, constants folded, checked, and compared
+with the PyTorch FP32 modules through ONNX Runtime.
+
+Opset 17 with the TorchScript exporter: LayerNorm becomes one LayerNormalization op (TensorRT >= 8.6 maps
+it to its normalization layer, which keeps FP16 statistics from overflowing); the dynamo exporter emits
+opset >= 18 only, which older JetPack TensorRT parsers reject.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edge.graph_io import IO
+
+OPSET = 17
+
+
+def export_graph(module: torch.nn.Module, stage: str, example: tuple[torch.Tensor, ...], path: Path) -> Path:
+    """Export one graph with the stage's I/O names; onnx.checker must pass."""
+    inputs, outputs = IO[stage]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(), example, str(tmp), input_names=inputs, output_names=outputs,
+            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )
+    model = onnx.load(str(tmp))
+    onnx.checker.check_model(model, full_check=True)
+    tmp.replace(path)  # atomic: a graph under its final name has passed the checker
+    return path
+
+
+def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One CPU ONNX Runtime run (used to check graphs; the run-time uses edge.engines)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    """max |ours - reference| / max |reference|: scale-free, and blind to nothing (a max, not a mean)."""
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    return float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-12))
+
+
+def compare_with_torch(path: Path, module: torch.nn.Module, stage: str, example: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    """Relative error of every output of the ONNX graph against the torch module on the same inputs."""
+    inputs, outputs = IO[stage]
+    with torch.no_grad():
+        expected = module(*example)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = run_onnx(path, {name: t.numpy() for name, t in zip(inputs, example)})
+    return {name: relative_error(got[name], e.numpy()) for name, e in zip(outputs, expected)}
