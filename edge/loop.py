@@ -119,6 +119,7 @@ def run_stream(
                     window.show(canvas)
                     if window.quit:
                         break
+            report.wall_seconds = time.perf_counter() - start
             if on_frame:
                 on_frame(report)
     except KeyboardInterrupt:

@@ -90,11 +90,15 @@ def side_by_side(rgb: np.ndarray, depth: np.ndarray, lines: list[str], random_we
     scale = max(0.4, rgb.shape[0] / 800)
     if random_weights:
         lines = ["RANDOM WEIGHTS - not metric"] + lines
+    (_, text_h), _ = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    step = int(text_h * 1.8) + 2
+    if lines:  # a dark band keeps the text readable on any frame
+        band = canvas[: step * len(lines) + 6, : canvas.shape[1] // 2]
+        band[:] = (band * 0.45).astype(np.uint8)
     for i, text in enumerate(lines):
-        y = int((i + 1) * 24 * scale / 0.6)
-        cv2.putText(canvas, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        color = (0, 0, 255) if text.startswith("RANDOM") else (255, 255, 255)
-        cv2.putText(canvas, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+        y = step * (i + 1)
+        color = (60, 60, 255) if text.startswith("RANDOM") else (255, 255, 255)
+        cv2.putText(canvas, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
     return canvas
 
 

@@ -30,9 +30,9 @@ def cuda_runtime():
         import pycuda.driver as cuda
 
         cuda.init()
-        context = cuda.Device(0).retain_primary_context()
-        context.push()
-        _CUDA.update(cuda=cuda, context=context, stream=cuda.Stream())
+        primary = cuda.Device(0).retain_primary_context()
+        primary.push()
+        _CUDA.update(cuda=cuda, context=primary, stream=cuda.Stream())
     return _CUDA["cuda"], _CUDA["context"], _CUDA["stream"]
 
 

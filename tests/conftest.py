@@ -45,3 +45,26 @@ def textured_rgb() -> np.ndarray:
     import cv2
 
     return cv2.resize(base, (98, 70), interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+
+
+SMALL = (70, 98)
+
+
+def _export(out: Path, **kw):
+    from export import ExportSpec, export_model
+
+    spec = ExportSpec(**{"arch": "vits14", "adapter": "temporal", "size": SMALL, "precision": "fp16",
+                         "backend": "onnx", "random_weights": True, "calibration_frames": 2, **kw})
+    manifest, report = export_model(spec, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory) -> Path:
+    """vits14 + temporal adapter, FP16 and FP32 graphs at 70x98, random weights (synthetic calibration)."""
+    return _export(tmp_path_factory.mktemp("export") / "temporal")
+
+
+@pytest.fixture(scope="session")
+def small_export_fp32(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory.mktemp("export") / "temporal32", precision="fp32")

@@ -1,0 +1,124 @@
+"""`smoothdino process`, `live` and `demo`: the files a user opens, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from edge.synthetic import SyntheticScene, write_sequence
+
+runner = CliRunner()
+
+
+def _copy_frames(src, dst, n):
+    dst.mkdir(parents=True)
+    for i in range(1, n + 1):
+        for ext in ("jpg", "png"):
+            shutil.copy(src / f"{i}.{ext}", dst / f"{i}.{ext}")
+    return dst
+
+
+@pytest.fixture()
+def sequence(tmp_path, request):
+    """Six 640x480 frames with depth: the shared NYUv2 sample when present, else the synthetic scene."""
+    from .conftest import NYU
+
+    if NYU.is_dir():
+        return _copy_frames(NYU / "bathroom_0028_out", tmp_path / "bathroom_0028_out", 6)
+    return write_sequence(tmp_path / "synthetic", SyntheticScene(480, 640, frames=6))
+
+
+def _process(sequence, out, engines, *extra):
+    return runner.invoke(app, ["process", str(sequence), "--engines", str(engines), "--out", str(out), *extra])
+
+
+def test_process_writes_pngs_video_metrics_and_resumes(sequence, small_export, tmp_path):
+    out = tmp_path / "out"
+    result = _process(sequence, out, small_export)
+    assert result.exit_code == 0, result.output
+    folder = out / sequence.name
+    pngs = sorted((folder / "depth").glob("*.png"), key=lambda p: int(p.stem))
+    assert [p.stem for p in pngs] == [str(i) for i in range(1, 7)]  # same names as the input frames
+    first = {}
+    for p in pngs:
+        depth = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        assert depth.dtype == np.uint16 and depth.shape == (480, 640)
+        assert 1 <= depth.min() and depth.max() <= 10000  # millimetres within the head's range
+        first[p.name] = p.read_bytes()
+    video = cv2.VideoCapture(str(folder / "video.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 1280
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert len(metrics["frames"]) == 6 and metrics["run"]["random_weights"] and "warning" in metrics["run"]
+    assert np.isfinite(metrics["summary"]["rmse"]) and (folder / "metrics.csv").read_text().count("\n") == 7
+
+    # Resume: nothing to redo.
+    again = _process(sequence, out, small_export)
+    assert again.exit_code == 0 and "Traceback" not in again.output
+    assert all(p.read_bytes() == first[p.name] for p in pngs)
+    row = next(line for line in again.output.splitlines() if line.strip().startswith("│ " + sequence.name[:8]))
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[2:4] == ["0", "6"]  # new, resumed
+
+    # An interrupted run left frames 4-6 unwritten: they are recomputed exactly (frame 3 primes the adapter).
+    for name in ("4.png", "5.png", "6.png"):
+        (folder / "depth" / name).unlink()
+    resumed = _process(sequence, out, small_export)
+    assert resumed.exit_code == 0, resumed.output
+    assert all((folder / "depth" / n).read_bytes() == first[n] for n in ("4.png", "5.png", "6.png"))
+
+
+def test_process_survives_truncated_jpeg(sequence, small_export, tmp_path):
+    data = (sequence / "3.jpg").read_bytes()
+    (sequence / "3.jpg").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    result = _process(sequence, out, small_export, "--no-video")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "3.jpg" in result.output
+    folder = out / sequence.name
+    assert sorted(p.stem for p in (folder / "depth").glob("*.png")) == ["1", "2", "4", "5", "6"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["run"]["skipped_frames"] == ["3.jpg"]
+    cells = [c.strip() for c in next(l for l in result.output.splitlines() if "│ " + sequence.name[:8] in l).split("│")[1:-1]]
+    assert cells[4] == "1"  # skipped
+
+
+def test_process_refuses_other_size_without_resize(sequence, small_export, tmp_path):
+    result = _process(sequence, tmp_path / "out", small_export, "--no-resize")
+    assert result.exit_code == 2
+    line = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert len(line) == 1 and "480x640" in line[0] and "70x98" in line[0]
+
+
+def test_process_bad_folder_one_line(small_export, tmp_path):
+    result = _process(tmp_path / "missing", tmp_path / "out", small_export)
+    assert result.exit_code == 2 and "not a folder" in result.output and "Traceback" not in result.output
+
+
+def test_live_on_video_file_headless_ends_by_itself(small_export, tmp_path):
+    video = tmp_path / "walk.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (98, 70))
+    for rgb, _ in SyntheticScene(70, 98, frames=20):
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    record = tmp_path / "live.mp4"
+    result = runner.invoke(app, ["live", "--source", str(video), "--engines", str(small_export), "--headless",
+                                 "--record", str(record), "--out", str(tmp_path / "live")])
+    assert result.exit_code == 0, result.output
+    assert record.is_file() and cv2.VideoCapture(str(record)).get(cv2.CAP_PROP_FRAME_COUNT) >= 1
+    assert "FPS" in result.output and "dropped" in result.output
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(out), "--frames", "4", "--size", "70x98"])
+    assert result.exit_code == 0, result.output
+    assert "random weights" in result.output.lower()
+    assert (out / "synthetic" / "video.mp4").is_file() and len(list((out / "synthetic" / "depth").glob("*.png"))) == 4
+    summary = json.loads((out / "synthetic" / "metrics.json").read_text())["summary"]
+    assert summary["frames"] == 4 and np.isfinite(summary["delta1"])

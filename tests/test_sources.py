@@ -1,0 +1,74 @@
+"""Frame sources: order, ground truth decoding, corrupt frames, live capture behaviour."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.errors import UserError
+from edge.sources import CameraSource, FolderSource, open_source, read_depth_png
+from edge.synthetic import SyntheticScene, write_sequence
+
+
+def test_folder_numeric_order_and_ground_truth(tmp_path):
+    folder = write_sequence(tmp_path / "seq", SyntheticScene(42, 56, frames=11))
+    source = FolderSource(folder)
+    assert source.names == [str(i) for i in range(1, 12)]  # 2 before 10
+    frames = list(source)
+    assert len(frames) == 11 and frames[0].rgb.shape == (42, 56, 3)
+    _, depth = SyntheticScene(42, 56, frames=11).frame(0)
+    assert np.abs(frames[0].depth_gt - depth).max() <= 0.00051  # 16-bit millimetres
+
+
+def test_nyu_eight_bit_depth_scale(tmp_path):
+    path = tmp_path / "1.png"
+    cv2.imwrite(str(path), np.array([[0, 51, 255]], np.uint8))
+    np.testing.assert_allclose(read_depth_png(path), [[0.0, 2.0, 10.0]], atol=1e-6)
+
+
+@pytest.mark.nyu
+def test_nyu_sequence_reads_real_frames(nyu_scene):
+    source = FolderSource(nyu_scene, limit=3)
+    frames = list(source)
+    assert [f.name for f in frames] == ["1", "2", "3"]
+    assert frames[0].rgb.shape == (480, 640, 3) and frames[0].depth_gt.max() <= 10.0
+
+
+def test_truncated_jpeg_is_skipped_and_counted(tmp_path):
+    folder = write_sequence(tmp_path / "seq", SyntheticScene(42, 56, frames=5))
+    data = (folder / "3.jpg").read_bytes()
+    (folder / "3.jpg").write_bytes(data[: len(data) // 2])
+    source = FolderSource(folder)
+    assert [f.name for f in source] == ["1", "2", "4", "5"]
+    assert source.stats.skipped == 1 and source.stats.skipped_names == ["3.jpg"]
+
+
+def test_bad_source_strings_one_line(tmp_path):
+    for spec in (str(tmp_path / "nope"), "not-a-camera"):
+        with pytest.raises(UserError) as err:
+            open_source(spec)
+        assert "\n" not in str(err.value)
+
+
+def _video(path, frames=30, fps=30.0):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (56, 42))
+    for rgb, _ in SyntheticScene(42, 56, frames=frames):
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_live_capture_keeps_newest_and_counts_drops(tmp_path):
+    video = _video(tmp_path / "cam.mp4", frames=30, fps=100.0)
+    source = CameraSource(str(video), retries=0, pace=True)
+    got = []
+    for frame in source:
+        got.append(frame.index)
+        time.sleep(0.05)  # a slow consumer: the capture thread overwrites frames meanwhile
+    source.close()
+    assert 0 < len(got) < 30
+    assert source.stats.dropped > 0
+    assert source.stats.read + source.stats.dropped <= 30
