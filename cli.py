@@ -7,6 +7,7 @@ Jetson with numpy, OpenCV, ONNX Runtime and TensorRT alone. Errors a user can fi
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -430,6 +431,65 @@ def demo(
         video=True, resize=True, resume=True, limit=None, min_confidence=0.1, motion_downscale=1,
     )
     console.print(f"demo: open {Path(out) / sequence.name / 'video.mp4'}; depth PNGs and metrics.json beside it")
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+@app.command()
+@user_errors
+def train(
+    data: list[Path] = typer.Argument(..., help="NYUv2 scene folders (<i>.jpg + <i>.png) or a folder of scenes."),
+    out: Path = typer.Option(Path("runs/adapter"), help="Run folder: checkpoint.pt, adapter.pt, log.jsonl, cache/."),
+    arch: str = typer.Option("vits14", help=ARCH_HELP),
+    head: str = typer.Option("dpt", help="Frozen NYUv2 depth head: dpt or linear4."),
+    adapter: str = typer.Option("temporal", help="temporal (the method as intended) or paper (as published)."),
+    hidden: int = typer.Option(64, help="Hidden width of the temporal adapter's conv block."),
+    size: str = typer.Option("480x640", help="Training frame size HEIGHTxWIDTH (frames are resized)."),
+    epochs: int = typer.Option(10, help="Epochs (paper: 10)."),
+    batch: int = typer.Option(10, help="Pairs per batch (paper: 10); split across ranks under torchrun."),
+    lr: float = typer.Option(1e-5, help="Adam learning rate (paper: 1e-5)."),
+    regularized: bool = typer.Option(False, help="Add 0.1 x MSE to the un-adapted prediction (published variant)."),
+    val_scenes: Optional[list[str]] = typer.Option(None, help="Scene names held out for validation (default: the last)."),
+    frames_per_scene: Optional[int] = typer.Option(None, help="Use only the first N frames of each scene."),
+    checkpoint_every: int = typer.Option(50, help="Write checkpoint.pt every N steps (atomically)."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps (resumable)."),
+    resume: bool = typer.Option(False, help="Continue exactly from <out>/checkpoint.pt."),
+    cache: bool = typer.Option(True, help="Cache encoder levels on disk (float16) so later epochs skip the encoder."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default <out>/cache)."),
+    min_confidence: float = typer.Option(0.1, help="Phase-correlation response below which a pair is a scene cut."),
+    weights_dir: Optional[Path] = typer.Option(None, help="Official weights folder (default: cache)."),
+    random_weights: bool = typer.Option(False, "--random-weights", help=RANDOM_HELP),
+    seed: int = typer.Option(0, help="Seed for the batch order (and --random-weights)."),
+):
+    """Train an adapter with the encoder and decoder frozen (MSE to NYUv2 depth; torchrun for several GPUs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from models.train import TrainConfig, train as run_training
+
+    cfg = TrainConfig(data=data, out=out, arch=arch, head=head, adapter=adapter, hidden=hidden, size=parse_size(size),
+                      epochs=epochs, batch=batch, lr=lr, regularized=regularized, val_scenes=list(val_scenes or []),
+                      frames_per_scene=frames_per_scene, checkpoint_every=checkpoint_every, max_steps=max_steps,
+                      resume=resume, cache=cache, cache_dir=cache_dir, min_confidence=min_confidence,
+                      weights_dir=weights_dir, random_weights=random_weights, seed=seed)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("training", total=max_steps, loss="")
+        result = run_training(cfg, progress=lambda step, total, epoch, loss: bar.update(
+            task, completed=step, total=total, description=f"epoch {epoch}", loss=f"loss {loss:.4f}"))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports
+    table = Table(title=f"train -> {out}")
+    for col in ("epoch", "val original MSE", "val updated MSE", "change"):
+        table.add_column(col, justify="right")
+    for v in result.val:
+        if "val_original_mse" in v:
+            change = (v["val_updated_mse"] - v["val_original_mse"]) / v["val_original_mse"] * 100
+            table.add_row(str(v["epoch"]), f"{v['val_original_mse']:.4f}", f"{v['val_updated_mse']:.4f}", f"{change:+.1f} %")
+    console.print(table)
+    console.print(f"{result.steps} steps, {result.seconds_per_step:.2f} s/step (median), encoder cache "
+                  f"{result.cache_hits} hits / {result.cache_misses} misses; checkpoint {result.checkpoint}")
+    if result.interrupted:
+        raise typer.Exit(130)
 
 
 def main() -> None:  # python -m cli

@@ -65,6 +65,8 @@ class PaperAdapter(nn.Module):
 
     def forward(self, current: FeatureLevels, previous: FeatureLevels, shift: torch.Tensor) -> FeatureLevels:
         dxdy = shift[:, :2].to(current[0][0].dtype)
+        for layer in [*self.conv_hidden, *self.fc_hidden]:  # unregistered: .to(device) never reached them
+            layer.to(dxdy.device)
         fused = []
         for i, ((patch, cls), (prev_patch, prev_cls)) in enumerate(zip(current, previous)):
             x = torch.cat((prev_patch, _planes(dxdy, prev_patch)), dim=1)

@@ -1,0 +1,159 @@
+"""Adapters: the published flaw, reproduced and caught; the corrected adapter learns what it should."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import build_adapter, load_adapter
+from models.adapter import PaperAdapter, TemporalAdapter, align_previous
+
+
+def _levels(dim=32, h=5, w=7, batch=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, dim, h, w, generator=gen), torch.randn(batch, dim, generator=gen)) for _ in range(4)]
+
+
+def _two_steps(adapter):
+    """Two Adam steps on a simple target; returns the set of parameter names with a non-zero gradient per step."""
+    current, previous = _levels(seed=1), _levels(seed=2)
+    target = _levels(seed=3)
+    shift = torch.tensor([[5.0, -3.0, 0.9], [-2.0, 1.0, 0.8]])
+    opt = torch.optim.Adam(adapter.parameters(), lr=1e-2)
+    seen = []
+    for _ in range(2):
+        out = adapter(current, previous, shift)
+        loss = sum(F.mse_loss(p, tp) + F.mse_loss(c, tc) for (p, c), (tp, tc) in zip(out, target))
+        opt.zero_grad()
+        loss.backward()
+        seen.append({n for n, p in adapter.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0})
+        opt.step()
+    return seen
+
+
+def test_temporal_every_parameter_learns_within_two_steps():
+    adapter = TemporalAdapter(32, hidden=16)
+    step1, step2 = _two_steps(adapter)
+    names = {n for n, _ in adapter.named_parameters()}
+    assert {n for n in names if "_out." in n} <= step1  # the zero-initialised output layers first
+    assert not {n for n in names if "_in." in n or "_mid." in n} & step1  # no gradient through zero output weights
+    assert step1 | step2 == names  # every parameter, by step 2
+
+
+def test_paper_design_leaves_hidden_layers_and_output_weights_dead():
+    adapter = PaperAdapter(32)
+    registered = {n for n, _ in adapter.named_parameters()}
+    assert registered == {f"{k}.{i}.{p}" for k in ("conv_out", "fc_out") for i in range(4) for p in ("weight", "bias")}
+    assert all(not any(p is q for q in adapter.parameters()) for layer in adapter.conv_hidden for p in layer.parameters())
+    step1, step2 = _two_steps(adapter)
+    assert step1 == step2 == {n for n in registered if n.endswith("bias")}  # only the output biases ever learn
+    assert all(float(layer.weight.detach().abs().sum()) == 0 for layer in adapter.conv_hidden)
+    assert all(float(layer.weight.detach().abs().sum()) == 0 for layer in adapter.conv_out)
+
+
+def _conv2d_numpy(x, w, b):
+    """x [C,H,W], w [O,C,3,3], zero padding 1 -> [O,H,W] (direct sum, float64)."""
+    c, h, wd = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    out = np.zeros((w.shape[0], h, wd))
+    for dy in range(3):
+        for dx in range(3):
+            out += np.einsum("oc,chw->ohw", w[:, :, dy, dx], xp[:, dy:dy + h, dx:dx + wd])
+    return out + b[:, None, None]
+
+
+def test_paper_checkpoint_equals_published_formula(tmp_path):
+    dim = 384
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for i in range(4):  # the published file: output layers only, [C, C+2] inputs
+        state[f"conv_out.{i}.weight"] = torch.randn(dim, dim + 2, 3, 3, generator=gen) * 0.01
+        state[f"conv_out.{i}.bias"] = torch.randn(dim, generator=gen) * 0.1
+        state[f"fc_out.{i}.weight"] = torch.randn(dim, dim + 2, generator=gen) * 0.01
+        state[f"fc_out.{i}.bias"] = torch.randn(dim, generator=gen) * 0.1
+    torch.save(state, tmp_path / "smoothdinov2_adapter.pth")
+    adapter = load_adapter("paper", "vits14", tmp_path / "smoothdinov2_adapter.pth")
+    current, previous = _levels(dim, 4, 5, batch=1, seed=4), _levels(dim, 4, 5, batch=1, seed=5)
+    dx, dy = 7.5, -2.25
+    with torch.no_grad():
+        out = adapter(current, previous, torch.tensor([[dx, dy, 0.9]]))
+    for i, ((p, c), (pp, pc), (op, oc)) in enumerate(zip(current, previous, out)):
+        # published: hidden = relu(conv_hidden([prev; dx; dy])) with all-zero hidden weights, then conv_out, + current
+        x = np.concatenate([pp[0].double().numpy(), np.full((1, 4, 5), dx), np.full((1, 4, 5), dy)])
+        hidden = np.maximum(_conv2d_numpy(x, np.zeros((dim + 2, dim + 2, 3, 3)), np.zeros(dim + 2)), 0)
+        ref_p = p[0].double().numpy() + _conv2d_numpy(hidden, state[f"conv_out.{i}.weight"].double().numpy(),
+                                                       state[f"conv_out.{i}.bias"].double().numpy())
+        h_cls = np.maximum(np.zeros((dim + 2, dim + 2)) @ np.concatenate([pc[0].double().numpy(), [dx, dy]]), 0)
+        ref_c = c[0].double().numpy() + state[f"fc_out.{i}.weight"].double().numpy() @ h_cls + state[f"fc_out.{i}.bias"].double().numpy()
+        np.testing.assert_allclose(op[0].double().numpy(), ref_p, atol=1e-5)
+        np.testing.assert_allclose(oc[0].double().numpy(), ref_c, atol=1e-5)
+    offsets = adapter.static_offsets()
+    assert torch.equal(offsets[2][0], state["conv_out.2.bias"]) and torch.equal(offsets[1][1], state["fc_out.1.bias"])
+
+
+def test_temporal_identity_at_start_and_gate_switches_off():
+    adapter = build_adapter("temporal", "vits14")
+    current, previous = _levels(384, seed=6), _levels(384, seed=7)
+    out = adapter(current, previous, torch.tensor([[3.0, 1.0, 0.9], [0, 0, 0.5]]))
+    assert all(torch.equal(o[0], c[0]) and torch.equal(o[1], c[1]) for o, c in zip(out, current))
+    trained = load_adapter("temporal", "vits14", random_weights=True)
+    with torch.no_grad():
+        on = trained(current, previous, torch.tensor([[3.0, 1.0, 0.9], [3.0, 1.0, 0.9]]))
+        off = trained(current, previous, torch.tensor([[3.0, 1.0, 0.0], [3.0, 1.0, 0.05]]))
+    assert all((o[0] - c[0]).abs().max() > 1e-3 for o, c in zip(on, current))
+    assert all(torch.equal(o[0], c[0]) and torch.equal(o[1], c[1]) for o, c in zip(off, current))
+
+
+def test_alignment_by_whole_and_sub_patch_shifts():
+    prev = torch.arange(5 * 7, dtype=torch.float32).view(1, 1, 5, 7)
+    cur = torch.full_like(prev, -1.0)
+    aligned, valid = align_previous(prev, cur, torch.tensor([[14.0, 28.0]]))  # +1 cell right, +2 down
+    assert torch.allclose(aligned[0, 0, 2:, 1:], prev[0, 0, :3, :6], atol=1e-5)
+    assert torch.all(aligned[0, 0, :2] == -1) and torch.all(aligned[0, 0, :, 0] == -1)  # borders from current
+    half, _ = align_previous(prev, cur, torch.tensor([[7.0, 0.0]]))  # half a cell: the mean of two neighbours
+    assert torch.allclose(half[0, 0, :, 1:], (prev[0, 0, :, :-1] + prev[0, 0, :, 1:]) / 2, atol=1e-5)
+
+
+def controlled_task(kind: str, steps: int = 300, dim: int = 16, seed: int = 0) -> float:
+    """Current levels = clean + fresh noise; previous levels = the clean map of frame t-1 (the scene moved
+    by a known whole-patch shift). Target: the clean current levels. Returns the test MSE after training."""
+    rng = torch.Generator().manual_seed(seed)
+    h, w = 6, 8
+
+    def batch(n=8):
+        clean_prev = torch.randn(n, dim, h, w, generator=rng)
+        moves = torch.randint(-1, 2, (n, 2), generator=rng).float()  # cells
+        clean = torch.zeros_like(clean_prev)
+        for i, (mx, my) in enumerate(moves.tolist()):
+            clean[i] = torch.roll(clean_prev[i], shifts=(int(my), int(mx)), dims=(1, 2))
+        noisy = clean + 0.8 * torch.randn(clean.shape, generator=rng)
+        cls_prev = torch.randn(n, dim, generator=rng)
+        shift = torch.cat([moves * 14, torch.full((n, 1), 0.9)], dim=1)
+        current = [(noisy, cls_prev + 0.8 * torch.randn(n, dim, generator=rng))] * 4
+        previous = [(clean_prev, cls_prev)] * 4
+        return current, previous, shift, clean, cls_prev
+
+    adapter = {"none": lambda: None, "paper": lambda: PaperAdapter(dim),
+               "temporal": lambda: TemporalAdapter(dim, hidden=32)}[kind]()
+    if adapter is not None:
+        opt = torch.optim.Adam(adapter.parameters(), lr=3e-3)
+        for _ in range(steps):
+            current, previous, shift, clean, cls = batch()
+            out = adapter(current, previous, shift)
+            loss = F.mse_loss(out[0][0][:, :, 1:-1, 1:-1], clean[:, :, 1:-1, 1:-1]) + F.mse_loss(out[0][1], cls)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    current, previous, shift, clean, cls = batch(64)
+    with torch.no_grad():
+        out = current if adapter is None else adapter(current, previous, shift)
+    return float(F.mse_loss(out[0][0][:, :, 1:-1, 1:-1], clean[:, :, 1:-1, 1:-1]))  # interior: borders are unknown
+
+
+def test_controlled_task_temporal_far_below_paper():
+    errors = {k: controlled_task(k) for k in ("none", "paper", "temporal")}
+    assert errors["none"] == pytest.approx(0.64, rel=0.1)  # the noise variance
+    assert errors["paper"] > 0.9 * errors["none"]  # a constant cannot remove zero-mean noise
+    assert errors["temporal"] < 0.2 * errors["paper"], errors

@@ -1,0 +1,113 @@
+"""`smoothdino train` on the shared NYUv2 sample: the loss falls, an interruption resumes to the same state."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from models.train import find_scenes, make_pairs, split_scenes
+
+pytestmark = pytest.mark.nyu
+
+ARGS = ["--size", "70x98", "--frames-per-scene", "5", "--batch", "8", "--lr", "1e-3", "--epochs", "6",
+        "--random-weights", "--val-scenes", "bedroom_0004_out", "--checkpoint-every", "1"]
+
+
+def _train(nyu_root, out, *extra):
+    result = CliRunner().invoke(app, ["train", str(nyu_root), "--out", str(out), *ARGS, *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _steps(out):
+    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def full_run(nyu_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "full"
+    result = _train(nyu_root, out)
+    return out, result
+
+
+def test_split_by_scene_and_pairs_within_scenes(nyu_root):
+    scenes = find_scenes([nyu_root])
+    train, val = split_scenes(scenes, ["bedroom_0004_out"])
+    assert [s.name for s in val] == ["bedroom_0004_out"] and len(train) == 2
+    pairs = make_pairs(scenes[0], (70, 98), 5, 0.1)
+    assert len(pairs) == 4 and all(p.scene == scenes[0].name for p in pairs)
+    assert [p.current.stem for p in pairs] == ["2", "3", "4", "5"] and pairs[0].previous.stem == "1"
+    assert all(p.shift[2] > 0.1 for p in pairs)  # consecutive NYU frames correlate
+
+
+def test_training_lowers_the_loss_and_reports_validation(full_run):
+    out, result = full_run
+    losses = [r["loss"] for r in _steps(out)]
+    assert len(losses) == 6
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert "val original MSE" in result.output and "RANDOM WEIGHTS" in result.output
+    epochs = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "val_updated_mse" in r]
+    assert len(epochs) == 6 and len({round(e["val_original_mse"], 9) for e in epochs}) == 1  # frozen model
+    steps = _steps(out)
+    assert steps[0]["cache_misses"] > 0 and steps[-1]["cache_misses"] == steps[1]["cache_misses"]  # encoder in epoch 0 only
+    assert (out / "adapter.pt").is_file()
+    from models import load_adapter
+
+    trained = load_adapter("temporal", "vits14", out / "adapter.pt")  # usable by export --adapter-weights
+    assert float(trained.levels[0].patch_out.weight.abs().sum()) > 0
+
+
+def test_stop_and_resume_reaches_the_same_state(full_run, nyu_root, tmp_path):
+    out = tmp_path / "resumed"
+    _train(nyu_root, out, "--max-steps", "3")
+    assert len(_steps(out)) == 3
+    _train(nyu_root, out, "--resume")
+    a = torch.load(full_run[0] / "adapter.pt", weights_only=False)["adapter"]
+    b = torch.load(out / "adapter.pt", weights_only=False)["adapter"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in _steps(out)] == [r["loss"] for r in _steps(full_run[0])]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(full_run, nyu_root, tmp_path):
+    out = tmp_path / "sigint"
+    cmd = [sys.executable, "-m", "cli", "train", str(nyu_root), "--out", str(out), *ARGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "log.jsonl").is_file() and len(_steps(out)) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    done = len(_steps(out))
+    if done == 6:
+        pytest.skip("training finished before the interrupt arrived")
+    assert proc.returncode == 130, output
+    assert "interrupted: checkpoint saved" in output and "Traceback" not in output
+    _train(nyu_root, out, "--resume")
+    a = torch.load(full_run[0] / "adapter.pt", weights_only=False)["adapter"]
+    b = torch.load(out / "adapter.pt", weights_only=False)["adapter"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_ddp_same_command(nyu_root, tmp_path):
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not found beside this Python")
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "cli", "train", str(nyu_root),
+           "--out", str(out), *[a if a != "6" else "2" for a in ARGS]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(_steps(out)) == 2 and (out / "adapter.pt").is_file()
+    assert (proc.stdout + proc.stderr).count("val original MSE") == 1  # rank 0 reports
