@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edge.console import console
+from edge.console import console, reset_notices
 from edge.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,6 +29,7 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        reset_notices()
         try:
             return fn(*args, **kwargs)
         except UserError as err:
@@ -431,6 +432,43 @@ def demo(
         video=True, resize=True, resume=True, limit=None, min_confidence=0.1, motion_downscale=1,
     )
     console.print(f"demo: open {Path(out) / sequence.name / 'video.mp4'}; depth PNGs and metrics.json beside it")
+
+
+# -- bench ----------------------------------------------------------------------------------------
+
+@app.command()
+@user_errors
+def bench(
+    data: list[str] = typer.Option(..., help="NYUv2 sequence folders (repeat), or synthetic[:HxW]."),
+    configs: str = typer.Option("vits14,vits14+paper,vits14+temporal,vitb14", help="Comma-separated arch[+adapter]."),
+    backends: str = typer.Option("torch,onnxruntime,tensorrt", help="Comma-separated; unavailable ones are reported."),
+    frames: int = typer.Option(50, help="Consecutive frames per sequence."),
+    out: Path = typer.Option(Path("out/bench"), help="results.json, results.md, accuracy_vs_latency.png, depth/."),
+    size: Optional[str] = typer.Option(None, help="Frame size HEIGHTxWIDTH (default: the frames')."),
+    precision: str = typer.Option("fp16", help="Precision of the exported graphs/engines."),
+    warmup: int = typer.Option(2, help="Frames per runner left out of the latency statistics."),
+    weights_dir: Optional[Path] = typer.Option(None, help="Official weights folder (default: cache)."),
+    adapter_weights: Optional[Path] = typer.Option(None, help="Trained adapter for the +temporal / +paper configs."),
+    random_weights: bool = typer.Option(False, "--random-weights", help=RANDOM_HELP),
+):
+    """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base, every back-end, same frames."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from benchmarks.bench import BenchSpec, run_bench
+    from edge.console import random_weights_notice
+
+    spec = BenchSpec(data=[Path(d) if not d.startswith("synthetic") else d for d in data], out=out,
+                     configs=[c for c in configs.split(",") if c], backends=[b for b in backends.split(",") if b],
+                     frames=frames, size=parse_size(size) if size else None, precision=precision, warmup=warmup,
+                     weights_dir=weights_dir, adapter_weights=adapter_weights, random_weights=random_weights)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("bench", total=None)
+        results = run_bench(spec, progress=lambda n, total: bar.update(task, completed=n, total=total),
+                            say=lambda msg: bar.update(task, description=msg))
+    if results["random_weights"]:
+        random_weights_notice()
+    typer.echo((Path(out) / "results.md").read_text())
 
 
 # -- train ----------------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ def notice(message: str) -> None:
 _shown: set[str] = set()
 
 
+def reset_notices() -> None:
+    """A new command starts: its output gets the banner again (matters when commands share a process)."""
+    _shown.clear()
+
+
 def random_weights_notice() -> None:
     """The banner, once per process (encoder, decoder and adapter all ask for it)."""
     if "random" not in _shown:

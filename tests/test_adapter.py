@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from models import build_adapter, load_adapter
+from benchmarks.adapter_controlled import controlled_task
 from models.adapter import PaperAdapter, TemporalAdapter, align_previous
 
 
@@ -114,42 +115,6 @@ def test_alignment_by_whole_and_sub_patch_shifts():
     assert torch.all(aligned[0, 0, :2] == -1) and torch.all(aligned[0, 0, :, 0] == -1)  # borders from current
     half, _ = align_previous(prev, cur, torch.tensor([[7.0, 0.0]]))  # half a cell: the mean of two neighbours
     assert torch.allclose(half[0, 0, :, 1:], (prev[0, 0, :, :-1] + prev[0, 0, :, 1:]) / 2, atol=1e-5)
-
-
-def controlled_task(kind: str, steps: int = 300, dim: int = 16, seed: int = 0) -> float:
-    """Current levels = clean + fresh noise; previous levels = the clean map of frame t-1 (the scene moved
-    by a known whole-patch shift). Target: the clean current levels. Returns the test MSE after training."""
-    rng = torch.Generator().manual_seed(seed)
-    h, w = 6, 8
-
-    def batch(n=8):
-        clean_prev = torch.randn(n, dim, h, w, generator=rng)
-        moves = torch.randint(-1, 2, (n, 2), generator=rng).float()  # cells
-        clean = torch.zeros_like(clean_prev)
-        for i, (mx, my) in enumerate(moves.tolist()):
-            clean[i] = torch.roll(clean_prev[i], shifts=(int(my), int(mx)), dims=(1, 2))
-        noisy = clean + 0.8 * torch.randn(clean.shape, generator=rng)
-        cls_prev = torch.randn(n, dim, generator=rng)
-        shift = torch.cat([moves * 14, torch.full((n, 1), 0.9)], dim=1)
-        current = [(noisy, cls_prev + 0.8 * torch.randn(n, dim, generator=rng))] * 4
-        previous = [(clean_prev, cls_prev)] * 4
-        return current, previous, shift, clean, cls_prev
-
-    adapter = {"none": lambda: None, "paper": lambda: PaperAdapter(dim),
-               "temporal": lambda: TemporalAdapter(dim, hidden=32)}[kind]()
-    if adapter is not None:
-        opt = torch.optim.Adam(adapter.parameters(), lr=3e-3)
-        for _ in range(steps):
-            current, previous, shift, clean, cls = batch()
-            out = adapter(current, previous, shift)
-            loss = F.mse_loss(out[0][0][:, :, 1:-1, 1:-1], clean[:, :, 1:-1, 1:-1]) + F.mse_loss(out[0][1], cls)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    current, previous, shift, clean, cls = batch(64)
-    with torch.no_grad():
-        out = current if adapter is None else adapter(current, previous, shift)
-    return float(F.mse_loss(out[0][0][:, :, 1:-1, 1:-1], clean[:, :, 1:-1, 1:-1]))  # interior: borders are unknown
 
 
 def test_controlled_task_temporal_far_below_paper():

@@ -1,0 +1,90 @@
+"""`smoothdino bench` on a few frames: numbers checked against an independent recomputation from the files."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+CONFIGS = "vits14,vits14+paper,vits14+temporal,vitb14"
+
+
+@pytest.fixture(scope="module")
+def bench_run(nyu_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    args = ["bench", "--data", str(nyu_root / "bathroom_0028_out"), "--data", "synthetic:70x98", "--frames", "3",
+            "--size", "70x98", "--configs", CONFIGS, "--backends", "torch,onnxruntime,tensorrt", "--warmup", "1",
+            "--random-weights", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out, args, result
+
+
+def _gt(path):
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return raw.astype(np.float64) / (1000.0 if raw.dtype == np.uint16 else 25.5)
+
+
+def test_mse_matches_numpy_recomputation_from_written_maps(bench_run, nyu_root):
+    out, _, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["random_weights"] and "RANDOM" in results["warning"]
+    folders = {"bathroom_0028_out": nyu_root / "bathroom_0028_out", "synthetic_70x98": out / "data" / "synthetic_70x98"}
+    for key, row in results["rows"].items():
+        per_frame_paper, per_frame_valid = [], []
+        for seq, gt_folder in folders.items():
+            for i in (1, 2, 3):
+                depth = cv2.imread(str(out / "depth" / key.replace("@", "_at_") / seq / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+                assert depth.dtype == np.uint16
+                pred, gt = depth.astype(np.float64) / 1000.0, _gt(gt_folder / f"{i}.png")
+                assert pred.shape == gt.shape  # written at the input frame's size
+                per_frame_paper.append(np.mean((pred - gt) ** 2))
+                valid = (gt > 0.001) & (gt <= 10)
+                per_frame_valid.append(np.mean((np.clip(pred[valid], 0.001, 10) - gt[valid]) ** 2))
+        assert row["accuracy"]["mse_paper"] == pytest.approx(np.mean(per_frame_paper), rel=1e-6), key
+        assert row["accuracy"]["mse"] == pytest.approx(np.mean(per_frame_valid), rel=1e-6), key
+
+
+def test_latency_rows_for_every_runner_that_ran(bench_run):
+    out, _, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    ran = set(results["rows"])
+    assert {f"{c}@{b}" for c in CONFIGS.split(",") for b in ("torch", "onnxruntime")} <= ran
+    tensorrt = {f"{c}@tensorrt" for c in CONFIGS.split(",")}
+    assert tensorrt <= ran | set(results["skipped"])  # ran, or said why not
+    for key, row in results["rows"].items():
+        lat = row["latency"]
+        assert row["timed_frames"] == 6 - 1  # 2 sequences x 3 frames, less one warm-up frame per runner
+        for stage in ("encoder", "decoder", "total"):
+            assert 0 < lat[stage]["p50_ms"] <= lat[stage]["p95_ms"] <= lat[stage]["max_ms"], (key, stage)
+        runs_adapter = row["adapter"] == "temporal" or (row["adapter"] == "paper" and row["backend"] == "torch")
+        assert (lat["adapter"]["p50_ms"] > 0) == runs_adapter, key  # paper is folded away in the export
+        assert row["fps"] == pytest.approx(1000.0 / lat["total"]["p50_ms"])
+    ratios = {r["small"] for r in results["small_vs_base"]}
+    assert "vits14+temporal@onnxruntime" in ratios and "vits14+paper@torch" in ratios
+    md = (out / "results.md").read_text()
+    assert "vits14+temporal" in md and "-23.8" in md and "RANDOM WEIGHTS" in md
+
+
+def test_plot_is_a_png(bench_run):
+    out, _, _ = bench_run
+    path = out / "accuracy_vs_latency.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[0] > 200 and image.shape[1] > 300
+
+
+def test_bench_resumes_without_recomputing(bench_run):
+    out, args, _ = bench_run
+    before = (out / "frames.jsonl").read_text()
+    results_before = json.loads((out / "results.json").read_text())
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert (out / "frames.jsonl").read_text() == before
+    after = json.loads((out / "results.json").read_text())
+    assert {k: r["accuracy"] for k, r in after["rows"].items()} == {k: r["accuracy"] for k, r in results_before["rows"].items()}
