@@ -30,7 +30,8 @@ from edge.sinks import DepthPngSink, atomic_write_text, json_dumps, to_millimetr
 from edge.sources import FolderSource
 
 from .report import PAPER_FIGURES, plot_accuracy_vs_latency, write_markdown
-from .runners import BENCH_BACKENDS, Config, EngineRunner, TorchRunner, peak_rss_mib, percentiles, rss_mib
+from .runners import (BENCH_BACKENDS, Config, EngineRunner, TorchRunner, device_used_mib, peak_rss_mib, percentiles,
+                      rss_mib)
 
 
 @dataclass
@@ -89,7 +90,7 @@ def _open_runners(spec: BenchSpec, size, say, calibration: list[Path]) -> tuple[
                     skipped[key] = "torch not installed"
                     continue
             say(f"loading {key}")
-            before = rss_mib()
+            before, device_before = rss_mib(), device_used_mib()
             if backend == "torch":
                 runner = TorchRunner(config, size, spec.head, spec.weights_dir, spec.adapter_weights,
                                      spec.random_weights, spec.min_confidence)
@@ -100,6 +101,8 @@ def _open_runners(spec: BenchSpec, size, say, calibration: list[Path]) -> tuple[
                     runner.close()
                     continue
             runner.config, runner.key, runner.rss_load_mib = config, key, rss_mib() - before
+            device_after = device_used_mib()
+            runner.device_load_mib = None if device_before is None else device_after - device_before
             runners[key] = runner
     if not runners:
         raise UserError("no configuration could run on the requested back-ends: " + "; ".join(skipped.values()))
@@ -220,7 +223,7 @@ def _aggregate(spec, runners, skipped, done, sources, seconds) -> dict:
             "frames_with_ground_truth": len(metric_rows), "timed_frames": len(timed),
             "accuracy": summarize(metric_rows, METRICS + ("temporal",)) if metric_rows else {},
             "latency": latency, "fps": 1000.0 / p50 if p50 == p50 and p50 > 0 else float("nan"),
-            "memory": {"rss_load_mib": r.rss_load_mib},
+            "memory": {"rss_load_mib": r.rss_load_mib, "device_load_mib": r.device_load_mib},
         }
     for key, row in rows.items():  # relative change against the vits14 row of the same back-end
         base = rows.get(f"vits14@{row['backend']}")

@@ -155,6 +155,30 @@ def rss_mib() -> float:
     return 0.0
 
 
+def device_used_mib() -> float | None:
+    """GPU memory in use on device 0 (MiB), None without a GPU. Through torch when it has CUDA, else pycuda."""
+    from edge.environment import gpu
+
+    if gpu() is None:
+        return None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            return (total - free) / 2**20
+    except ImportError:
+        pass
+    try:
+        from edge.tensorrt_engine import cuda_runtime
+
+        cuda, _, _ = cuda_runtime()
+        free, total = cuda.mem_get_info()
+        return (total - free) / 2**20
+    except Exception:
+        return None
+
+
 def peak_rss_mib() -> float:
     import resource
 

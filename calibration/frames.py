@@ -47,8 +47,8 @@ def calibration_pairs(sequences: list[Path] | None, count: int, size: tuple[int,
     per_scene = [count // len(sources) + (1 if i < count % len(sources) else 0) for i in range(len(sources))]
     pairs = []
     for source, n in zip(sources, per_scene):
-        if n == 0:
-            continue
+        if n == 0 or len(source) < 2:
+            continue  # a pair needs two frames
         positions = np.linspace(1, len(source) - 1, n).round().astype(int)
         for pos in positions:
             prev, cur = source.load(int(pos) - 1), source.load(int(pos))

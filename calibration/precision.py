@@ -71,11 +71,13 @@ def run_gate(candidate: DepthPipeline, reference: DepthPipeline, pairs: list[Cal
     errors: dict[str, dict[str, list[float]]] = {}
     sq_drift, max_abs, n_pixels = 0.0, 0.0, 0
     sq_cand_gt, sq_ref_gt, n_gt = 0.0, 0.0, 0
+    reference_finite = True
     for pair in pairs:
         got, want = _run_pair(candidate, pair), _run_pair(reference, pair)
         for name, ref in want.items():
             out = got[name].astype(np.float64)
             ref = ref.astype(np.float64)
+            reference_finite &= bool(np.isfinite(ref).all())
             e = errors.setdefault(name, {"max_rel": [], "mean_rel": [], "nan_inf": []})
             finite = np.isfinite(out)
             e["nan_inf"].append(float((~finite).sum()))
@@ -106,6 +108,10 @@ def run_gate(candidate: DepthPipeline, reference: DepthPipeline, pairs: list[Cal
     nan_inf = sum(o["nan_inf"] for o in report.outputs.values())
     if nan_inf:
         report.reasons.append(f"{int(nan_inf)} NaN/Inf values")
+    if not all(np.isfinite(v) for v in report.depth.values() if isinstance(v, float)) or not reference_finite:
+        report.reasons.append("the FP32 reference itself is not finite (broken weights?)")
+    if candidate.description == reference.description:
+        report.depth["note"] = "candidate is the FP32 reference itself (fp32 on ONNX Runtime): only finiteness is tested"
     if report.depth["rmse_delta_mm"] > tolerance_mm:
         report.reasons.append(f"depth RMSE moved {report.depth['rmse_delta_mm']:.2f} mm > {tolerance_mm} mm")
     if drift > DRIFT_FACTOR * tolerance_mm:

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from .console import notice
+from .errors import UserError
 from .pipeline import DepthPipeline, FrameResult
-from .sinks import DepthPngSink, MetricsSink, VideoSink, WindowSink, side_by_side
+from .sinks import DepthPngSink, MetricsSink, VideoSink, WindowSink, atomic_write_text, side_by_side
 from .sources import Frame
 
 
@@ -41,6 +42,16 @@ class StreamOutputs:
     video: Path | None = None
     window: bool = False
     resume: bool = True
+
+
+def claim_output_folder(folder: Path, pipeline: DepthPipeline, resume: bool) -> None:
+    """Depth PNGs are reused on resume only if the same export wrote them."""
+    marker = folder / ".smoothdino-export"
+    identity = pipeline.identity
+    if resume and marker.is_file() and marker.read_text().strip() != identity:
+        raise UserError(f"{folder}: written by another export ({marker.read_text().strip()}); "
+                        "pass --no-resume to overwrite, or choose another --out")
+    atomic_write_text(marker, identity + "\n")
 
 
 def fit_frame(rgb: np.ndarray, size: tuple[int, int], resize: bool, source: str, pipeline: DepthPipeline) -> np.ndarray:
@@ -73,6 +84,8 @@ def run_stream(
     report = StreamReport(name=source.name)
     size = pipeline.frame_size
     pngs = DepthPngSink(outputs.folder / "depth") if outputs.folder else None
+    if pngs is not None:
+        claim_output_folder(pngs.folder, pipeline, outputs.resume)
     metrics = MetricsSink(outputs.folder, {**(run_info or {}), "source": source.name}) if outputs.folder else None
     video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
     window = WindowSink(f"smoothdino - {source.name}") if outputs.window else None
@@ -91,8 +104,8 @@ def run_stream(
                 warned_resize = True
             rgb = fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline)
             result = None
-            if pngs is not None and outputs.resume and not source.live and pngs.exists(frame.name):
-                depth = pngs.read(frame.name)
+            depth = pngs.read(frame.name) if pngs is not None and outputs.resume and not source.live else None
+            if depth is not None:  # written by an earlier run (an unreadable PNG is computed again)
                 report.reused += 1
                 pending = rgb
             else:

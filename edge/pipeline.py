@@ -84,6 +84,13 @@ class DepthPipeline:
         where = f"onnxruntime[{','.join(p.replace('ExecutionProvider', '') for p in providers)}]" if providers else self.backend
         return f"{m.arch}+{m.adapter} {self.precision} {m.frame_size[0]}x{m.frame_size[1]} on {where}"
 
+    @property
+    def identity(self) -> str:
+        """What produced a depth map: model, weights, precision, size (back-ends agree within tolerance)."""
+        m = self.manifest
+        weights = ",".join(f"{k}={v}" for k, v in sorted(m.weights.items()))
+        return f"{m.arch}+{m.adapter}/{m.head}/{self.precision}/{m.frame_size[0]}x{m.frame_size[1]}/{weights}"
+
     def reset(self) -> None:
         """Start a new sequence: the next frame has no previous frame."""
         self._previous = None

@@ -67,8 +67,10 @@ class DepthPngSink:
         return self.path(name).is_file()
 
     def read(self, name: str) -> np.ndarray | None:
-        raw = cv2.imread(str(self.path(name)), cv2.IMREAD_UNCHANGED)
-        return None if raw is None else raw.astype(np.float32) / 1000.0
+        """The written depth in metres; None if missing or unreadable."""
+        path = self.path(name)
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+        return None if raw is None or raw.dtype != np.uint16 else raw.astype(np.float32) / 1000.0
 
     def write(self, name: str, depth: np.ndarray) -> None:
         atomic_imwrite(self.path(name), to_millimetres(depth))

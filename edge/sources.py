@@ -94,12 +94,17 @@ class FolderSource:
         by_stem: dict[str, list[Path]] = {}
         for p in files:
             by_stem.setdefault(p.stem, []).append(p)
+        def pick(paths, suffixes):
+            return next((p for p in paths if p.suffix.lower() in suffixes), None)
+
+        # NYUv2 layout when any frame has both <i>.jpg and <i>.png: then a PNG is depth, never a frame, and a
+        # name whose JPEG is missing is a missing frame (skipped and counted), not its depth read as RGB.
+        nyu = any(pick(p, (".jpg", ".jpeg")) and pick(p, (".png",)) for p in by_stem.values())
         self.frames: list[tuple[str, Path, Path | None]] = []
         for stem, paths in by_stem.items():
-            rgb = [p for p in paths if p.suffix.lower() in (".jpg", ".jpeg")]
-            png = [p for p in paths if p.suffix.lower() == ".png"]
-            if rgb and png:
-                self.frames.append((stem, rgb[0], png[0]))
+            rgb = pick(paths, (".jpg", ".jpeg"))
+            if nyu:
+                self.frames.append((stem, rgb or paths[0].with_suffix(".jpg"), pick(paths, (".png",))))
             else:
                 self.frames.append((stem, paths[0], None))
         self.frames = self.frames[start:] if limit is None else self.frames[start:start + limit]
@@ -227,6 +232,17 @@ class CameraSource:
         return capture
 
     def _reader(self) -> None:
+        try:
+            self._read_loop()
+        except cv2.error as err:
+            notice(f"{self.spec}: capture failed ({str(err).strip().splitlines()[-1]}), ending the stream")
+        finally:
+            self.capture.release()  # released here, never while read() may still block in this thread
+            with self._fresh:
+                self._failed = True
+                self._fresh.notify_all()
+
+    def _read_loop(self) -> None:
         failures = 0
         next_due = time.monotonic()
         while not self._stop.is_set():
@@ -253,9 +269,6 @@ class CameraSource:
                     self.stats.dropped += 1  # the loop never saw the frame we overwrite
                 self._latest = (bgr, time.monotonic())
                 self._fresh.notify()
-        with self._fresh:
-            self._failed = True
-            self._fresh.notify_all()
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -274,8 +287,7 @@ class CameraSource:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2.0)
-        self.capture.release()
+        self._thread.join(timeout=2.0)  # the reader releases the capture when it leaves its loop
 
 
 class SyntheticSource:
@@ -307,12 +319,12 @@ def open_source(spec: str, *, live: bool = False, limit: int | None = None, **kw
     folder -> FolderSource; video file -> VideoSource (as a live-style stream with --live); digit,
     /dev/videoN, csi://N, rtsp://..., or a GStreamer pipeline -> CameraSource; synthetic[:HxW[:N]] ->
     SyntheticSource."""
-    if spec.startswith("synthetic"):
+    path = Path(spec).expanduser()
+    if spec.startswith("synthetic") and not path.exists():
         parts = spec.split(":")
         h, w = (int(v) for v in parts[1].split("x")) if len(parts) > 1 else (480, 640)
         n = int(parts[2]) if len(parts) > 2 else (limit or 30)
         return SyntheticSource(SyntheticScene(h, w, n))
-    path = Path(spec).expanduser()
     if path.is_dir():
         return FolderSource(path, limit=limit)
     if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:

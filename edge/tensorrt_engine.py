@@ -12,6 +12,7 @@ Importable without TensorRT or a GPU: the imports happen when an engine is creat
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ def cuda_runtime():
         cuda.init()
         primary = cuda.Device(0).retain_primary_context()
         primary.push()
+        # pycuda aborts at exit if a pushed context is still on the stack (pycuda.autoprimaryctx does this too).
+        # The context is current in this thread only: engines are used from the thread that made them.
+        atexit.register(primary.pop)
         _CUDA.update(cuda=cuda, context=primary, stream=cuda.Stream())
     return _CUDA["cuda"], _CUDA["context"], _CUDA["stream"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge.console import notice
 from edge.errors import UserError
 
 
@@ -53,7 +54,9 @@ def build_engine(onnx_path: Path, engine_path: Path, *, workspace_mib: int = 102
         config.clear_flag(trt.BuilderFlag.TF32)
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, False)
+    if not config.set_timing_cache(cache, False) and cache_bytes:  # from another GPU or TensorRT version
+        notice(f"{timing_cache}: timing cache not usable here; starting a fresh one")
+        config.set_timing_cache(config.create_timing_cache(b""), False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError(f"{onnx_path}: TensorRT build failed (see the log above); try a larger --workspace-mib")

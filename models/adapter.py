@@ -94,10 +94,11 @@ def align_previous(previous: torch.Tensor, current: torch.Tensor, shift_px: torc
     difference is zero instead of a fabricated border. Returns (aligned, valid [B,1,h,w] in 0..1).
     """
     b, _, h, w = previous.shape
-    ys = (torch.arange(h, dtype=previous.dtype) * 2 + 1) / h - 1  # cell centres, align_corners=False
-    xs = (torch.arange(w, dtype=previous.dtype) * 2 + 1) / w - 1
+    like = {"dtype": previous.dtype, "device": previous.device}
+    ys = (torch.arange(h, **like) * 2 + 1) / h - 1  # cell centres, align_corners=False
+    xs = (torch.arange(w, **like) * 2 + 1) / w - 1
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).unsqueeze(0)  # [1,h,w,2] (x, y)
-    offset = shift_px / PATCH_SIZE * torch.tensor([2.0 / w, 2.0 / h], dtype=previous.dtype)
+    offset = shift_px / PATCH_SIZE * torch.tensor([2.0 / w, 2.0 / h], **like)
     grid = base - offset.to(previous.dtype)[:, None, None, :]
     warped = F.grid_sample(previous, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     ones = torch.ones(b, 1, h, w, dtype=previous.dtype, device=previous.device)

@@ -39,6 +39,9 @@ from .preprocess import preprocess
 from .vit import load_encoder
 
 REG_WEIGHT = 0.1  # the published regularised variant
+CACHE_VERSION = "levels-v1"  # bump when preprocessing or the level layout changes
+RESUME_MUST_MATCH = ("arch", "head", "adapter", "hidden", "size", "batch", "lr", "regularized", "val_scenes",
+                     "frames_per_scene", "min_confidence", "random_weights", "seed", "data")
 
 
 @dataclass
@@ -123,14 +126,14 @@ def _fit(image: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.
 
 def make_pairs(scene: Path, size: tuple[int, int], limit: int | None, min_confidence: float) -> list[Pair]:
     source = FolderSource(scene, limit=limit)
-    frames = [(rgb, depth) for _, rgb, depth in source.frames if depth is not None]
+    frames = [(rgb, depth) for _, rgb, depth in source.frames]
     pairs, grey_prev = [], None
-    for (prev_rgb, _), (rgb, depth) in zip(frames, frames[1:]):
+    for (prev_rgb, _), (rgb, depth) in zip(frames, frames[1:]):  # (t-1, t), as at run time
         grey_prev = grey_prev if grey_prev is not None else _grey(prev_rgb, size)
         grey = _grey(rgb, size)
-        if grey_prev is None or grey is None:
+        if grey_prev is None or grey is None or depth is None:
             grey_prev = grey
-            continue  # a corrupt frame breaks the pair; the next pair starts after it
+            continue  # a corrupt frame breaks the pair; a frame without depth cannot be a target
         s = phase_shift(grey_prev, grey)
         shift = (s.dx, s.dy, s.confidence) if s.confidence >= min_confidence else (0.0, 0.0, 0.0)
         prev_path = prev_rgb if shift[2] > 0 else rgb  # scene cut: previous := current
@@ -144,7 +147,8 @@ class LevelCache:
 
     def __init__(self, folder: Path | None, encoder, size: tuple[int, int], device: torch.device):
         self.encoder, self.size, self.device = encoder, tuple(size), device
-        key = hashlib.sha1(f"{encoder.weights_id}|{size[0]}x{size[1]}".encode()).hexdigest()[:16]
+        key = hashlib.sha1(
+            f"{encoder.arch.name}|{encoder.weights_id}|{size[0]}x{size[1]}|{CACHE_VERSION}".encode()).hexdigest()[:16]
         self.folder = Path(folder) / key if folder else None
         self.hits = self.misses = 0
 
@@ -207,15 +211,55 @@ def masked_mse(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 # -- the loop -------------------------------------------------------------------------------------
 
+def _config_record(cfg: TrainConfig) -> dict:
+    """The configuration as JSON-like values (what a checkpoint stores and a resume compares)."""
+    record = {}
+    for k, v in asdict(cfg).items():
+        if isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, (list, tuple)):
+            v = [str(x) if isinstance(x, Path) else x for x in v]
+        record[k] = v
+    return record
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def _batches(n: int, batch: int, seed: int, epoch: int) -> list[list[int]]:
+def _batches(n: int, batch: int, seed: int, epoch: int, world: int = 1) -> list[list[int]]:
+    """The epoch's batches: a function of seed and epoch only, so a resume sees the same ones. With several
+    ranks a tail batch smaller than the world is dropped (every rank must take part in every step)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
-    return [order[i:i + batch].tolist() for i in range(0, n, batch)]
+    batches = [order[i:i + batch].tolist() for i in range(0, n, batch)]
+    return [b for b in batches if len(b) >= world]
+
+
+class _StopOnSigint:
+    """First Ctrl-C: finish the current step, then stop and save (so a resume is exact). Second: now."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.requested = False
+        self._signal = signal
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        console.print("stopping after this step (Ctrl-C again to stop now)")
+
+    def restore(self):
+        if self._previous is not None:
+            self._signal.signal(self._signal.SIGINT, self._previous)
+            self._previous = None
 
 
 @dataclass
@@ -238,6 +282,8 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, int, float], None] | N
     if distributed:
         import torch.distributed as dist
 
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -272,9 +318,12 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, int, float], None] | N
     val_history: list[dict] = []
     if cfg.resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["config"]["adapter"] != cfg.adapter or state["config"]["arch"] != cfg.arch:
-            raise UserError(f"{ckpt_path}: a {state['config']['arch']}+{state['config']['adapter']} run; "
-                            "resume with the same --arch/--adapter or use another --out")
+        now = _config_record(cfg)
+        changed = [k for k in RESUME_MUST_MATCH if state["config"].get(k) != now.get(k)]
+        if changed:
+            k = changed[0]
+            raise UserError(f"{ckpt_path}: saved with {k}={state['config'].get(k)!r}, now {now.get(k)!r}; "
+                            "resume with the same options or use another --out")
         adapter.load_state_dict(state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, start_batch, step = state["epoch"], state["next_batch"], state["step"]
@@ -287,8 +336,7 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, int, float], None] | N
             _atomic_save({"adapter": adapter.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                           "next_batch": next_batch, "step": step, "val": val_history, "kind": cfg.adapter,
                           "arch": cfg.arch, "hidden": cfg.hidden,
-                          "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-                                     if k not in ("data", "val_scenes")} | {"data": [str(d) for d in cfg.data]},
+                          "config": _config_record(cfg),
                           "weights": {"encoder": encoder.weights_id, "decoder": decoder.weights_id}}, ckpt_path)
 
     def log(record: dict) -> None:
@@ -330,9 +378,10 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, int, float], None] | N
     interrupted = False
     epoch = start_epoch
     position = (start_epoch, start_batch)  # where a resume continues: updated right after each optimizer step
+    stop = _StopOnSigint()
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            batches = _batches(len(train_pairs), cfg.batch, cfg.seed, epoch)
+            batches = _batches(len(train_pairs), cfg.batch, cfg.seed, epoch, world)
             first = start_batch if epoch == start_epoch else 0
             for b in range(first, len(batches)):
                 if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -359,6 +408,8 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, int, float], None] | N
                     progress(step, total_steps, epoch, losses[-1])
                 if step % cfg.checkpoint_every == 0:
                     save(*position)
+                if stop.requested:
+                    raise KeyboardInterrupt
             else:
                 start_batch = 0
                 record = {"epoch": epoch, "step": step, **(validate() if val_pairs else {})}
@@ -375,6 +426,8 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, int, float], None] | N
     except KeyboardInterrupt:
         interrupted = True
         save(*position)
+    finally:
+        stop.restore()
         if rank == 0:
             console.print(f"interrupted: checkpoint saved to {ckpt_path}; continue with --resume")
     if rank == 0 and not interrupted:

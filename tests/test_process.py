@@ -122,3 +122,17 @@ def test_demo_end_to_end(tmp_path):
     assert (out / "synthetic" / "video.mp4").is_file() and len(list((out / "synthetic" / "depth").glob("*.png"))) == 4
     summary = json.loads((out / "synthetic" / "metrics.json").read_text())["summary"]
     assert summary["frames"] == 4 and np.isfinite(summary["delta1"])
+
+
+def test_resume_refuses_pngs_of_another_export_and_redoes_unreadable_ones(sequence, small_export, small_export_fp32, tmp_path):
+    out = tmp_path / "out"
+    assert _process(sequence, out, small_export, "--no-video").exit_code == 0
+    depth = out / sequence.name / "depth"
+    other = _process(sequence, out, small_export_fp32, "--no-video")  # fp32 export, same folder
+    assert other.exit_code == 2 and "written by another export" in other.output and "--no-resume" in other.output
+    (depth / "2.png").write_bytes(b"not a png")  # e.g. a power cut on a Jetson
+    again = _process(sequence, out, small_export, "--no-video")
+    assert again.exit_code == 0, again.output
+    assert cv2.imread(str(depth / "2.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    cells = [c.strip() for c in next(l for l in again.output.splitlines() if "│ " + sequence.name[:8] in l).split("│")[1:-1]]
+    assert cells[2:4] == ["1", "5"]  # only the unreadable one was computed again

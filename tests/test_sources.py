@@ -72,3 +72,54 @@ def test_live_capture_keeps_newest_and_counts_drops(tmp_path):
     assert 0 < len(got) < 30
     assert source.stats.dropped > 0
     assert source.stats.read + source.stats.dropped <= 30
+
+
+class FlakyCapture:
+    """A camera that delivers `frames` frames, then stops; reopening it fails."""
+
+    opened = 0
+
+    def __init__(self, frames):
+        FlakyCapture.opened += 1
+        self.left = frames if FlakyCapture.opened == 1 else 0
+
+    def isOpened(self):  # noqa: N802
+        return FlakyCapture.opened == 1
+
+    def read(self):
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        time.sleep(0.01)
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def get(self, prop):
+        return 30.0
+
+    def release(self):
+        pass
+
+
+def test_camera_that_disappears_is_retried_then_ends(monkeypatch):
+    import edge.sources as sources
+
+    FlakyCapture.opened = 0
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *a: FlakyCapture(5))
+    source = CameraSource("0", retries=2, retry_delay=0.01)
+    frames = list(source)  # ends by itself: no exception, no hang
+    source.close()
+    assert 1 <= len(frames) <= 5
+    assert FlakyCapture.opened == 3  # the first open and two retries
+
+
+def test_nyu_folder_missing_jpeg_is_a_missing_frame_not_rgb(tmp_path):
+    folder = write_sequence(tmp_path / "seq", SyntheticScene(42, 56, frames=4))
+    (folder / "2.jpg").unlink()  # its depth PNG stays: it must not be read as a colour frame
+    source = FolderSource(folder)
+    assert [f.name for f in source] == ["1", "3", "4"]
+    assert source.stats.skipped == 1 and source.stats.skipped_names == ["2.jpg"]
+
+
+def test_a_folder_named_synthetic_is_a_folder(tmp_path):
+    folder = write_sequence(tmp_path / "synthetic_run", SyntheticScene(42, 56, frames=2))
+    assert isinstance(open_source(str(folder)), FolderSource)
