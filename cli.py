@@ -271,9 +271,12 @@ def _pipeline_for(engines, out, backend, min_confidence, motion_downscale, threa
 
         try:
             manifest = Manifest.load(engines)
-            if (tuple(manifest.frame_size) != tuple(export_kwargs["size"]) or manifest.arch != export_kwargs["arch"]
-                    or manifest.adapter != export_kwargs["adapter"]):
-                raise UserError("stale")
+            wanted = (tuple(export_kwargs["size"]), export_kwargs["arch"], export_kwargs["adapter"], export_kwargs["head"],
+                      export_kwargs["precision"], bool(export_kwargs["random_weights"]))
+            have = (tuple(manifest.frame_size), manifest.arch, manifest.adapter, manifest.head, manifest.precision,
+                    manifest.random_weights)
+            if wanted != have or export_kwargs.get("adapter_weights"):
+                raise UserError("stale")  # export again below
         except UserError:
             _export(out=engines, backend="auto" if backend != "onnxruntime" else "onnx", **export_kwargs)
     return DepthPipeline.from_folder(engines, backend=backend, min_confidence=min_confidence,

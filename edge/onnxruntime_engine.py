@@ -14,13 +14,19 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(u
              "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
 
-def default_providers() -> list[str]:
-    """Best available first. The TensorRT provider is left out on purpose: our TensorRTEngine builds
-    strongly typed engines from the same graphs with explicit buffer ownership."""
+def default_providers(graph: Path) -> list:
+    """Best available first: TensorRT execution provider (engines cached beside the graph, precision taken
+    from the graph), CUDA, then CPU."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    providers: list = []
+    if "TensorrtExecutionProvider" in available:
+        cache = Path(graph).parent / "ort_trt_cache"
+        providers.append(("TensorrtExecutionProvider", {"trt_engine_cache_enable": True,
+                                                        "trt_engine_cache_path": str(cache)}))
+    providers += [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return providers
 
 
 class OnnxRuntimeEngine:
@@ -35,7 +41,7 @@ class OnnxRuntimeEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("SMOOTHDINO_THREADS", 0)) or 0
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers or default_providers())
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers or default_providers(self.path))
         self.providers = self.session.get_providers()
         self.inputs = {i.name: TensorSpec(tuple(i.shape), ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()}
         self.outputs = {o.name: TensorSpec(tuple(o.shape), ORT_TYPES.get(o.type, o.type)) for o in self.session.get_outputs()}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.console import random_weights_notice
+from edge.errors import UserError
 
 from .archs import PATCH_SIZE, get_arch
 from .checkpoints import CheckpointError, load_strict, read_checkpoint, weights_id
@@ -173,7 +174,7 @@ def build_adapter(kind: str, arch: str, hidden: int = 64) -> nn.Module:
         return PaperAdapter(dim)
     if kind == "temporal":
         return TemporalAdapter(dim, hidden)
-    raise ValueError(f"unknown adapter {kind!r}: choose one of {', '.join(ADAPTER_KINDS)}")
+    raise UserError(f"--adapter {kind!r}: choose one of {', '.join(ADAPTER_KINDS)}")
 
 
 def init_random_adapter_(adapter: nn.Module, seed: int) -> None:
@@ -206,7 +207,7 @@ def load_adapter(
     """An adapter: trained weights (a bare state dict, or a `smoothdino train` checkpoint with an
     'adapter' entry), seeded random weights, or - with neither - its initial state (identity)."""
     if kind not in ADAPTER_KINDS:
-        raise ValueError(f"unknown adapter {kind!r}: choose one of {', '.join(ADAPTER_KINDS)}")
+        raise UserError(f"--adapter {kind!r}: choose one of {', '.join(ADAPTER_KINDS)}")
     state = None
     if weights is not None and kind != "none":
         path = Path(weights)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge.errors import UserError
+
 PATCH_SIZE = 14
 POS_GRID = 37  # pos_embed is trained for 518x518 = 37x37 patches
 
@@ -38,7 +40,7 @@ def get_arch(name: str) -> Arch:
     try:
         return ARCHS[name]
     except KeyError:
-        raise ValueError(f"unknown arch {name!r}: choose one of {', '.join(ARCHS)}") from None
+        raise UserError(f"--arch {name!r}: choose one of {', '.join(ARCHS)}") from None
 
 
 def padded_size(n: int, multiple: int = PATCH_SIZE) -> int:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.console import random_weights_notice
+from edge.errors import UserError
 
 from .archs import NYU_DEPTH_RANGE, get_arch
 from .checkpoints import head_state_dict, load_strict, official_file, read_checkpoint, resolve, weights_id
@@ -27,7 +28,7 @@ def build_head(arch: str, head: str = "dpt") -> nn.Module:
         return DPTHead(a.embed_dim, a.dpt_channels, min_depth=NYU_DEPTH_RANGE[0])
     if head == "linear4":
         return LinearDepthHead(a.embed_dim, 4, min_depth=NYU_DEPTH_RANGE[0], max_depth=NYU_DEPTH_RANGE[1])
-    raise ValueError(f"unknown head {head!r}: choose dpt or linear4")
+    raise UserError(f"--head {head!r}: choose dpt or linear4")
 
 
 class DepthDecoder(nn.Module):
