@@ -34,7 +34,7 @@ from models.decoder import load_decoder
 from models.fold import fold_offsets_into_decoder
 from models.vit import load_encoder
 
-from .graphs import AdapterGraph, DecoderGraph, EncoderGraph, pack
+from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import compare_with_torch, export_graph
 from .precision import convert_to_fp16
 from .tensorrt import build_engine

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from edge.errors import UserError
-from edge.paths import smoothdino_home, weights_cache_dir as weights_cache
+from edge.paths import weights_cache_dir as weights_cache
 
 from .archs import ARCHS
 

@@ -23,7 +23,7 @@ from export.onnx import run_onnx
 from models import load_adapter, load_decoder, load_encoder
 from models.fold import fold_offsets_into_decoder
 
-from .conftest import NYU, SMALL
+from .conftest import SMALL
 
 
 def _export_three(arch, size, tmp_path, rgb):
