@@ -15,8 +15,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edge.console import console, reset_notices
-from edge.errors import UserError
+from smoothdino.edge.console import console, reset_notices
+from smoothdino.edge.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Live metric depth from a moving camera: DINOv2 + temporal adapter on TensorRT / ONNX Runtime.")
@@ -60,7 +60,7 @@ RANDOM_HELP = "Seeded random weights in the official layout (no download; result
 # -- weights --------------------------------------------------------------------------------------
 
 def _selected_files(archs: list[str] | None, kinds: list[str] | None):
-    from models.checkpoints import OFFICIAL_FILES
+    from smoothdino.models.checkpoints import OFFICIAL_FILES
 
     files = [f for f in OFFICIAL_FILES if (not archs or f.arch in archs) and (not kinds or f.kind in kinds)]
     if not files:
@@ -72,7 +72,7 @@ def _selected_files(archs: list[str] | None, kinds: list[str] | None):
 @user_errors
 def weights_list(weights_dir: Optional[Path] = typer.Option(None, help="Also look in this folder.")):
     """The release files, their URLs and whether they are here."""
-    from models.checkpoints import OFFICIAL_FILES, find_local, pinned_hash, weights_cache
+    from smoothdino.models.checkpoints import OFFICIAL_FILES, find_local, pinned_hash, weights_cache
 
     table = Table(title=f"DINOv2 release files (cache: {weights_cache()})")
     for col in ("file", "size here", "sha256 (pinned)", "url"):
@@ -94,7 +94,7 @@ def weights_fetch(
     """Download release files into the cache: resumable, atomic, accepted only after a strict load."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from models.checkpoints import fetch
+    from smoothdino.models.checkpoints import fetch
 
     files = _selected_files(archs or ["vits14", "vitb14"], kind or ["backbone", "dpt"])
     with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
@@ -111,7 +111,7 @@ def weights_verify(
     weights_dir: Optional[Path] = typer.Option(None, help="Folder with files copied by hand."),
 ):
     """Strict-load every release file present and check its SHA-256 against the pin."""
-    from models.checkpoints import find_local, verify
+    from smoothdino.models.checkpoints import find_local, verify
 
     checked = 0
     for f in _selected_files(archs, None):
@@ -132,7 +132,7 @@ def weights_verify(
 @user_errors
 def info():
     """Versions, GPU, usable back-ends, and the weights cache."""
-    from edge import environment as env
+    from smoothdino.edge import environment as env
 
     table = Table(title="smoothdino info", show_header=False)
     table.add_column("what")
@@ -147,7 +147,7 @@ def info():
     table.add_row("back-ends", "\n".join(backends))
     table.add_row("torch reference", "yes" if env.package_version("torch") else "no (edge-only install)")
     table.add_row("OpenCV GStreamer (CSI cameras)", "yes" if env.opencv_gstreamer() else "no")
-    from edge.paths import weights_cache_dir
+    from smoothdino.edge.paths import weights_cache_dir
 
     cache = weights_cache_dir()
     present = sorted(p.name for p in cache.glob("*.pth")) if cache.is_dir() else []
@@ -186,7 +186,7 @@ def _gate_table(manifest, title: str) -> Table:
 
 def _export(arch, head, adapter, size, precision, backend, out, weights_dir, adapter_weights, random_weights, seed,
             calibration, calibration_frames, tolerance_mm, force, workspace_mib):
-    from export import ExportSpec, export_model
+    from smoothdino.export import ExportSpec, export_model
 
     spec = ExportSpec(arch=arch, head=head, adapter=adapter, size=size, precision=precision, backend=backend,
                       weights_dir=weights_dir, adapter_weights=adapter_weights, random_weights=random_weights,
@@ -233,9 +233,9 @@ def calibrate(
     tolerance_mm: Optional[float] = typer.Option(None, help="Tolerance on the depth RMSE change (mm)."),
 ):
     """Run the precision gate again (e.g. with real weights, on the target device) and record it."""
-    from calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
-    from edge.manifest import Manifest
-    from edge.pipeline import DepthPipeline
+    from smoothdino.calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
+    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.pipeline import DepthPipeline
 
     manifest = Manifest.load(engines)
     tolerance = tolerance_mm if tolerance_mm is not None else DEFAULT_TOLERANCE_MM[manifest.precision]
@@ -256,10 +256,10 @@ def calibrate(
 
 def _pipeline_for(engines, out, backend, min_confidence, motion_downscale, threads=None, **export_kwargs):
     """Open an export; without one, export on the fly into <out>/engines (needs torch)."""
-    from edge.pipeline import DepthPipeline
+    from smoothdino.edge.pipeline import DepthPipeline
 
     if engines is None:
-        from edge.console import notice
+        from smoothdino.edge.console import notice
 
         engines = Path(out) / "engines"
         notice(f"no --engines: exporting {export_kwargs['arch']}+{export_kwargs['adapter']} into {engines}")
@@ -267,7 +267,7 @@ def _pipeline_for(engines, out, backend, min_confidence, motion_downscale, threa
             import torch  # noqa: F401
         except ImportError:
             raise UserError("no --engines and no torch here: export elsewhere and pass --engines DIR") from None
-        from edge.manifest import Manifest
+        from smoothdino.edge.manifest import Manifest
 
         try:
             manifest = Manifest.load(engines)
@@ -284,7 +284,7 @@ def _pipeline_for(engines, out, backend, min_confidence, motion_downscale, threa
 
 
 def _first_frame_size(sequences: list[Path]) -> tuple[int, int]:
-    from edge.sources import FolderSource
+    from smoothdino.edge.sources import FolderSource
 
     source = FolderSource(sequences[0])
     for position in range(len(source)):
@@ -337,9 +337,9 @@ def process(
     """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edge.console import random_weights_notice
-    from edge.loop import StreamOutputs, run_stream
-    from edge.sources import FolderSource
+    from smoothdino.edge.console import random_weights_notice
+    from smoothdino.edge.loop import StreamOutputs, run_stream
+    from smoothdino.edge.sources import FolderSource
 
     for seq in sequences:
         if not Path(seq).is_dir():
@@ -392,10 +392,10 @@ def live(
     motion_downscale: int = typer.Option(2, help="Phase correlation on frames shrunk by this factor."),
 ):
     """Live depth from a camera: window with FPS and per-stage latency; Ctrl-C or q ends cleanly."""
-    from edge.console import random_weights_notice
-    from edge.loop import StreamOutputs, run_stream
-    from edge.pipeline import DepthPipeline
-    from edge.sources import open_source
+    from smoothdino.edge.console import random_weights_notice
+    from smoothdino.edge.loop import StreamOutputs, run_stream
+    from smoothdino.edge.pipeline import DepthPipeline
+    from smoothdino.edge.sources import open_source
 
     pipeline = DepthPipeline.from_folder(engines, backend=backend, min_confidence=min_confidence,
                                          motion_downscale=motion_downscale)
@@ -420,9 +420,9 @@ def demo(
     backend: str = typer.Option("auto", help="auto, tensorrt or onnxruntime."),
 ):
     """The whole path on a fresh machine: synthetic moving sequence -> export -> process -> video, PNGs, metrics."""
-    from edge.console import notice
-    from edge.synthetic import SyntheticScene, write_sequence
-    from models.checkpoints import find_local, official_file
+    from smoothdino.edge.console import notice
+    from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+    from smoothdino.models.checkpoints import find_local, official_file
 
     height, width = parse_size(size)
     sequence = write_sequence(Path(out) / "sequence" / "synthetic", SyntheticScene(height, width, frames))
@@ -457,8 +457,8 @@ def bench(
     """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base, every back-end, same frames."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from benchmarks.bench import BenchSpec, run_bench
-    from edge.console import random_weights_notice
+    from smoothdino.benchmarks.bench import BenchSpec, run_bench
+    from smoothdino.edge.console import random_weights_notice
 
     spec = BenchSpec(data=[Path(d) if not d.startswith("synthetic") else d for d in data], out=out,
                      configs=[c for c in configs.split(",") if c], backends=[b for b in backends.split(",") if b],
@@ -505,7 +505,7 @@ def train(
     """Train an adapter with the encoder and decoder frozen (MSE to NYUv2 depth; torchrun for several GPUs)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models.train import TrainConfig, train as run_training
+    from smoothdino.models.train import TrainConfig, train as run_training
 
     cfg = TrainConfig(data=data, out=out, arch=arch, head=head, adapter=adapter, hidden=hidden, size=parse_size(size),
                       epochs=epochs, batch=batch, lr=lr, regularized=regularized, val_scenes=list(val_scenes or []),
@@ -533,7 +533,7 @@ def train(
         raise typer.Exit(130)
 
 
-def main() -> None:  # python -m cli
+def main() -> None:  # python -m smoothdino.cli
     app()
 
 

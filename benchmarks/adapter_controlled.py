@@ -5,7 +5,7 @@ t-1, which moved by a known whole-patch shift. Target: the clean current levels.
 `paper` can only learn a constant per channel (its hidden layers are dead), which cannot remove zero-mean
 noise; `temporal` can align the previous map by the shift and use it.
 
-    python -m benchmarks.adapter_controlled
+    python -m smoothdino.benchmarks.adapter_controlled
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from models.adapter import PaperAdapter, TemporalAdapter
+from smoothdino.models.adapter import PaperAdapter, TemporalAdapter
 
 
 def controlled_task(kind: str, steps: int = 300, dim: int = 16, seed: int = 0, noise: float = 0.8) -> float:

@@ -20,14 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.console import RANDOM_WEIGHTS_BANNER, console, notice
-from edge.environment import device_description, gpu, tensorrt_usable, versions
-from edge.errors import UserError
-from edge.manifest import Manifest
-from edge.metrics import METRICS, depth_metrics, summarize, temporal_error
-from edge.pipeline import STAGE_TIMINGS
-from edge.sinks import DepthPngSink, atomic_write_text, json_dumps, to_millimetres
-from edge.sources import FolderSource
+from smoothdino.edge.console import RANDOM_WEIGHTS_BANNER, console, notice
+from smoothdino.edge.environment import device_description, gpu, tensorrt_usable, versions
+from smoothdino.edge.errors import UserError
+from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
+from smoothdino.edge.pipeline import STAGE_TIMINGS
+from smoothdino.edge.sinks import DepthPngSink, atomic_write_text, json_dumps, to_millimetres
+from smoothdino.edge.sources import FolderSource
 
 from .report import PAPER_FIGURES, plot_accuracy_vs_latency, write_markdown
 from .runners import (BENCH_BACKENDS, Config, EngineRunner, TorchRunner, device_used_mib, peak_rss_mib, percentiles,
@@ -60,7 +60,7 @@ def _export_for(spec: BenchSpec, config: Config, size, backend: str, calibration
             return folder
     except UserError:
         pass
-    from export import ExportSpec, export_model
+    from smoothdino.export import ExportSpec, export_model
 
     export_model(ExportSpec(arch=config.arch, head=spec.head, adapter=config.adapter, size=tuple(size),
                             precision=spec.precision, backend="tensorrt" if backend == "tensorrt" else "onnx",
@@ -113,7 +113,7 @@ def _sequences(spec: BenchSpec) -> list[FolderSource]:
     sources = []
     for d in spec.data:
         if str(d).startswith("synthetic"):
-            from edge.synthetic import SyntheticScene, write_sequence
+            from smoothdino.edge.synthetic import SyntheticScene, write_sequence
 
             parts = str(d).split(":")
             h, w = (int(v) for v in parts[1].split("x")) if len(parts) > 1 else (480, 640)

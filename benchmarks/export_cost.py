@@ -1,6 +1,6 @@
 """Export time per graph and graph sizes, for the archs and precisions given.
 
-    python -m benchmarks.export_cost --archs vits14,vitb14 --size 480x640 --random-weights
+    python -m smoothdino.benchmarks.export_cost --archs vits14,vitb14 --size 480x640 --random-weights
 
 Results: <out>/export_cost.json and .md.
 """
@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from edge.sinks import atomic_write_text, json_dumps
+from smoothdino.edge.sinks import atomic_write_text, json_dumps
 
 
 def main(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None):
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
     a = p.parse_args(argv)
-    from export import ExportSpec, export_model
+    from smoothdino.export import ExportSpec, export_model
 
     size = tuple(int(v) for v in a.size.split("x"))
     rows = []

@@ -1,7 +1,7 @@
 """Per-stage latency (p50/p95) and FPS of the edge pipeline, against (a) re-encoding the previous frame at
 every step, as the published SmoothDINOv2 code does, and (b) PyTorch eager FP32.
 
-    python -m benchmarks.pipeline_latency --data ../shared/data/nyu2_sample/basement_0001a_out --frames 20
+    python -m smoothdino.benchmarks.pipeline_latency --data ../shared/data/nyu2_sample/basement_0001a_out --frames 20
 
 Exports vits14 + temporal at the frame size (480x640 by default) unless --engines is given. Results:
 <out>/pipeline_latency.json and .md.
@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.pipeline import STAGE_TIMINGS, DepthPipeline
-from edge.sinks import atomic_write_text, json_dumps
-from edge.sources import FolderSource
-from edge.synthetic import SyntheticScene
+from smoothdino.edge.pipeline import STAGE_TIMINGS, DepthPipeline
+from smoothdino.edge.sinks import atomic_write_text, json_dumps
+from smoothdino.edge.sources import FolderSource
+from smoothdino.edge.synthetic import SyntheticScene
 
 from .runners import Config, TorchRunner, percentiles
 
@@ -94,7 +94,7 @@ def main(argv=None):
     a.out.mkdir(parents=True, exist_ok=True)
     engines = a.engines
     if engines is None:
-        from export import ExportSpec, export_model
+        from smoothdino.export import ExportSpec, export_model
 
         engines = a.out / f"engines-vits14-temporal-{a.precision}-{a.size}"
         if not (engines / "manifest.json").is_file():

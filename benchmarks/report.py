@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.sinks import atomic_write_text
+from smoothdino.edge.sinks import atomic_write_text
 
 # What the papers published, for the table beside ours (different protocols: read the notes).
 PAPER_FIGURES = {

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.motion import phase_shift, to_grey
-from edge.pipeline import STAGE_TIMINGS, DepthPipeline
+from smoothdino.edge.motion import phase_shift, to_grey
+from smoothdino.edge.pipeline import STAGE_TIMINGS, DepthPipeline
 
 BENCH_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -44,7 +44,7 @@ class TorchRunner:
                  random_weights=False, min_confidence=0.1):
         import torch
 
-        from models import load_adapter, load_decoder, load_encoder
+        from smoothdino.models import load_adapter, load_decoder, load_encoder
 
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,7 +69,7 @@ class TorchRunner:
             self.torch.cuda.synchronize()
 
     def _levels(self, rgb):
-        from models import preprocess
+        from smoothdino.models import preprocess
 
         return self.encoder(preprocess(rgb).to(self.device))
 
@@ -78,7 +78,7 @@ class TorchRunner:
             self.previous = (self._levels(rgb), to_grey(rgb))
 
     def step(self, rgb):
-        from models import preprocess
+        from smoothdino.models import preprocess
 
         torch = self.torch
         t = dict.fromkeys(STAGE_TIMINGS, 0.0)
@@ -157,7 +157,7 @@ def rss_mib() -> float:
 
 def device_used_mib() -> float | None:
     """GPU memory in use on device 0 (MiB), None without a GPU. Through torch when it has CUDA, else pycuda."""
-    from edge.environment import gpu
+    from smoothdino.edge.environment import gpu
 
     if gpu() is None:
         return None
@@ -170,7 +170,7 @@ def device_used_mib() -> float | None:
     except ImportError:
         pass
     try:
-        from edge.tensorrt_engine import cuda_runtime
+        from smoothdino.edge.tensorrt_engine import cuda_runtime
 
         cuda, _, _ = cuda_runtime()
         free, total = cuda.mem_get_info()

@@ -1,6 +1,6 @@
 """Cost of one adapter training step with and without the encoder feature cache.
 
-    python -m benchmarks.train_step_cost --data ../shared/data/nyu2_sample --size 240x320 --batch 4
+    python -m smoothdino.benchmarks.train_step_cost --data ../shared/data/nyu2_sample --size 240x320 --batch 4
 
 Runs two short trainings on the same pairs: without the cache (the encoder runs for both frames of every
 pair at every step) and with it (a first pass fills the cache, the timed pass reads float16 levels from
@@ -13,7 +13,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from edge.sinks import atomic_write_text, json_dumps
+from smoothdino.edge.sinks import atomic_write_text, json_dumps
 
 
 def main(argv=None):
@@ -27,7 +27,7 @@ def main(argv=None):
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
     a = p.parse_args(argv)
-    from models.train import TrainConfig, train
+    from smoothdino.models.train import TrainConfig, train
 
     size = tuple(int(v) for v in a.size.split("x"))
     frames = a.batch * a.steps // 2 + 2  # enough pairs for `steps` batches from each of two training scenes

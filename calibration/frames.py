@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.console import notice
-from edge.sources import FolderSource
-from edge.synthetic import SyntheticScene
+from smoothdino.edge.console import notice
+from smoothdino.edge.sources import FolderSource
+from smoothdino.edge.synthetic import SyntheticScene
 
 
 @dataclass

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import UserError
-from edge.metrics import valid_mask
-from edge.pipeline import DepthPipeline
-from edge.sinks import atomic_write_text
+from smoothdino.edge.errors import UserError
+from smoothdino.edge.metrics import valid_mask
+from smoothdino.edge.pipeline import DepthPipeline
+from smoothdino.edge.sinks import atomic_write_text
 
 from .frames import CalibrationPair
 

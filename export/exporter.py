@@ -21,18 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
-from edge.console import console, notice
-from edge.environment import gpu, tensorrt_usable, versions
-from edge.errors import UserError
-from edge.graph_io import IO, io_shapes
-from edge.manifest import Manifest, StageFiles
-from edge.pipeline import DepthPipeline
-from models.adapter import load_adapter
-from models.archs import get_arch, patch_grid
-from models.decoder import load_decoder
-from models.fold import fold_offsets_into_decoder
-from models.vit import load_encoder
+from smoothdino.calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
+from smoothdino.edge.console import console, notice
+from smoothdino.edge.environment import gpu, tensorrt_usable, versions
+from smoothdino.edge.errors import UserError
+from smoothdino.edge.graph_io import IO, io_shapes
+from smoothdino.edge.manifest import Manifest, StageFiles
+from smoothdino.edge.pipeline import DepthPipeline
+from smoothdino.models.adapter import load_adapter
+from smoothdino.models.archs import get_arch, patch_grid
+from smoothdino.models.decoder import load_decoder
+from smoothdino.models.fold import fold_offsets_into_decoder
+from smoothdino.models.vit import load_encoder
 
 from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import compare_with_torch, export_graph
@@ -142,7 +142,7 @@ def example_frame(size: tuple[int, int], calibration: list[Path]) -> np.ndarray:
     pairs = calibration_pairs(calibration, 1, size) if calibration else []
     if pairs:
         return pairs[0].current
-    from edge.synthetic import SyntheticScene
+    from smoothdino.edge.synthetic import SyntheticScene
 
     return SyntheticScene(size[0], size[1], frames=1).frame(0)[0]
 
@@ -234,7 +234,7 @@ def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | 
 def _built_tensorrt_version(wanted: list[str]) -> str | None:
     if "tensorrt" not in wanted:
         return None
-    from edge.environment import tensorrt_version
+    from smoothdino.edge.environment import tensorrt_version
 
     return tensorrt_version()
 

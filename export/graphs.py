@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.archs import patch_grid
-from models.decoder import DepthDecoder
-from models.preprocess import normalize_and_pad
-from models.vit import DinoVisionTransformer
+from smoothdino.models.archs import patch_grid
+from smoothdino.models.decoder import DepthDecoder
+from smoothdino.models.preprocess import normalize_and_pad
+from smoothdino.models.vit import DinoVisionTransformer
 
 
 def pack(levels) -> tuple[torch.Tensor, ...]:

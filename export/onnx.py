@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from edge.graph_io import IO
+from smoothdino.edge.graph_io import IO
 
 OPSET = 17
 

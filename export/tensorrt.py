@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge.console import notice
-from edge.errors import UserError
+from smoothdino.edge.console import notice
+from smoothdino.edge.errors import UserError
 
 
 def require_tensorrt():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.errors import UserError
+from smoothdino.edge.errors import UserError
 
 PATCH_SIZE = 14
 POS_GRID = 37  # pos_embed is trained for 518x518 = 37x37 patches

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from edge.errors import UserError
-from edge.paths import weights_cache_dir as weights_cache
+from smoothdino.edge.errors import UserError
+from smoothdino.edge.paths import weights_cache_dir as weights_cache
 
 from .archs import ARCHS
 

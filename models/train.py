@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edge.console import console
-from edge.errors import UserError
-from edge.motion import phase_shift, to_grey
-from edge.sources import FolderSource, read_depth_png, read_image
+from smoothdino.edge.console import console
+from smoothdino.edge.errors import UserError
+from smoothdino.edge.motion import phase_shift, to_grey
+from smoothdino.edge.sources import FolderSource, read_depth_png, read_image
 
 from .adapter import load_adapter
 from .decoder import load_decoder

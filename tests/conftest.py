@@ -51,7 +51,7 @@ SMALL = (70, 98)
 
 
 def _export(out: Path, **kw):
-    from export import ExportSpec, export_model
+    from smoothdino.export import ExportSpec, export_model
 
     spec = ExportSpec(**{"arch": "vits14", "adapter": "temporal", "size": SMALL, "precision": "fp16",
                          "backend": "onnx", "random_weights": True, "calibration_frames": 2, **kw})

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import build_adapter, load_adapter
-from benchmarks.adapter_controlled import controlled_task
-from models.adapter import PaperAdapter, TemporalAdapter, align_previous
+from smoothdino.models import build_adapter, load_adapter
+from smoothdino.benchmarks.adapter_controlled import controlled_task
+from smoothdino.models.adapter import PaperAdapter, TemporalAdapter, align_previous
 
 
 def _levels(dim=32, h=5, w=7, batch=2, seed=0):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from smoothdino.cli import app
 
 CONFIGS = "vits14,vits14+paper,vits14+temporal,vitb14"
 

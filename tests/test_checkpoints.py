@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import CheckpointError, load_decoder, load_encoder
-from models.checkpoints import OFFICIAL_FILES, official_file, resolve, verify
+from smoothdino.models import CheckpointError, load_decoder, load_encoder
+from smoothdino.models.checkpoints import OFFICIAL_FILES, official_file, resolve, verify
 
 from .spec_keys import save_official
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import load_decoder, load_encoder, preprocess
+from smoothdino.models import load_decoder, load_encoder, preprocess
 
 from .reference import dpt_reference, linear4_reference
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import interpolate_pos_embed, load_encoder, patch_grid, preprocess
+from smoothdino.models import interpolate_pos_embed, load_encoder, patch_grid, preprocess
 
 from .reference import np_encoder, np_pos_embed, np_preprocess
 

@@ -12,16 +12,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from calibration import GateError, calibration_pairs, run_gate
-from cli import app
-from edge.errors import UserError
-from edge.graph_io import IO
-from edge.manifest import Manifest
-from edge.pipeline import DepthPipeline
-from export import AdapterGraph, DecoderGraph, EncoderGraph, ExportSpec, compare_with_torch, export_graph, export_model
-from export.onnx import run_onnx
-from models import load_adapter, load_decoder, load_encoder
-from models.fold import fold_offsets_into_decoder
+from smoothdino.calibration import GateError, calibration_pairs, run_gate
+from smoothdino.cli import app
+from smoothdino.edge.errors import UserError
+from smoothdino.edge.graph_io import IO
+from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.pipeline import DepthPipeline
+from smoothdino.export import AdapterGraph, DecoderGraph, EncoderGraph, ExportSpec, compare_with_torch, export_graph, export_model
+from smoothdino.export.onnx import run_onnx
+from smoothdino.models import load_adapter, load_decoder, load_encoder
+from smoothdino.models.fold import fold_offsets_into_decoder
 
 from .conftest import SMALL
 
@@ -79,7 +79,7 @@ def test_export_writes_manifest_and_gate(small_export):
     gate = json.loads((small_export / "gate.json").read_text())
     assert gate["passed"] and set(gate["outputs"]) >= {"patch0", "fused_cls3", "depth"}
     # FP16 graphs really are FP16 inside, with FP32 islands, and keep FP32 I/O.
-    from export import precision_summary
+    from smoothdino.export import precision_summary
 
     counts = precision_summary(manifest.onnx_path("decoder", "fp16"))
     assert counts["fp16"] > counts["fp32"] > 0

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.motion import phase_shift, to_grey
-from edge.synthetic import SyntheticScene
+from smoothdino.edge.motion import phase_shift, to_grey
+from smoothdino.edge.synthetic import SyntheticScene
 
 
 def _pair(shift, size=(480, 640), seed=1):

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from edge.manifest import Manifest
-from edge.motion import phase_shift, to_grey
-from edge.pipeline import DepthPipeline
-from edge.synthetic import SyntheticScene
-from models import load_adapter, load_decoder, load_encoder, preprocess
+from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.motion import phase_shift, to_grey
+from smoothdino.edge.pipeline import DepthPipeline
+from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.models import load_adapter, load_decoder, load_encoder, preprocess
 
 from .conftest import SMALL
 
@@ -102,7 +102,7 @@ def test_fp16_pipeline_runs_and_reports_stage_timings(small_export):
 
 
 def test_wrong_frame_size_is_one_line(small_export):
-    from edge.errors import UserError
+    from smoothdino.edge.errors import UserError
 
     with DepthPipeline(Manifest.load(small_export), backend="onnxruntime") as pipeline:
         with pytest.raises(UserError) as err:

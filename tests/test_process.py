@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
-from edge.synthetic import SyntheticScene, write_sequence
+from smoothdino.cli import app
+from smoothdino.edge.synthetic import SyntheticScene, write_sequence
 
 runner = CliRunner()
 

@@ -75,9 +75,9 @@ def test_removed_apis_are_not_used():
 
 
 def test_modules_import_without_tensorrt():
-    import edge.tensorrt_engine  # noqa: F401
-    import export.tensorrt as t
-    from edge.errors import UserError
+    import smoothdino.edge.tensorrt_engine  # noqa: F401
+    import smoothdino.export.tensorrt as t
+    from smoothdino.edge.errors import UserError
 
     try:
         import tensorrt  # noqa: F401
@@ -101,10 +101,10 @@ def test_engines_build_and_match_onnxruntime(small_export, tmp_path):
     _gpu_tensorrt()
     import shutil
 
-    from edge.manifest import Manifest
-    from edge.pipeline import DepthPipeline
-    from edge.synthetic import SyntheticScene
-    from export.tensorrt import build_engine
+    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.pipeline import DepthPipeline
+    from smoothdino.edge.synthetic import SyntheticScene
+    from smoothdino.export.tensorrt import build_engine
 
     folder = tmp_path / "trt"
     shutil.copytree(small_export, folder)
@@ -113,7 +113,7 @@ def test_engines_build_and_match_onnxruntime(small_export, tmp_path):
         path = build_engine(manifest.onnx_path(stage, "fp16"), folder / f"{stage}.fp16.engine",
                             timing_cache=folder / "timing.cache")
         manifest.stages[stage].engine = path.name
-    from edge.environment import gpu, tensorrt_version
+    from smoothdino.edge.environment import gpu, tensorrt_version
 
     manifest.versions["tensorrt"], manifest.gpu = tensorrt_version(), gpu()
     manifest.save(folder)

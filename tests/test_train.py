@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
-from models.train import find_scenes, make_pairs, split_scenes
+from smoothdino.cli import app
+from smoothdino.models.train import find_scenes, make_pairs, split_scenes
 
 pytestmark = pytest.mark.nyu
 
@@ -60,7 +60,7 @@ def test_training_lowers_the_loss_and_reports_validation(full_run):
     steps = _steps(out)
     assert steps[0]["cache_misses"] > 0 and steps[-1]["cache_misses"] == steps[1]["cache_misses"]  # encoder in epoch 0 only
     assert (out / "adapter.pt").is_file()
-    from models import load_adapter
+    from smoothdino.models import load_adapter
 
     trained = load_adapter("temporal", "vits14", out / "adapter.pt")  # usable by export --adapter-weights
     assert float(trained.levels[0].patch_out.weight.detach().abs().sum()) > 0
@@ -79,7 +79,7 @@ def test_stop_and_resume_reaches_the_same_state(full_run, nyu_root, tmp_path):
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(full_run, nyu_root, tmp_path):
     out = tmp_path / "sigint"
-    cmd = [sys.executable, "-m", "cli", "train", str(nyu_root), "--out", str(out), *ARGS]
+    cmd = [sys.executable, "-m", "smoothdino.cli", "train", str(nyu_root), "--out", str(out), *ARGS]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 120
@@ -105,7 +105,7 @@ def test_torchrun_ddp_same_command(nyu_root, tmp_path):
     if torchrun is None:
         pytest.skip("torchrun not found beside this Python")
     out = tmp_path / "ddp"
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "cli", "train", str(nyu_root),
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "smoothdino.cli", "train", str(nyu_root),
            "--out", str(out), *[a if a != "6" else "2" for a in ARGS]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import models.checkpoints as ck
-from cli import app
+import smoothdino.models.checkpoints as ck
+from smoothdino.cli import app
 
 from .spec_keys import save_official
 
