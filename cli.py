@@ -15,8 +15,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from smoothdino.edge.console import console, reset_notices
-from smoothdino.edge.errors import UserError
+from smoothdino.core.console import console, reset_notices
+from smoothdino.core.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Live metric depth from a moving camera: DINOv2 + temporal adapter on TensorRT / ONNX Runtime.")
@@ -147,7 +147,7 @@ def info():
     table.add_row("back-ends", "\n".join(backends))
     table.add_row("torch reference", "yes" if env.package_version("torch") else "no (edge-only install)")
     table.add_row("OpenCV GStreamer (CSI cameras)", "yes" if env.opencv_gstreamer() else "no")
-    from smoothdino.edge.paths import weights_cache_dir
+    from smoothdino.core.paths import weights_cache_dir
 
     cache = weights_cache_dir()
     present = sorted(p.name for p in cache.glob("*.pth")) if cache.is_dir() else []
@@ -259,7 +259,7 @@ def _pipeline_for(engines, out, backend, min_confidence, motion_downscale, threa
     from smoothdino.edge.pipeline import DepthPipeline
 
     if engines is None:
-        from smoothdino.edge.console import notice
+        from smoothdino.core.console import notice
 
         engines = Path(out) / "engines"
         notice(f"no --engines: exporting {export_kwargs['arch']}+{export_kwargs['adapter']} into {engines}")
@@ -337,7 +337,7 @@ def process(
     """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from smoothdino.edge.console import random_weights_notice
+    from smoothdino.core.console import random_weights_notice
     from smoothdino.edge.loop import StreamOutputs, run_stream
     from smoothdino.edge.sources import FolderSource
 
@@ -392,7 +392,7 @@ def live(
     motion_downscale: int = typer.Option(2, help="Phase correlation on frames shrunk by this factor."),
 ):
     """Live depth from a camera: window with FPS and per-stage latency; Ctrl-C or q ends cleanly."""
-    from smoothdino.edge.console import random_weights_notice
+    from smoothdino.core.console import random_weights_notice
     from smoothdino.edge.loop import StreamOutputs, run_stream
     from smoothdino.edge.pipeline import DepthPipeline
     from smoothdino.edge.sources import open_source
@@ -420,7 +420,7 @@ def demo(
     backend: str = typer.Option("auto", help="auto, tensorrt or onnxruntime."),
 ):
     """The whole path on a fresh machine: synthetic moving sequence -> export -> process -> video, PNGs, metrics."""
-    from smoothdino.edge.console import notice
+    from smoothdino.core.console import notice
     from smoothdino.edge.synthetic import SyntheticScene, write_sequence
     from smoothdino.models.checkpoints import find_local, official_file
 
@@ -458,7 +458,7 @@ def bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from smoothdino.benchmarks.bench import BenchSpec, run_bench
-    from smoothdino.edge.console import random_weights_notice
+    from smoothdino.core.console import random_weights_notice
 
     spec = BenchSpec(data=[Path(d) if not d.startswith("synthetic") else d for d in data], out=out,
                      configs=[c for c in configs.split(",") if c], backends=[b for b in backends.split(",") if b],

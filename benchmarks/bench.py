@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from smoothdino.edge.console import RANDOM_WEIGHTS_BANNER, console, notice
+from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, console, notice
 from smoothdino.edge.environment import device_description, gpu, tensorrt_usable, versions
-from smoothdino.edge.errors import UserError
+from smoothdino.core.errors import UserError
 from smoothdino.edge.manifest import Manifest
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.edge.pipeline import STAGE_TIMINGS

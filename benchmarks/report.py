@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smoothdino.edge.sinks import atomic_write_text
+from smoothdino.core.files import atomic_path
 
 # What the papers published, for the table beside ours (different protocols: read the notes).
 PAPER_FIGURES = {
@@ -92,8 +93,7 @@ def plot_accuracy_vs_latency(results: dict, path: Path) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).stem}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
     return Path(path)

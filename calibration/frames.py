@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from smoothdino.edge.console import notice
+from smoothdino.core.console import notice
 from smoothdino.edge.sources import FolderSource
 from smoothdino.edge.synthetic import SyntheticScene
 

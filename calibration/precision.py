@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smoothdino.edge.errors import UserError
+from smoothdino.core.errors import UserError
 from smoothdino.edge.metrics import valid_mask
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.edge.sinks import atomic_write_text

@@ -2,7 +2,7 @@
 sources, sinks and the loop. It never imports torch: a Jetson runs it with numpy, OpenCV and TensorRT."""
 
 from .engine import BACKENDS, Engine, TensorSpec, open_engine, resolve_backend, to_host
-from .errors import UserError
+from smoothdino.core.errors import UserError
 from .graph_io import IO, level_names
 from .loop import StreamOutputs, StreamReport, run_stream
 from .manifest import Manifest, StageFiles

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .console import notice
+from smoothdino.core.console import notice
 from .environment import tensorrt_usable
-from .errors import UserError
+from smoothdino.core.errors import UserError
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .console import notice
-from .errors import UserError
+from smoothdino.core.console import notice
+from smoothdino.core.errors import UserError
 from .pipeline import DepthPipeline, FrameResult
 from .sinks import DepthPngSink, MetricsSink, VideoSink, WindowSink, atomic_write_text, side_by_side
 from .sources import Frame

@@ -8,12 +8,12 @@ portable) and frames of another size than the graphs were exported for (unless a
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from smoothdino.core.errors import UserError
 from .graph_io import IO
+from smoothdino.core.files import atomic_write_text
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -110,9 +110,7 @@ class Manifest:
         folder = Path(folder)
         data = asdict(self)
         data.pop("folder")
-        tmp = folder / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, folder / MANIFEST)
+        atomic_write_text(folder / MANIFEST, json.dumps(data, indent=2) + "\n")
         self.folder = folder
         return folder / MANIFEST
 

@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import numpy as np
+from smoothdino.core.images import NYU_DEPTH_RANGE
 
-VALID_RANGE = (0.001, 10.0)
+VALID_RANGE = NYU_DEPTH_RANGE
 METRICS = ("mse_paper", "mse", "rmse", "abs_rel", "log10", "delta1", "delta2", "delta3")
 
 

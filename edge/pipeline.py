@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine import open_engine, resolve_backend, to_host
-from .errors import UserError
+from smoothdino.core.errors import UserError
 from .manifest import Manifest
 from .motion import NO_SHIFT, Shift, phase_shift, to_grey
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .console import RANDOM_WEIGHTS_BANNER, notice
+from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, notice
 from .metrics import METRICS, depth_metrics, summarize, temporal_error
+from smoothdino.core.files import atomic_path, atomic_write_text  # noqa: F401  (re-exported)
 
 DISPLAY_RANGE = (0.0, 10.0)  # metres mapped onto the colour map: fixed, so colours mean the same everywhere
 
@@ -23,17 +24,10 @@ def to_millimetres(depth: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(depth, np.float64) * 1000.0), 0, 65535).astype(np.uint16)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def atomic_imwrite(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keep the suffix: OpenCV picks the codec by it
-    if not cv2.imwrite(str(tmp), image):
-        raise OSError(f"{path}: OpenCV could not write it")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"{path}: OpenCV could not write it")
 
 
 def _finite_or_none(value):

@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .console import notice
-from .errors import UserError
+from smoothdino.core.console import notice
+from smoothdino.core.errors import UserError
 from .synthetic import SyntheticScene
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

@@ -8,12 +8,12 @@ should return (dx, dy) = -velocity.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from smoothdino.core.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,6 @@ def write_sequence(folder: Path, scene: SyntheticScene) -> Path:
             (jpg, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]),
             (png, np.round(depth * 1000).astype(np.uint16), []),
         ):
-            tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-            cv2.imwrite(str(tmp), image, params)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                cv2.imwrite(str(tmp), image, params)
     return folder

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .engine import TensorSpec
-from .errors import UserError
+from smoothdino.core.errors import UserError
 
 _CUDA: dict[str, Any] = {}
 

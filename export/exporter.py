@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from smoothdino.calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
-from smoothdino.edge.console import console, notice
+from smoothdino.core.console import console, notice
 from smoothdino.edge.environment import gpu, tensorrt_usable, versions
-from smoothdino.edge.errors import UserError
+from smoothdino.core.errors import UserError
 from smoothdino.edge.graph_io import IO, io_shapes
 from smoothdino.edge.manifest import Manifest, StageFiles
 from smoothdino.edge.pipeline import DepthPipeline

@@ -16,6 +16,7 @@ import onnx
 import torch
 
 from smoothdino.edge.graph_io import IO
+from smoothdino.core.files import atomic_path
 
 OPSET = 17
 
@@ -25,16 +26,13 @@ def export_graph(module: torch.nn.Module, stage: str, example: tuple[torch.Tenso
     inputs, outputs = IO[stage]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
-    with torch.no_grad(), warnings.catch_warnings():
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module.eval(), example, str(tmp), input_names=inputs, output_names=outputs,
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
-    model = onnx.load(str(tmp))
-    onnx.checker.check_model(model, full_check=True)
-    tmp.replace(path)  # atomic: a graph under its final name has passed the checker
+        onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)  # a graph under its final name passed it
     return path
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import onnx
 from onnxruntime.transformers import float16
 from onnxruntime.transformers.onnx_model import OnnxModel
+from smoothdino.core.files import atomic_path
 
 KEEP_FP32_OPS = ["LayerNormalization", "Softmax", "GridSample", "ReduceMean", "Pow", "Sqrt"]
 
@@ -108,9 +109,8 @@ def convert_to_fp16(src: Path, dst: Path, stage: str) -> Path:
     OnnxModel(mixed).topological_sort()  # the converter appends its Cast nodes at the end
     onnx.checker.check_model(mixed)
     dst = Path(dst)
-    tmp = dst.with_suffix(".tmp.onnx")
-    onnx.save(mixed, str(tmp))
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        onnx.save(mixed, str(tmp))
     return dst
 
 

@@ -10,11 +10,11 @@ Importable without TensorRT: `require_tensorrt()` says in one line what is missi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from smoothdino.edge.console import notice
-from smoothdino.edge.errors import UserError
+from smoothdino.core.console import notice
+from smoothdino.core.errors import UserError
+from smoothdino.core.files import atomic_write_bytes
 
 
 def require_tensorrt():
@@ -61,9 +61,7 @@ def build_engine(onnx_path: Path, engine_path: Path, *, workspace_mib: int = 102
     if serialized is None:
         raise UserError(f"{onnx_path}: TensorRT build failed (see the log above); try a larger --workspace-mib")
     engine_path = Path(engine_path)
-    tmp = engine_path.with_suffix(".tmp")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, engine_path)
+    atomic_write_bytes(engine_path, bytes(serialized))
     if timing_cache:
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     return engine_path

@@ -1,7 +1,7 @@
 """PyTorch models: DINOv2 encoder, NYUv2 depth decoders, temporal adapters, checkpoints, training."""
 
 from .archs import ARCHS, DEPTH_HEADS, NYU_DEPTH_RANGE, PATCH_SIZE, Arch, center_padding, get_arch, patch_grid
-from smoothdino.edge.paths import smoothdino_home
+from smoothdino.core.paths import smoothdino_home
 
 from .checkpoints import OFFICIAL_FILES, CheckpointError, OfficialFile, official_file
 from .decoder import DepthDecoder, load_decoder

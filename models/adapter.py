@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoothdino.edge.console import random_weights_notice
-from smoothdino.edge.errors import UserError
+from smoothdino.core.console import random_weights_notice
+from smoothdino.core.errors import UserError
 
 from .archs import PATCH_SIZE, get_arch
 from .checkpoints import CheckpointError, load_strict, read_checkpoint, weights_id

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smoothdino.edge.errors import UserError
+from smoothdino.core.errors import UserError
+from smoothdino.core.images import NYU_DEPTH_RANGE  # noqa: F401  (re-exported: one value for heads and metrics)
 
 PATCH_SIZE = 14
 POS_GRID = 37  # pos_embed is trained for 518x518 = 37x37 patches
@@ -33,7 +34,6 @@ ARCHS: dict[str, Arch] = {
 }
 
 DEPTH_HEADS = ("dpt", "linear4")
-NYU_DEPTH_RANGE = (0.001, 10.0)  # metres; the NYU heads were trained on these bins/clamps
 
 
 def get_arch(name: str) -> Arch:

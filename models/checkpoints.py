@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from smoothdino.edge.errors import UserError
-from smoothdino.edge.paths import weights_cache_dir as weights_cache
+from smoothdino.core.errors import UserError
+from smoothdino.core.paths import weights_cache_dir as weights_cache
 
 from .archs import ARCHS
+from smoothdino.core.files import atomic_write_text
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
 
@@ -159,9 +160,7 @@ def _pins(folder: Path) -> dict[str, str]:
 def pin_hash(path: Path, digest: str) -> None:
     pins = _pins(path.parent)
     pins[path.name] = digest
-    tmp = path.parent / "SHA256SUMS.tmp"
-    tmp.write_text("".join(f"{h}  {n}\n" for n, h in sorted(pins.items())))
-    os.replace(tmp, path.parent / "SHA256SUMS")
+    atomic_write_text(path.parent / "SHA256SUMS", "".join(f"{h}  {n}\n" for n, h in sorted(pins.items())))
 
 
 def pinned_hash(path: Path) -> str | None:

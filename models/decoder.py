@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoothdino.edge.console import random_weights_notice
-from smoothdino.edge.errors import UserError
+from smoothdino.core.console import random_weights_notice
+from smoothdino.core.errors import UserError
 
 from .archs import NYU_DEPTH_RANGE, get_arch
 from .checkpoints import head_state_dict, load_strict, official_file, read_checkpoint, resolve, weights_id

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from smoothdino.edge.console import console
-from smoothdino.edge.errors import UserError
+from smoothdino.core.console import console
+from smoothdino.core.errors import UserError
 from smoothdino.edge.motion import phase_shift, to_grey
 from smoothdino.edge.sources import FolderSource, read_depth_png, read_image
 
@@ -37,6 +37,7 @@ from .adapter import load_adapter
 from .decoder import load_decoder
 from .preprocess import preprocess
 from .vit import load_encoder
+from smoothdino.core.files import atomic_path
 
 REG_WEIGHT = 0.1  # the published regularised variant
 CACHE_VERSION = "levels-v1"  # bump when preprocessing or the level layout changes
@@ -187,9 +188,8 @@ class LevelCache:
                 if self.folder:
                     path = self._file(frames[i])
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-                    np.savez(tmp, **{f"t{k}": per_frame[i][k] for k in range(8)})
-                    os.replace(tmp, path)
+                    with atomic_path(path) as tmp:
+                        np.savez(tmp, **{f"t{k}": per_frame[i][k] for k in range(8)})
         stacked = [torch.from_numpy(np.stack([f[k] for f in per_frame])).float().to(self.device) for k in range(8)]
         return [(stacked[2 * k], stacked[2 * k + 1]) for k in range(4)]
 
@@ -224,9 +224,8 @@ def _config_record(cfg: TrainConfig) -> dict:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _batches(n: int, batch: int, seed: int, epoch: int, world: int = 1) -> list[list[int]]:

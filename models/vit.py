@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoothdino.edge.console import random_weights_notice
+from smoothdino.core.console import random_weights_notice
 
 from .archs import PATCH_SIZE, POS_GRID, Arch, get_arch
 from .checkpoints import load_strict, official_file, read_checkpoint, resolve, weights_id

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from smoothdino.calibration import GateError, calibration_pairs, run_gate
 from smoothdino.cli import app
-from smoothdino.edge.errors import UserError
+from smoothdino.core.errors import UserError
 from smoothdino.edge.graph_io import IO
 from smoothdino.edge.manifest import Manifest
 from smoothdino.edge.pipeline import DepthPipeline

@@ -30,7 +30,7 @@ def test_wheel_has_one_top_level_name(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"smoothdino"}, top
-    for sub in ("models", "export", "calibration", "edge", "benchmarks"):
+    for sub in ("models", "export", "calibration", "edge", "benchmarks", "core"):
         assert f"smoothdino/{sub}/__init__.py" in names
     assert "smoothdino/cli.py" in names and "smoothdino/__init__.py" in names
     assert not any(n.startswith("smoothdino/tests/") for n in names)

@@ -102,7 +102,7 @@ def test_fp16_pipeline_runs_and_reports_stage_timings(small_export):
 
 
 def test_wrong_frame_size_is_one_line(small_export):
-    from smoothdino.edge.errors import UserError
+    from smoothdino.core.errors import UserError
 
     with DepthPipeline(Manifest.load(small_export), backend="onnxruntime") as pipeline:
         with pytest.raises(UserError) as err:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from smoothdino.edge.errors import UserError
+from smoothdino.core.errors import UserError
 from smoothdino.edge.sources import CameraSource, FolderSource, open_source, read_depth_png
 from smoothdino.edge.synthetic import SyntheticScene, write_sequence
 

@@ -77,7 +77,7 @@ def test_removed_apis_are_not_used():
 def test_modules_import_without_tensorrt():
     import smoothdino.edge.tensorrt_engine  # noqa: F401
     import smoothdino.export.tensorrt as t
-    from smoothdino.edge.errors import UserError
+    from smoothdino.core.errors import UserError
 
     try:
         import tensorrt  # noqa: F401
