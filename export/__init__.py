@@ -3,7 +3,7 @@
 from .exporter import EXPORT_FORMATS, ExportSpec, export_model
 from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import OPSET, compare_with_torch, export_graph, relative_error
-from .precision import convert_to_fp16, precision_summary
+from .fp16 import convert_to_fp16, precision_summary
 from .tensorrt import build_engine, require_tensorrt
 
 __all__ = [

@@ -4,10 +4,10 @@ One table of formats, one function per format (the ultralytics way):
 
     format      files                  needs
     onnx        <stage>.onnx           torch, onnx          FP32 graphs, checked against PyTorch (1e-4)
-    onnx-fp16   <stage>.fp16.onnx      onnxruntime          mixed-precision graphs (export/precision.py)
+    onnx-fp16   <stage>.fp16.onnx      onnxruntime          mixed-precision graphs (export/fp16.py)
     tensorrt    <stage>.<prec>.engine  tensorrt             strongly typed engines of those graphs
 
-Every export ends with the precision gate (calibration/precision.py) and a manifest.json that records the
+Every export ends with the precision gate (calibration/gate.py) and a manifest.json that records the
 gate's figures; a failed gate leaves the report, exits non-zero, and writes no manifest unless --force.
 """
 
@@ -36,7 +36,7 @@ from smoothdino.models.vit import load_encoder
 
 from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import compare_with_torch, export_graph
-from .precision import convert_to_fp16
+from .fp16 import convert_to_fp16
 from .tensorrt import build_engine
 
 ONNX_TOLERANCE = 1e-4
