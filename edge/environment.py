@@ -10,6 +10,7 @@ import subprocess
 from functools import lru_cache
 
 PACKAGES = {
+    "smoothdino": "smoothdino",
     "torch": "torch",
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",

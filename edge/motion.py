@@ -52,3 +52,12 @@ def phase_shift(previous_grey: np.ndarray, current_grey: np.ndarray, downscale: 
     window = _hanning(a.shape[1], a.shape[0])
     (dx, dy), response = cv2.phaseCorrelate(a, b, window)
     return Shift(float(dx) * downscale, float(dy) * downscale, float(min(max(response, 0.0), 1.0)))
+
+
+def scene_cut(shift: Shift, min_confidence: float) -> tuple[Shift, bool]:
+    """The scene-cut rule, the one place it lives (run-time, PyTorch reference, training pairs): a phase-
+    correlation response below `min_confidence` means the frames do not overlap, so the frame starts a new
+    scene: previous := current and the adapter gets NO_SHIFT (its gate is closed exactly at confidence 0)."""
+    if shift.confidence < min_confidence:
+        return NO_SHIFT, True
+    return shift, False

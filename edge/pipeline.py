@@ -23,7 +23,7 @@ import numpy as np
 from .engine import open_engine, resolve_backend, to_host
 from smoothdino.core.errors import UserError
 from .manifest import Manifest
-from .motion import NO_SHIFT, Shift, phase_shift, to_grey
+from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
 
 STAGE_TIMINGS = ("pre", "motion", "encoder", "adapter", "decoder", "post", "total")
 
@@ -129,12 +129,11 @@ class DepthPipeline:
         levels = self._encode(rgb)
         t["encoder"] = time.perf_counter() - mark
 
-        shift, scene_cut = NO_SHIFT, False
+        shift, cut = NO_SHIFT, False
         if motion is not None:
-            shift, t["motion"] = motion.result()  # usually done already: it ran beside the encoder
-            if shift.confidence < self.min_confidence:
-                shift, scene_cut = NO_SHIFT, True
-        previous = levels if self._previous is None or scene_cut else self._previous[0]
+            measured, t["motion"] = motion.result()  # usually done already: it ran beside the encoder
+            shift, cut = scene_cut(measured, self.min_confidence)
+        previous = levels if self._previous is None or cut else self._previous[0]
 
         fused = levels
         if "adapter" in self.engines:
@@ -163,7 +162,7 @@ class DepthPipeline:
         self._previous = (levels, grey)
         t["post"] = time.perf_counter() - mark
         t["total"] = time.perf_counter() - start
-        return FrameResult(depth=depth, shift=shift, scene_cut=scene_cut, timings=t, outputs=outputs)
+        return FrameResult(depth=depth, shift=shift, scene_cut=cut, timings=t, outputs=outputs)
 
     def close(self) -> None:
         self._motion.shutdown(wait=True)

@@ -36,30 +36,12 @@ from smoothdino.models.vit import load_encoder
 
 from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import compare_with_torch, export_graph
+from .spec import ExportSpec
 from .fp16 import convert_to_fp16
 from .tensorrt import build_engine
 
 ONNX_TOLERANCE = 1e-4
 PRECISIONS = ("fp32", "fp16")
-
-
-@dataclass
-class ExportSpec:
-    arch: str = "vits14"
-    head: str = "dpt"
-    adapter: str = "temporal"
-    size: tuple[int, int] = (480, 640)
-    precision: str = "fp16"
-    backend: str = "auto"  # auto | onnx | tensorrt
-    weights_dir: Path | None = None
-    adapter_weights: Path | None = None
-    random_weights: bool = False
-    seed: int = 0
-    calibration: list[Path] = field(default_factory=list)
-    calibration_frames: int = 8
-    tolerance_mm: float | None = None
-    force: bool = False
-    workspace_mib: int = 1024
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from smoothdino.core.console import console
 from smoothdino.core.errors import UserError
-from smoothdino.edge.motion import phase_shift, to_grey
+from smoothdino.edge.motion import phase_shift, scene_cut, to_grey
 from smoothdino.edge.sources import FolderSource, read_depth_png, read_image
 
 from .adapter import load_adapter
@@ -135,10 +135,9 @@ def make_pairs(scene: Path, size: tuple[int, int], limit: int | None, min_confid
         if grey_prev is None or grey is None or depth is None:
             grey_prev = grey
             continue  # a corrupt frame breaks the pair; a frame without depth cannot be a target
-        s = phase_shift(grey_prev, grey)
-        shift = (s.dx, s.dy, s.confidence) if s.confidence >= min_confidence else (0.0, 0.0, 0.0)
-        prev_path = prev_rgb if shift[2] > 0 else rgb  # scene cut: previous := current
-        pairs.append(Pair(scene.name, prev_path, rgb, depth, shift))
+        s, cut = scene_cut(phase_shift(grey_prev, grey), min_confidence)
+        prev_path = rgb if cut else prev_rgb  # scene cut: previous := current
+        pairs.append(Pair(scene.name, prev_path, rgb, depth, (s.dx, s.dy, s.confidence)))
         grey_prev = grey
     return pairs
 
