@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from smoothdino.core.backends import backend_word
 from smoothdino.core.console import notice
 from .environment import tensorrt_usable
-from smoothdino.core.errors import UserError
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+TENSORRT_BACKENDS = ("tensorrt", "tensorrt-rtx")  # the engine flavours (edge/environment.py)
 
 
 @dataclass(frozen=True)
@@ -44,25 +44,27 @@ def to_host(value: Any) -> np.ndarray:
     return value if isinstance(value, np.ndarray) else value.to_host()
 
 
-def resolve_backend(requested: str, have_engines: bool) -> str:
-    """auto -> tensorrt where it can run and engines exist, else onnxruntime, with a one-line notice."""
-    if requested not in BACKENDS:
-        raise UserError(f"--backend {requested!r}: choose one of {', '.join(BACKENDS)}")
+def resolve_backend(requested: str, have_engines: bool, engine_flavour: str | None = None) -> str:
+    """auto -> the engines' TensorRT flavour (manifest.tensorrt_flavour) where it can run and engines exist,
+    else onnxruntime, with a one-line notice. An explicit flavour falls back the same way."""
+    requested = backend_word(requested)
     if requested == "onnxruntime":
         return "onnxruntime"
-    usable, why = tensorrt_usable()
+    flavour = requested if requested in TENSORRT_BACKENDS else (engine_flavour or "tensorrt")
+    usable, why = tensorrt_usable(flavour)
     if usable and have_engines:
-        return "tensorrt"
-    reason = why if not usable else "the export has no TensorRT engines (export with --backend tensorrt)"
-    notice(f"TensorRT unavailable ({reason}); using ONNX Runtime")
+        return flavour
+    title = "TensorRT for RTX" if flavour == "tensorrt-rtx" else "TensorRT"
+    reason = why if not usable else f"the export has no TensorRT engines (export with --backend {flavour})"
+    notice(f"{title} unavailable ({reason}); using ONNX Runtime")
     return "onnxruntime"
 
 
 def open_engine(path: Path, backend: str, **kwargs) -> Engine:
-    if backend == "tensorrt":
+    if backend in TENSORRT_BACKENDS:
         from .tensorrt_engine import TensorRTEngine
 
-        return TensorRTEngine(path, **kwargs)
+        return TensorRTEngine(path, flavour=backend, **kwargs)
     from .onnxruntime_engine import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(path, **{k: v for k, v in kwargs.items() if k in ("providers", "threads")})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ PACKAGES = {
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
     "tensorrt": "tensorrt",
+    "tensorrt-rtx": "tensorrt_rtx_bindings",
     "pycuda": "pycuda",
     "opencv": "cv2",
     "numpy": "numpy",
@@ -37,15 +39,52 @@ def package_version(module: str) -> str | None:
 
 
 def versions() -> dict[str, str | None]:
-    return {name: package_version(module) for name, module in PACKAGES.items()}
+    found = {name: package_version(module) for name, module in PACKAGES.items()}
+    rtx_module = _importable_rtx_module()  # the SDK's wheel imports as tensorrt_rtx, PyPI's as tensorrt_rtx_bindings
+    if rtx_module:
+        found["tensorrt-rtx"] = package_version(rtx_module)
+    return found
 
 
-def tensorrt_version() -> str | None:
+# -- the two TensorRT flavours --------------------------------------------------------------------
+# "tensorrt": TensorRT 10.3 (JetPack 6), TensorRT 10/11 on x86; builds on and runs on the GPU it was built on.
+# "tensorrt-rtx": TensorRT for RTX; builds ahead of time without a GPU for chosen compute capabilities and
+# runs on RTX-class GPUs only (SM 7.5, 8.0, 8.6, 8.9, 12.x): not a Jetson, not an H100.
+TENSORRT_FLAVOURS = ("tensorrt", "tensorrt-rtx")
+FLAVOUR_MODULES = {"tensorrt": ("tensorrt",), "tensorrt-rtx": ("tensorrt_rtx", "tensorrt_rtx_bindings")}
+FLAVOUR_TITLES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT for RTX"}
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+
+
+def _check_flavour(flavour: str) -> None:
+    if flavour not in TENSORRT_FLAVOURS:
+        raise ValueError(f"TensorRT flavour {flavour!r}: one of {TENSORRT_FLAVOURS}")
+
+
+def _importable_rtx_module() -> str | None:
+    for module in FLAVOUR_MODULES["tensorrt-rtx"]:
+        if importlib.util.find_spec(module) is not None:
+            return module
+    return None
+
+
+def import_tensorrt(flavour: str = "tensorrt"):
+    """The flavour's Python module. Raises ImportError (or OSError from missing libraries) when absent."""
+    _check_flavour(flavour)
+    first_error: Exception | None = None
+    for module in FLAVOUR_MODULES[flavour]:
+        try:
+            return importlib.import_module(module)
+        except Exception as err:  # ImportError, OSError (libnvinfer missing)
+            first_error = first_error or err
+    raise first_error  # type: ignore[misc]
+
+
+def tensorrt_version(flavour: str = "tensorrt") -> str | None:
     try:
-        import tensorrt  # noqa: F401
+        return import_tensorrt(flavour).__version__
     except Exception:
         return None
-    return tensorrt.__version__
 
 
 @lru_cache(maxsize=1)
@@ -94,12 +133,14 @@ def onnxruntime_providers() -> list[str]:
         return []
 
 
-def tensorrt_usable() -> tuple[bool, str]:
-    """(usable, why not). TensorRT needs its libraries, pycuda and a CUDA device."""
+def tensorrt_usable(flavour: str = "tensorrt") -> tuple[bool, str]:
+    """(usable to run engines, why not). Needs the flavour's libraries, pycuda and a CUDA device; TensorRT
+    for RTX also needs an RTX-class GPU."""
     try:
-        import tensorrt  # noqa: F401
+        import_tensorrt(flavour)
     except Exception as err:
-        return False, f"tensorrt not importable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        module = " or ".join(FLAVOUR_MODULES[flavour])
+        return False, f"{module} not importable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     try:
         import pycuda.driver as cuda
 
@@ -108,7 +149,32 @@ def tensorrt_usable() -> tuple[bool, str]:
             return False, "no CUDA device"
     except Exception as err:
         return False, f"pycuda/CUDA unavailable ({type(err).__name__})"
+    if flavour == "tensorrt-rtx":
+        g = gpu() or {}
+        if not rtx_runs_on(g.get("compute_capability")):
+            return False, (f"{g.get('name', 'this GPU')} (sm {g.get('compute_capability')}) is not an RTX-class GPU "
+                           f"(TensorRT for RTX runs on sm {', '.join(RTX_COMPUTE_CAPABILITIES)})")
     return True, ""
+
+
+def rtx_runs_on(compute_capability: str | None) -> bool:
+    """TensorRT for RTX engines run on Turing and later consumer/workstation GPUs, not on Jetson (8.7) or
+    data-centre Hopper (9.0) / Blackwell (10.x)."""
+    return compute_capability in RTX_COMPUTE_CAPABILITIES or str(compute_capability).startswith("12.")
+
+
+def tensorrt_flavours() -> list[dict]:
+    """Both flavours as `smoothdino info` reports them: version (None when not installed), usable, why not."""
+    rows = []
+    for flavour in TENSORRT_FLAVOURS:
+        usable, why = tensorrt_usable(flavour)
+        version = tensorrt_version(flavour)
+        if version is None and not any(importlib.util.find_spec(m) for m in FLAVOUR_MODULES[flavour]):
+            why = "not installed"
+        can_build = version is not None and (flavour == "tensorrt-rtx" or usable)  # RTX builds without a GPU
+        rows.append({"flavour": flavour, "title": FLAVOUR_TITLES[flavour], "version": version,
+                     "usable": usable, "why": why, "can_build": can_build})
+    return rows
 
 
 def opencv_gstreamer() -> bool:

@@ -1,11 +1,17 @@
-"""TensorRT back-end (TensorRT 10 on JetPack 6, and TensorRT 11) with pycuda.
+"""TensorRT back-end, both flavours with one code path: `tensorrt` (TensorRT 10.3 on JetPack 6, TensorRT 10/11
+on x86) and `tensorrt-rtx` (TensorRT for RTX, on RTX-class GPUs), with pycuda.
 
 Ownership is explicit, as in NVIDIA's samples: each engine allocates its device buffers once - one input
 buffer per input (used when the caller passes a host array), `output_sets` buffers per output - plus
 page-locked host staging buffers, and frees them in close(). All engines share one CUDA context (the
 device's primary context) and one stream, so a DeviceTensor produced by one engine can be bound as another
-engine's input with `set_tensor_address`: no host copy between stages. `output_sets=2` gives the encoder
-ping-pong buffers, so the previous frame's levels stay valid while the current frame is encoded.
+engine's input with `set_tensor_address`: no host copy between stages (so FP16 stage I/O would save no
+copy; the levels stay FP32 as in the ONNX graphs). `output_sets=2` gives the encoder ping-pong buffers, so
+the previous frame's levels stay valid while the current frame is encoded.
+
+Threads: pycuda keeps a context stack per thread. The primary context is pushed in the thread that first
+needs CUDA, and every engine is used only from the thread that created it (run() refuses others in one
+line); the pipeline's motion worker thread only does numpy/OpenCV work and never touches CUDA.
 
 Importable without TensorRT or a GPU: the imports happen when an engine is created.
 """
@@ -13,6 +19,7 @@ Importable without TensorRT or a GPU: the imports happen when an engine is creat
 from __future__ import annotations
 
 import atexit
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,24 +27,67 @@ from typing import Any
 import numpy as np
 
 from .engine import TensorSpec
+from .environment import FLAVOUR_TITLES, import_tensorrt
 from smoothdino.core.errors import UserError
 
 _CUDA: dict[str, Any] = {}
 
 
 def cuda_runtime():
-    """(pycuda.driver, primary context, shared stream), created once per process."""
+    """(pycuda.driver, primary context, shared stream), created once per process, in the calling thread."""
     if not _CUDA:
         import pycuda.driver as cuda
 
         cuda.init()
         primary = cuda.Device(0).retain_primary_context()
         primary.push()
-        # pycuda aborts at exit if a pushed context is still on the stack (pycuda.autoprimaryctx does this too).
-        # The context is current in this thread only: engines are used from the thread that made them.
-        atexit.register(primary.pop)
-        _CUDA.update(cuda=cuda, context=primary, stream=cuda.Stream())
+        owner = threading.get_ident()
+
+        def pop_at_exit():
+            # pycuda aborts at exit if a pushed context is still on the stack (pycuda.autoprimaryctx pops it
+            # too); only the thread that pushed it can pop it.
+            if threading.get_ident() == owner:
+                primary.pop()
+
+        atexit.register(pop_at_exit)
+        _CUDA.update(cuda=cuda, context=primary, stream=cuda.Stream(), thread=owner)
     return _CUDA["cuda"], _CUDA["context"], _CUDA["stream"]
+
+
+def check_host_feed(where: str, name: str, spec: TensorSpec, array: np.ndarray) -> None:
+    """A host array must have exactly the engine's shape and dtype: a same-size NCHW array reshaped to NHWC
+    would otherwise be read silently as the wrong image."""
+    if tuple(array.shape) != tuple(spec.shape) or array.dtype.name != spec.dtype:
+        raise ValueError(f"{where}: input {name} is {tuple(array.shape)} {array.dtype.name}, "
+                         f"the engine wants {tuple(spec.shape)} {spec.dtype}")
+
+
+_LOGGERS: dict[int, Any] = {}
+
+
+def tensorrt_logger(trt):
+    """One logger per TensorRT module and process (TensorRT keeps the first one registered and ignores later
+    ones). It keeps the errors, so a failure is reported in one line, and prints warnings and errors."""
+    if id(trt) not in _LOGGERS:
+        from smoothdino.core.console import notice
+
+        class Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+                self.errors: list[str] = []
+                self.quiet: tuple[str, ...] = ()  # messages that are expected here (see export/tensorrt.py)
+
+            def log(self, severity, msg):
+                if any(q in msg for q in self.quiet):
+                    return
+                if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                    self.errors.append(msg)
+                if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR,
+                                trt.ILogger.Severity.WARNING):
+                    notice(f"TensorRT: {' '.join(str(msg).split())}")
+
+        _LOGGERS[id(trt)] = Logger()
+    return _LOGGERS[id(trt)]
 
 
 class DeviceTensor:
@@ -55,10 +105,15 @@ class DeviceTensor:
         return int(self.allocation)
 
     def upload(self, array: np.ndarray) -> None:
+        """Host -> page-locked staging -> device, queued on the shared stream. The caller synchronizes the
+        stream before the next upload into this buffer (TensorRTEngine.run does), so staging is never
+        overwritten while a copy from it is in flight."""
+        if array.shape != self.shape or array.dtype != self.dtype:
+            raise ValueError(f"upload of {array.shape} {array.dtype} into a {self.shape} {self.dtype} buffer")
         cuda, _, stream = cuda_runtime()
         if self._host is None:
             self._host = cuda.pagelocked_empty(self.shape, self.dtype)
-        np.copyto(self._host, array.reshape(self.shape), casting="same_kind")
+        np.copyto(self._host, array)
         cuda.memcpy_htod_async(self.allocation, self._host, stream)
 
     def to_host(self) -> np.ndarray:
@@ -75,38 +130,27 @@ class DeviceTensor:
             self.allocation = None
 
 
-class _Logger:
-    """A TensorRT logger that keeps the errors so they can be reported in one line."""
-
-    def __new__(cls, trt):
-        class Logger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
-
-            def log(self, severity, msg):
-                if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                    self.errors.append(msg)
-
-        return Logger()
-
-
 class TensorRTEngine:
-    backend = "tensorrt"
+    """One serialized engine of either flavour; `backend` is the flavour ("tensorrt" or "tensorrt-rtx")."""
 
-    def __init__(self, path: Path, output_sets: int = 1):
+    def __init__(self, path: Path, output_sets: int = 1, flavour: str = "tensorrt"):
         try:
-            import tensorrt as trt
+            trt = import_tensorrt(flavour)
         except Exception as err:
-            raise UserError(f"{path}: TensorRT is not importable here ({type(err).__name__}); use --backend onnxruntime") from None
+            raise UserError(f"{path}: {FLAVOUR_TITLES[flavour]} is not importable here ({type(err).__name__}); "
+                            "use --backend onnxruntime") from None
+        self.backend = flavour
         self.path = Path(path)
         self.cuda, _, self.stream = cuda_runtime()
-        self.logger = _Logger(trt)
+        self.thread = threading.get_ident()
+        self.logger = tensorrt_logger(trt)
+        self.logger.errors.clear()
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            detail = self.logger.errors[-1] if self.logger.errors else "unknown reason"
-            raise UserError(f"{self.path}: TensorRT cannot load this engine ({detail}); re-export on this machine")
+            detail = " ".join(self.logger.errors[-1].split()) if self.logger.errors else "unknown reason"
+            raise UserError(f"{self.path}: {FLAVOUR_TITLES[flavour]} cannot load this engine ({detail}); "
+                            "re-export on this machine")
         self.context = self.engine.create_execution_context()
         self.inputs: dict[str, TensorSpec] = {}
         self.outputs: dict[str, TensorSpec] = {}
@@ -122,16 +166,26 @@ class TensorRTEngine:
         ]
         self._next_set = 0
 
+    @property
+    def output_set_count(self) -> int:
+        return len(self._output_sets)
+
     def run(self, feeds: Mapping[str, Any]) -> dict[str, DeviceTensor]:
+        if threading.get_ident() != self.thread:
+            raise RuntimeError(f"{self.path.name}: used from another thread than the one that created it "
+                               "(its CUDA context is current there only)")
         for name, spec in self.inputs.items():
             value = feeds[name]
             if isinstance(value, DeviceTensor):
                 if value.shape != spec.shape or value.dtype.name != spec.dtype:
-                    raise ValueError(f"{self.path.name}: input {name} is {value.shape} {value.dtype}, wants {spec}")
+                    raise ValueError(f"{self.path.name}: input {name} is {value.shape} {value.dtype.name}, "
+                                     f"the engine wants {spec.shape} {spec.dtype}")
                 address = value.ptr
             else:
+                array = np.asarray(value)
+                check_host_feed(self.path.name, name, spec, array)
                 buffer = self._input_buffers[name]
-                buffer.upload(np.asarray(value))
+                buffer.upload(array)
                 address = buffer.ptr
             self.context.set_tensor_address(name, address)
         outputs = self._output_sets[self._next_set]
@@ -139,7 +193,8 @@ class TensorRTEngine:
         for name, tensor in outputs.items():
             self.context.set_tensor_address(name, tensor.ptr)
         if not self.context.execute_async_v3(self.stream.handle):
-            raise RuntimeError(f"{self.path.name}: execute_async_v3 failed: {self.logger.errors[-1:]}")
+            detail = " ".join(self.logger.errors[-1].split()) if self.logger.errors else "no message"
+            raise RuntimeError(f"{self.path.name}: execute_async_v3 failed ({detail})")
         self.stream.synchronize()  # per-stage latency stays measurable; stages are serial anyway
         return dict(outputs)
 

@@ -18,7 +18,9 @@ STD_255 = (58.395, 57.12, 57.375)
 
 def normalize_and_pad(rgb_nhwc: torch.Tensor) -> torch.Tensor:
     """uint8 or float RGB [B,H,W,3] (0-255) -> normalised, centre-padded float32 [B,3,H',W']."""
-    x = rgb_nhwc.permute(0, 3, 1, 2).float()
+    # Cast first, then permute: TensorRT accepts a UINT8 network input only as the input of a Cast.
+    # (Converting uint8 to float32 is exact, so the order changes no number.)
+    x = rgb_nhwc.float().permute(0, 3, 1, 2)
     mean = torch.tensor(MEAN_255, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(STD_255, dtype=torch.float32).view(1, 3, 1, 1)
     x = (x - mean) / std
