@@ -1,0 +1,145 @@
+"""Per-stage precision: which graph (fp32, fp16, int8) each stage of an export runs. Torch-free.
+
+    fp32 | fp16                     every stage in that precision
+    int8                            the decoder in INT8 (explicit Q/DQ), the encoder and adapter in the
+                                    fastest precision that is gated for the target (INT8_PLAN below)
+    encoder=fp32,decoder=int8       stage by stage; stages not named are fp32
+    int8,encoder=fp32               a whole-model word, then overrides
+    auto                            the fastest gated plan: on a GPU the fp16 plan (FP16 graphs are for
+                                    GPUs); on the CPU, per stage, the faster of fp32 and the int8 plan's
+                                    precision, int8 only where the int8 plan passed its gate (`export_plan`,
+                                    `choose_auto_plan`)
+
+ExportSpec.precision stays this text; `parse_precision` turns it into {stage: precision} and
+`precision_text` writes a plan back in its shortest form (the manifest's `precision`).
+
+Why INT8_PLAN is what it is (ONNX Runtime CPU, 2 threads, 480x640, random weights; benchmarks/int8_speed.py):
+- decoder: INT8 Q/DQ Conv/MatMul is several times faster than FP32 (the DPT fusion convolutions dominate);
+- encoder: only the weight MatMuls (qkv, proj, mlp fc1/fc2) are quantized; the activation-by-activation
+  attention products stay float (quantizing them was slower than FP32); see CPU_ENCODER below;
+- adapter: tiny (a few % of a frame); INT8 changes nothing measurable, so it stays FP32 on the CPU.
+On a GPU (TensorRT, strongly typed) FP16 is the gated fast precision for the encoder and adapter.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from smoothdino.core.errors import UserError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+AUTO = "auto"
+STAGES = ("encoder", "adapter", "decoder")
+TARGETS = ("cpu", "gpu")
+
+# The encoder on the CPU: INT8 (weight MatMuls only) measured faster than FP32 -> int8. Set from
+# benchmarks/int8_speed.py; change it here (one place) if a new measurement says otherwise.
+CPU_ENCODER = "int8"
+INT8_PLAN = {
+    "cpu": {"encoder": CPU_ENCODER, "adapter": "fp32", "decoder": "int8"},
+    "gpu": {"encoder": "fp16", "adapter": "fp16", "decoder": "int8"},
+}
+
+
+def parse_precision(text: str, stages: tuple[str, ...] | list[str] = STAGES, target: str = "cpu") -> dict[str, str]:
+    """'int8' | 'fp16' | 'encoder=fp32,decoder=int8' | 'int8,encoder=fp32' -> {stage: precision} for `stages`."""
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r}: one of {', '.join(TARGETS)}")
+    words = [w.strip().lower() for w in str(text).split(",") if w.strip()]
+    if not words:
+        raise UserError("--precision: empty; choose fp32, fp16, int8 or stage=precision pairs (encoder=fp32,decoder=int8)")
+    plan = {stage: "fp32" for stage in stages}
+    for i, word in enumerate(words):
+        if "=" not in word:
+            if i != 0:
+                raise UserError(f"--precision {text!r}: a whole-model precision ({word}) must come first")
+            _check(word, text)
+            plan = {stage: INT8_PLAN[target].get(stage, "int8") if word == "int8" else word for stage in stages}
+            continue
+        stage, precision = (p.strip() for p in word.split("=", 1))
+        if stage not in STAGES:
+            raise UserError(f"--precision {text!r}: unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        _check(precision, text)
+        if stage in plan:  # naming a stage the model lacks (adapter of a paper export) is harmless
+            plan[stage] = precision
+    return plan
+
+
+def _check(precision: str, text: str) -> None:
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {text!r}: {precision!r} is not one of {', '.join(PRECISIONS)} "
+                        "(or auto, or stage=precision pairs such as encoder=fp32,decoder=int8)")
+
+
+def precision_text(plan: dict[str, str]) -> str:
+    """The shortest text for a plan: 'int8' when every stage is int8, else 'encoder=..,adapter=..,decoder=..'."""
+    values = set(plan.values())
+    if len(values) == 1:
+        return values.pop()
+    return ",".join(f"{s}={plan[s]}" for s in STAGES if s in plan)
+
+
+def precisions_needed(plan: dict[str, str]) -> set[str]:
+    """The graph precisions an export must write (fp32 always: it is the reference and the INT8 source)."""
+    return {"fp32", *plan.values()}
+
+
+def gate_tolerance_mm(plan: dict[str, str], defaults: dict[str, float]) -> float:
+    """A mixed export is held to the loosest tolerance of its stages' precisions (int8 10 mm, fp16 5 mm)."""
+    return max(defaults[p] for p in plan.values())
+
+
+def fastest(timings: dict[str, float], passed: dict[str, bool]) -> str:
+    """`auto` on the CPU: the fastest precision of a stage among those whose gate passed (fp32 always may)."""
+    allowed = {p: t for p, t in timings.items() if passed.get(p, p == "fp32")}
+    if not allowed:
+        return "fp32"
+    return min(allowed, key=allowed.get)
+
+
+# -- auto --------------------------------------------------------------------------------------------
+
+def is_auto(text: str) -> bool:
+    return str(text).strip().lower() == AUTO
+
+
+def export_plan(text: str, stages: tuple[str, ...] | list[str] = STAGES, target: str = "cpu") -> dict[str, str]:
+    """The plan an export builds graphs for. `auto` on a GPU is the fp16 plan, decided here, before the export;
+    on the CPU it is the int8 plan, the candidate that `choose_auto_plan` gates and times against the fp32
+    graphs (always written) once both exist."""
+    if not is_auto(text):
+        return parse_precision(text, stages, target)
+    return parse_precision("fp16" if target == "gpu" else "int8", stages, target)
+
+
+def choose_auto_plan(timings: dict[str, dict[str, float]], int8_passed: bool) -> dict[str, str]:
+    """`auto` on the CPU: each stage's fastest precision among fp32 and, when the int8 plan passed its gate,
+    the int8 plan's. `timings` is {stage: {precision: ms}} of the graphs the stage has."""
+    passed = {"fp32": True, "int8": int8_passed}
+    return {stage: fastest(ms, passed) for stage, ms in timings.items()}
+
+
+def time_stage_graphs(graphs: dict[str, dict[str, Path]], feeds: dict[str, list[dict]], repeats: int = 3,
+                      threads: int | None = None) -> dict[str, dict[str, float]]:
+    """{stage: {precision: ms}}: each graph in ONNX Runtime (CPU, the same threads for all) on the stage's
+    feeds, best of `repeats` after one warm-up run; the best run is the least disturbed by other processes."""
+    from smoothdino.edge.onnxruntime_engine import OnnxRuntimeEngine
+
+    timings: dict[str, dict[str, float]] = {}
+    for stage, paths in graphs.items():
+        for precision, path in paths.items():
+            engine = OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"], threads=threads)
+            try:
+                for feed in feeds[stage]:  # warm-up: allocations and first-run kernel choices
+                    engine.run(feed)
+                runs = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    for feed in feeds[stage]:
+                        engine.run(feed)
+                    runs.append((time.perf_counter() - start) * 1000.0 / len(feeds[stage]))
+            finally:
+                engine.close()
+            timings.setdefault(stage, {})[precision] = round(min(runs), 3)
+    return timings
