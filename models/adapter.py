@@ -12,7 +12,8 @@ them (current(x) ~ previous(x - d)), and the phase-correlation response (confide
 - `temporal`: the method as intended. The previous patch map is aligned by the measured shift (d/14
   patches, bilinear, out-of-frame cells filled from the current map), fused by a small conv block whose
   output layer alone starts at zero (identity at start, every layer trains), and gated by the
-  phase-correlation confidence: at or below `min_confidence` the adapter is exactly the identity.
+  phase-correlation confidence: at confidence 0 (what the run-time passes on a scene cut, see
+  edge.motion.scene_cut and --min-confidence) the adapter is exactly the identity.
 """
 
 from __future__ import annotations
@@ -107,18 +108,34 @@ def align_previous(previous: torch.Tensor, current: torch.Tensor, shift_px: torc
     return warped + (1.0 - valid) * current, valid
 
 
-class ConfidenceGate(nn.Module):
-    """sigmoid(slope * (confidence - centre)), and exactly 0 at or below min_confidence."""
+LEGACY_GATE_KEY = "min_confidence"  # a buffer of older temporal adapters, now gone from the graph
 
-    def __init__(self, min_confidence: float = 0.1):
+
+class ConfidenceGate(nn.Module):
+    """sigmoid(slope * (confidence - centre)), and exactly 0 at confidence <= 0.
+
+    The graph has no threshold of its own: the run-time's scene-cut rule (edge.motion.scene_cut, set by
+    --min-confidence) is the only one, and it hands the adapter confidence 0 on a cut. A threshold here
+    (it once was 0.1) would silently override a --min-confidence below it."""
+
+    def __init__(self):
         super().__init__()
         self.slope = nn.Parameter(torch.tensor(10.0))
         self.centre = nn.Parameter(torch.tensor(0.2))
-        self.register_buffer("min_confidence", torch.tensor(float(min_confidence)))
 
     def forward(self, confidence: torch.Tensor) -> torch.Tensor:  # [B] -> [B]
-        on = (confidence > self.min_confidence).to(confidence.dtype)
+        on = (confidence > 0).to(confidence.dtype)
         return torch.sigmoid(self.slope * (confidence - self.centre)) * on
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + LEGACY_GATE_KEY, None)  # checkpoints saved with the old fixed threshold
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def drop_legacy_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A temporal adapter state dict without the old gates' threshold buffers (levels.N.gate.min_confidence),
+    so checkpoints trained before the threshold left the graph still load strictly."""
+    return {k: v for k, v in state.items() if not k.endswith(f".gate.{LEGACY_GATE_KEY}")}
 
 
 class TemporalLevel(nn.Module):
@@ -219,7 +236,7 @@ def load_adapter(
     adapter = build_adapter(kind, arch, hidden)
     adapter.weights_id = "initial"
     if state is not None:
-        load_strict(adapter, state, path, f"{kind} adapter for {arch}")
+        load_strict(adapter, drop_legacy_keys(state), path, f"{kind} adapter for {arch}")
         adapter.weights_id = weights_id(path)
     elif random_weights and kind != "none":
         init_random_adapter_(adapter, seed)

@@ -48,12 +48,13 @@ class DepthDecoder(nn.Module):
 
 def init_random_head_(head: nn.Module, seed: int) -> None:
     """Seeded init in the spirit of the official one (MSRA fan-out convs, small linears), scaled so that
-    random features give depths inside the NYU range rather than a head clamped flat at min_depth."""
+    random features give depths inside the NYU range rather than a head clamped flat at min_depth.
+    Biases are small but non-zero (as after training), so a test on random weights sees a dropped bias."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in head.named_parameters():
             if name.endswith("bias"):
-                p.zero_()
+                p.normal_(0.0, 0.05, generator=gen)
             elif p.ndim == 4:  # conv / transposed conv: MSRA, fan-out
                 fan_out = p.shape[0] * p.shape[2] * p.shape[3]
                 p.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=gen)

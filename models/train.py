@@ -426,8 +426,8 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, int, float], None] | N
         save(*position)
     finally:
         stop.restore()
-        if rank == 0:
-            console.print(f"interrupted: checkpoint saved to {ckpt_path}; continue with --resume")
+    if rank == 0 and interrupted:  # not in `finally`: that ran after every run, finished ones too
+        console.print(f"interrupted: checkpoint saved to {ckpt_path}; continue with --resume")
     if rank == 0 and not interrupted:
         _atomic_save({"adapter": adapter.state_dict(), "kind": cfg.adapter, "arch": cfg.arch, "hidden": cfg.hidden},
                      out / "adapter.pt")

@@ -161,18 +161,23 @@ class DinoVisionTransformer(nn.Module):
 
 
 def init_random_encoder_(model: DinoVisionTransformer, seed: int) -> None:
-    """Seeded init with the official recipe: trunc-normal(0.02) linears, tiny cls token, LayerScale 1."""
+    """Seeded init shaped like trained weights, not like a fresh model: trunc-normal(0.02) linears, tiny cls
+    token, and - unlike the official init (biases 0, norms 1, LayerScale 1) - non-trivial biases, norm
+    weights around 1 and LayerScale gammas in 0.2..1, all distinct per tensor. A fresh-looking init hides
+    a dropped bias, swapped norm1/norm2 or a missing LayerScale from every test that runs random weights."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("gamma"):
-                p.fill_(1.0)
+            if name.endswith("gamma"):  # trained DINOv2 LayerScales are well below 1
+                p.uniform_(0.2, 1.0, generator=gen)
             elif name == "cls_token":
                 p.normal_(0.0, 1e-6, generator=gen)
-            elif name == "mask_token" or name.endswith("bias"):
+            elif name == "mask_token":
                 p.zero_()
-            elif "norm" in name:
-                p.fill_(1.0)
+            elif "norm" in name and name.endswith("weight"):
+                p.normal_(1.0, 0.1, generator=gen)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.05, generator=gen)
             else:  # pos_embed, patch embedding and linear weights
                 p.normal_(0.0, 0.02, generator=gen).clamp_(-0.04, 0.04)
 

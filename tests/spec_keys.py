@@ -70,24 +70,56 @@ def linear4_keys(arch: str) -> dict[str, tuple[int, ...]]:
 
 
 def random_state(keys: dict[str, tuple[int, ...]], seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:
-    """Random tensors for a key table. LayerNorm weights and LayerScale near 1, so activations stay sane."""
+    """Random tensors for a key table, shaped like trained weights rather than a fresh init: biases
+    non-zero, LayerNorm weights around 1 (each its own), LayerScale gammas in 0.2..1. A reference test on
+    such a file sees a dropped bias, swapped norms or a missing LayerScale; one on zero biases, unit norms
+    and unit gammas cannot."""
     gen = torch.Generator().manual_seed(seed)
     state = {}
     for k, shape in keys.items():
-        t = torch.randn(shape, generator=gen) * std
-        if k.endswith("gamma") or ("norm" in k and k.endswith("weight")):
-            t = 1.0 + t
+        t = torch.randn(shape, generator=gen)
+        if k.endswith("gamma"):
+            t = 0.2 + 0.8 * torch.rand(shape, generator=gen)
+        elif "norm" in k and k.endswith("weight"):
+            t = 1.0 + 0.1 * t
+        elif k.endswith("bias"):
+            t = 0.05 * t
+        elif k.endswith("weight") and len(shape) >= 2:  # fan-in scaled: activations stay O(1) through the head
+            t = t / (shape[1] * (shape[2] * shape[3] if len(shape) == 4 else 1)) ** 0.5
+        else:
+            t = std * t
         state[k] = t
     return state
 
 
-def save_official(path, arch: str, kind: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Write a file laid out as the release file of that kind; returns the state it holds (unprefixed)."""
-    keys = {"backbone": backbone_keys, "dpt": dpt_keys, "linear4": linear4_keys}[kind](arch)
-    state = random_state(keys, seed)
+def official_keys(arch: str, kind: str) -> dict[str, tuple[int, ...]]:
+    return {"backbone": backbone_keys, "dpt": dpt_keys, "linear4": linear4_keys}[kind](arch)
+
+
+def write_official(path, kind: str, state: dict[str, torch.Tensor]) -> None:
+    """Write an (unprefixed) state dict laid out as the release file of that kind."""
     if kind == "backbone":
         torch.save(state, path)  # a bare state dict
     else:  # an mmcv training checkpoint: weights under state_dict, prefixed decode_head.
         torch.save({"meta": {"epoch": 1, "iter": 38400}, "state_dict": {f"decode_head.{k}": v for k, v in state.items()},
                     "optimizer": {"state": {}, "param_groups": []}}, path)
+
+
+def save_official(path, arch: str, kind: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Write a file laid out as the release file of that kind; returns the state it holds (unprefixed)."""
+    state = random_state(official_keys(arch, kind), seed)
+    write_official(path, kind, state)
     return state
+
+
+def trivial_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Keys whose values a reference test cannot check: biases all 0, norm weights or gammas all 1, or a
+    norm weight/gamma equal to its partner in the same block (norm1 = norm2, ls1 = ls2)."""
+    bad = [k for k, v in state.items() if k.endswith("bias") and not v.any()]
+    bad += [k for k, v in state.items() if (k.endswith("gamma") or ("norm" in k and k.endswith("weight")))
+            and bool((v == 1).all())]
+    for k, v in state.items():
+        for a, b in (("norm1.", "norm2."), ("ls1.", "ls2.")):
+            if a in k and torch.equal(v, state[k.replace(a, b)]):
+                bad.append(k)
+    return bad

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from smoothdino.models import build_adapter, load_adapter
-from smoothdino.benchmarks.adapter_controlled import controlled_task
-from smoothdino.models.adapter import PaperAdapter, TemporalAdapter, align_previous
+from smoothdino.models.adapter import PaperAdapter, TemporalAdapter
 
 
 def _levels(dim=32, h=5, w=7, batch=2, seed=0):
@@ -102,23 +101,75 @@ def test_temporal_identity_at_start_and_gate_switches_off():
     trained = load_adapter("temporal", "vits14", random_weights=True)
     with torch.no_grad():
         on = trained(current, previous, torch.tensor([[3.0, 1.0, 0.9], [3.0, 1.0, 0.9]]))
-        off = trained(current, previous, torch.tensor([[3.0, 1.0, 0.0], [3.0, 1.0, 0.05]]))
+        off = trained(current, previous, torch.tensor([[3.0, 1.0, 0.0], [-2.0, 5.0, 0.0]]))  # a scene cut: 0
     assert all((o[0] - c[0]).abs().max() > 1e-3 for o, c in zip(on, current))
     assert all(torch.equal(o[0], c[0]) and torch.equal(o[1], c[1]) for o, c in zip(off, current))
 
 
-def test_alignment_by_whole_and_sub_patch_shifts():
-    prev = torch.arange(5 * 7, dtype=torch.float32).view(1, 1, 5, 7)
-    cur = torch.full_like(prev, -1.0)
-    aligned, valid = align_previous(prev, cur, torch.tensor([[14.0, 28.0]]))  # +1 cell right, +2 down
-    assert torch.allclose(aligned[0, 0, 2:, 1:], prev[0, 0, :3, :6], atol=1e-5)
-    assert torch.all(aligned[0, 0, :2] == -1) and torch.all(aligned[0, 0, :, 0] == -1)  # borders from current
-    half, _ = align_previous(prev, cur, torch.tensor([[7.0, 0.0]]))  # half a cell: the mean of two neighbours
-    assert torch.allclose(half[0, 0, :, 1:], (prev[0, 0, :, :-1] + prev[0, 0, :, 1:]) / 2, atol=1e-5)
+@pytest.mark.parametrize("confidence", [0.01, 0.05, 0.07, 0.099])
+def test_gate_has_no_threshold_of_its_own(confidence):
+    """Below the old fixed 0.1 the gate is open: only the run-time's --min-confidence decides a cut."""
+    trained = load_adapter("temporal", "vits14", random_weights=True)  # non-zero output layers
+    current, previous = _levels(384, batch=1, seed=6), _levels(384, batch=1, seed=7)
+    with torch.no_grad():
+        out = trained(current, previous, torch.tensor([[3.0, 1.0, confidence]]))
+    assert all((o[0] - c[0]).abs().max() > 1e-4 for o, c in zip(out, current)), confidence
 
 
-def test_controlled_task_temporal_far_below_paper():
-    errors = {k: controlled_task(k) for k in ("none", "paper", "temporal")}
-    assert errors["none"] == pytest.approx(0.64, rel=0.1)  # the noise variance
-    assert errors["paper"] > 0.9 * errors["none"]  # a constant cannot remove zero-mean noise
-    assert errors["temporal"] < 0.2 * errors["paper"], errors
+def test_old_checkpoints_with_the_gate_threshold_still_load(tmp_path):
+    """Temporal adapters saved while the gate held a `min_confidence` buffer load, strictly, both ways."""
+    trained = load_adapter("temporal", "vits14", random_weights=True, seed=3)
+    old = dict(trained.state_dict())
+    old.update({f"levels.{i}.gate.min_confidence": torch.tensor(0.1) for i in range(4)})
+    torch.save({"adapter": old, "kind": "temporal", "arch": "vits14", "hidden": 64}, tmp_path / "adapter.pt")
+    loaded = load_adapter("temporal", "vits14", tmp_path / "adapter.pt")  # export / process path
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in trained.state_dict().items())
+    resumed = build_adapter("temporal", "vits14")
+    resumed.load_state_dict(old)  # train --resume path: strict load_state_dict
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in trained.state_dict().items())
+    with pytest.raises(RuntimeError, match="Unexpected"):  # still strict about anything else
+        build_adapter("temporal", "vits14").load_state_dict({**old, "levels.0.gate.other": torch.tensor(1.0)})
+
+
+def _confident_shift(monkeypatch, confidence):
+    from smoothdino.edge import pipeline as pipeline_module
+    from smoothdino.edge.motion import Shift
+
+    monkeypatch.setattr(pipeline_module, "phase_shift", lambda *a, **k: Shift(3.0, -1.0, confidence))
+
+
+def _second_frames(pipeline, frames, thresholds):
+    """The second frame's result for each --min-confidence, one sequence per threshold on one pipeline."""
+    out = []
+    with pipeline:
+        for min_confidence in thresholds:
+            pipeline.reset()
+            pipeline.min_confidence = min_confidence
+            out.append([pipeline.step(rgb) for rgb in frames][1])
+    return out
+
+
+def test_min_confidence_below_0_1_takes_effect_in_torch_pipeline(monkeypatch, textured_rgb):
+    """--min-confidence 0.05 fuses a frame whose confidence is 0.07; 0.1 treats it as a scene cut."""
+    from smoothdino.models import TorchPipeline
+
+    _confident_shift(monkeypatch, 0.07)
+    frames = [textured_rgb, np.roll(textured_rgb, 3, axis=1)]
+    pipeline = TorchPipeline("vits14", "temporal", size=textured_rgb.shape[:2], random_weights=True)
+    low, default = _second_frames(pipeline, frames, (0.05, 0.1))
+    assert not low.scene_cut and low.shift.confidence == pytest.approx(0.07)
+    assert default.scene_cut and default.shift.confidence == 0.0
+    assert np.abs(low.depth - default.depth).max() > 1e-3
+
+
+def test_min_confidence_below_0_1_takes_effect_in_exported_pipeline(monkeypatch, small_export_fp32):
+    from smoothdino.edge.pipeline import DepthPipeline
+    from smoothdino.edge.synthetic import SyntheticScene
+
+    _confident_shift(monkeypatch, 0.07)
+    frames = [rgb for rgb, _ in SyntheticScene(70, 98, frames=2)]
+
+    pipeline = DepthPipeline.from_folder(small_export_fp32, backend="onnxruntime")
+    low, default = _second_frames(pipeline, frames, (0.05, 0.1))
+    assert not low.scene_cut and default.scene_cut
+    assert np.abs(low.depth - default.depth).max() > 1e-3

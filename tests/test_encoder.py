@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from smoothdino.models import interpolate_pos_embed, load_encoder, patch_grid, preprocess
 
 from .reference import np_encoder, np_pos_embed, np_preprocess
+from .spec_keys import official_keys, save_official, trivial_tensors, write_official
 
 
 def _rel(a, b):
@@ -46,16 +47,32 @@ def test_preprocess_centre_pads_with_the_mean_colour(textured_rgb):
     np.testing.assert_allclose(x[0].numpy(), np_preprocess(rgb), rtol=0, atol=1e-5)
 
 
+def _backbone_file(folder, source: str):
+    """An official-layout backbone file: our seeded random init (what every --random-weights run uses) or
+    the spec's key table filled independently of our module code. Returns (path, the state it holds)."""
+    path = folder / "dinov2_vits14_pretrain.pth"
+    if source == "random-weights":
+        state = load_encoder("vits14", random_weights=True, seed=3).state_dict()
+        assert set(state) == set(official_keys("vits14", "backbone"))
+        write_official(path, "backbone", state)
+    else:
+        state = save_official(path, "vits14", "backbone", seed=3)
+    # Non-trivial biases, norms and LayerScales, or the reference comparison below could not see them.
+    assert trivial_tensors(state) == []
+    return path, state
+
+
+@pytest.mark.parametrize("source", ["random-weights", "spec-keys"])
 @pytest.mark.parametrize("size", [(70, 98), (60, 90)])
-def test_encoder_matches_numpy_reference(size, textured_rgb):
+def test_encoder_matches_numpy_reference(size, source, textured_rgb, tmp_path):
     import cv2
 
+    path, state = _backbone_file(tmp_path, source)
+    enc = load_encoder("vits14", path)  # strict load of the release layout
     rgb = cv2.resize(textured_rgb, size[::-1])
-    enc = load_encoder("vits14", random_weights=True, seed=3)
     with torch.no_grad():
         levels = enc(preprocess(rgb))
-    state = {k: v.numpy() for k, v in enc.state_dict().items()}
-    ref = np_encoder(state, np_preprocess(rgb), heads=6, out_indices=(2, 5, 8, 11))
+    ref = np_encoder({k: v.numpy() for k, v in state.items()}, np_preprocess(rgb), heads=6, out_indices=(2, 5, 8, 11))
     h, w = patch_grid(*size)
     for (patch, cls), (rp, rc) in zip(levels, ref):
         assert patch.shape == (1, 384, h, w) and cls.shape == (1, 384)
