@@ -10,13 +10,16 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from smoothdino.core.console import console, reset_notices
+from smoothdino.core.backends import backend_word
+from smoothdino.core.console import console, notice, random_weights_notice, reset_notices
 from smoothdino.core.errors import UserError
+from smoothdino.core.images import parse_size
+from smoothdino.edge.tables import gate_table, stream_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Live metric depth from a moving camera: DINOv2 + temporal adapter on TensorRT / ONNX Runtime.")
@@ -40,17 +43,6 @@ def user_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'480x640' (height x width) -> (480, 640)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-        if h < 14 or w < 14:
-            raise ValueError
-        return h, w
-    except ValueError:
-        raise UserError(f"--size {text!r}: give HEIGHTxWIDTH, e.g. 480x640 (each at least 14)") from None
 
 
 ARCH_HELP = "Backbone: vits14, vitb14, vitl14 or vitg14."
@@ -141,9 +133,12 @@ def info():
         table.add_row(name, version or "not installed")
     g = env.gpu()
     table.add_row("GPU", f"{g['name']} (compute {g['compute_capability']})" if g else "none")
-    ok, why = env.tensorrt_usable()
     backends = ["onnxruntime (" + ", ".join(env.onnxruntime_providers()) + ")"]
-    backends.append("tensorrt" if ok else f"tensorrt: no - {why}")
+    for row in env.tensorrt_flavours():  # TensorRT and TensorRT for RTX: version, runs here, builds here
+        version = f" {row['version']}" if row["version"] else ""
+        runs = "runs engines" if row["usable"] else f"no - {row['why']}"
+        builds = "; builds engines (no GPU needed)" if row["can_build"] and not row["usable"] else ""
+        backends.append(f"{row['flavour']}{version}: {runs}{builds}")
     table.add_row("back-ends", "\n".join(backends))
     table.add_row("torch reference", "yes" if env.package_version("torch") else "no (edge-only install)")
     table.add_row("OpenCV GStreamer (CSI cameras)", "yes" if env.opencv_gstreamer() else "no")
@@ -155,133 +150,106 @@ def info():
     console.print(table)
 
 
+# -- options shared by the commands that export (export, process, demo, bench) -----------------------
+
+Arch = Annotated[str, typer.Option(help="Backbone: vits14, vitb14, vitl14 or vitg14.")]
+Head = Annotated[str, typer.Option(help="NYUv2 depth head: dpt or linear4.")]
+Adapter = Annotated[str, typer.Option(help="none, paper (folded into the decoder) or temporal.")]
+Precision = Annotated[str, typer.Option(help="fp32, fp16 (GPUs), int8, auto (fastest gated: fp16 on GPUs; per stage fp32 or int8 on the CPU), or per stage: encoder=fp32,decoder=int8.")]
+Backend = Annotated[str, typer.Option(help="auto, onnxruntime, tensorrt or tensorrt-rtx.")]
+WeightsDir = Annotated[Optional[Path], typer.Option(help="Folder with the official .pth files (default: cache).")]
+AdapterWeights = Annotated[Optional[Path], typer.Option(help="Trained adapter (smoothdino train checkpoint or state dict).")]
+RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Seeded random weights in the official layout (no download; results are not metric).")]
+Seed = Annotated[int, typer.Option(help="Seed for --random-weights.")]
+MinConfidence = Annotated[float, typer.Option(help="Phase-correlation response below which a frame is a scene cut.")]
+Threads = Annotated[Optional[int], typer.Option(help="CPU threads per ONNX Runtime session (default: physical cores).")]
+
+
+def _export_spec(**options):
+    """The one ExportSpec a command builds from its options (sizes as HEIGHTxWIDTH text or a tuple)."""
+    from smoothdino.export.spec import ExportSpec
+
+    if isinstance(options.get("size"), str):
+        options["size"] = parse_size(options["size"])
+    return ExportSpec(**{k: v for k, v in options.items() if v is not None})
+
+
+def _open_pipeline(engines: Optional[Path], spec, out: Path, backend: str, **pipeline_options):
+    """An export's pipeline; without --engines, `spec` is exported (or reused, when still current) into <out>/engines."""
+    from smoothdino.edge.pipeline import DepthPipeline
+
+    if engines is None:
+        try:
+            from smoothdino.export import ensure_export
+        except ImportError:
+            raise UserError("no --engines and no torch here: export elsewhere and pass --engines DIR") from None
+        engines = Path(out) / "engines"
+        ensure_export(spec, engines, progress=lambda msg: None)
+    return DepthPipeline.from_folder(engines, backend=backend_word(backend), **pipeline_options)
+
+
 # -- export / calibrate ---------------------------------------------------------------------------
-
-def _gate_table(manifest, title: str) -> Table:
-    gate = manifest.gate or {}
-    table = Table(title=title)
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    rows = [
-        ("model", f"{manifest.arch} + {manifest.adapter} adapter, {manifest.head} head, {manifest.precision}"),
-        ("frame size", f"{manifest.frame_size[0]}x{manifest.frame_size[1]}"),
-        ("weights", "RANDOM (not metric)" if manifest.random_weights else "official release"),
-        ("stages", ", ".join(f"{s}: {manifest.stages[s].engine or manifest.stages[s].onnx.get(manifest.precision)}"
-                             for s in manifest.stage_names)),
-    ]
-    for key, label in (("rmse_vs_reference_mm", "depth drift vs FP32 (RMSE, mm)"),
-                       ("max_abs_diff_mm", "max depth difference (mm)"),
-                       ("rmse_reference_vs_gt_mm", "FP32 depth RMSE vs ground truth (mm)"),
-                       ("rmse_candidate_vs_gt_mm", "exported depth RMSE vs ground truth (mm)"),
-                       ("rmse_delta_mm", "RMSE change (mm)"), ("tolerance_mm", "tolerance (mm)")):
-        if key in gate:
-            rows.append((label, f"{gate[key]:.3f}"))
-    rows.append(("gate", "PASS" if gate.get("passed") else "FAIL " + "; ".join(gate.get("reasons", []))))
-    for stage, err in (gate.get("onnx_vs_torch_max_rel") or {}).items():
-        rows.append((f"{stage}.onnx vs PyTorch (max rel)", f"{err:.1e}"))
-    for label, value in rows:
-        table.add_row(label, value)
-    return table
-
-
-def _export(arch, head, adapter, size, precision, backend, out, weights_dir, adapter_weights, random_weights, seed,
-            calibration, calibration_frames, tolerance_mm, force, workspace_mib):
-    from smoothdino.export import ExportSpec, export_model
-
-    spec = ExportSpec(arch=arch, head=head, adapter=adapter, size=size, precision=precision, backend=backend,
-                      weights_dir=weights_dir, adapter_weights=adapter_weights, random_weights=random_weights,
-                      seed=seed, calibration=list(calibration or []), calibration_frames=calibration_frames,
-                      tolerance_mm=tolerance_mm, force=force, workspace_mib=workspace_mib)
-    with console.status("exporting") as status:
-        manifest, _ = export_model(spec, out, progress=lambda msg: status.update(msg))
-    return manifest
-
 
 @app.command()
 @user_errors
 def export(
-    arch: str = typer.Option("vits14", help=ARCH_HELP),
-    head: str = typer.Option("dpt", help="NYUv2 depth head: dpt or linear4."),
-    adapter: str = typer.Option("temporal", help="none, paper (folded into the decoder) or temporal."),
-    size: str = typer.Option("480x640", help="Frame size HEIGHTxWIDTH the graphs are fixed to."),
-    precision: str = typer.Option("fp16", help="fp32 or fp16 (mixed: fragile parts kept FP32 in the graph)."),
-    backend: str = typer.Option("auto", help="tensorrt, onnx, or auto (TensorRT where it can build)."),
-    out: Path = typer.Option(Path("engines/vits14-temporal"), help="Output folder (graphs, engines, manifest.json)."),
-    weights_dir: Optional[Path] = typer.Option(None, help="Folder with the official .pth files (default: cache)."),
-    adapter_weights: Optional[Path] = typer.Option(None, help="Trained adapter (smoothdino train checkpoint or state dict)."),
-    random_weights: bool = typer.Option(False, "--random-weights", help=RANDOM_HELP),
-    seed: int = typer.Option(0, help="Seed for --random-weights."),
-    calibration: Optional[list[Path]] = typer.Option(None, help="NYUv2 sequence folders for the precision gate (repeat)."),
-    calibration_frames: int = typer.Option(8, help="Calibration pairs for the gate."),
-    tolerance_mm: Optional[float] = typer.Option(None, help="Gate tolerance on the depth RMSE change (default 5 mm fp16)."),
-    force: bool = typer.Option(False, help="Keep an export that fails the gate."),
-    workspace_mib: int = typer.Option(1024, help="TensorRT builder workspace cap (small Jetsons: 512)."),
+    arch: Arch = "vits14", head: Head = "dpt", adapter: Adapter = "temporal",
+    size: Annotated[str, typer.Option(help="Frame size HEIGHTxWIDTH the graphs are fixed to.")] = "480x640",
+    precision: Precision = "fp16", backend: Backend = "auto",
+    compute_capability: Annotated[Optional[list[str]], typer.Option(help="TensorRT for RTX target, e.g. 8.6 (repeat; default: this GPU, else a portable set).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (graphs, engines, manifest.json).")] = Path("engines/vits14-temporal"),
+    weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None, random_weights: RandomWeights = False,
+    seed: Seed = 0,
+    calibration: Annotated[Optional[list[Path]], typer.Option(help="NYUv2 sequence folders for calibration and the gate (repeat).")] = None,
+    calibration_frames: Annotated[int, typer.Option(help="Calibration pairs (INT8 calibration and the gate).")] = 8,
+    calibration_method: Annotated[str, typer.Option(help="INT8 activation ranges: minmax, entropy or percentile.")] = "minmax",
+    tolerance_mm: Annotated[Optional[float], typer.Option(help="Gate tolerance on the depth RMSE change (default: 5 mm fp16, 10 mm int8).")] = None,
+    force: Annotated[bool, typer.Option(help="Keep an export that fails the gate.")] = False,
+    workspace_mib: Annotated[int, typer.Option(help="TensorRT builder workspace cap (small Jetsons: 512).")] = 1024,
 ):
     """Export the three graphs (encoder, adapter, decoder), convert precision, build engines, gate, manifest."""
-    manifest = _export(arch, head, adapter, parse_size(size), precision, backend, out, weights_dir, adapter_weights,
-                       random_weights, seed, calibration, calibration_frames, tolerance_mm, force, workspace_mib)
-    console.print(_gate_table(manifest, f"export -> {out}"))
+    from smoothdino.export import export_model
+
+    spec = _export_spec(arch=arch, head=head, adapter=adapter, size=size, precision=precision, backend=backend,
+                        compute_capabilities=list(compute_capability or []), weights_dir=weights_dir,
+                        adapter_weights=adapter_weights, random_weights=random_weights, seed=seed,
+                        calibration=list(calibration or []), calibration_frames=calibration_frames,
+                        calibration_method=calibration_method, tolerance_mm=tolerance_mm, force=force, workspace_mib=workspace_mib)
+    with console.status("exporting") as status:
+        manifest, _ = export_model(spec, out, progress=lambda msg: status.update(msg))
+    console.print(gate_table(manifest, f"export -> {out}"))
 
 
 @app.command()
 @user_errors
 def calibrate(
-    engines: Path = typer.Option(..., help="An export folder (manifest.json)."),
-    calibration: Optional[list[Path]] = typer.Option(None, help="NYUv2 sequence folders (repeat)."),
-    frames: int = typer.Option(16, help="Calibration pairs."),
-    backend: str = typer.Option("auto", help="Back-end of the model under test."),
-    tolerance_mm: Optional[float] = typer.Option(None, help="Tolerance on the depth RMSE change (mm)."),
+    engines: Annotated[Path, typer.Option(help="An export folder (manifest.json).")],
+    calibration: Annotated[Optional[list[Path]], typer.Option(help="NYUv2 sequence folders (repeat).")] = None,
+    frames: Annotated[int, typer.Option(help="Calibration pairs.")] = 16,
+    backend: Backend = "auto",
+    tolerance_mm: Annotated[Optional[float], typer.Option(help="Tolerance on the depth RMSE change (mm).")] = None,
 ):
     """Run the precision gate again (e.g. with real weights, on the target device) and record it."""
     from smoothdino.calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
     from smoothdino.edge.manifest import Manifest
     from smoothdino.edge.pipeline import DepthPipeline
+    from smoothdino.export.stage_precision import gate_tolerance_mm
 
     manifest = Manifest.load(engines)
-    tolerance = tolerance_mm if tolerance_mm is not None else DEFAULT_TOLERANCE_MM[manifest.precision]
+    tolerance = tolerance_mm if tolerance_mm is not None else gate_tolerance_mm(manifest.stage_precisions,
+                                                                                 DEFAULT_TOLERANCE_MM)
     pairs = calibration_pairs(list(calibration or []), frames, manifest.frame_size)
-    with DepthPipeline(manifest, backend=backend) as candidate, \
+    with DepthPipeline(manifest, backend=backend_word(backend)) as candidate, \
             DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
         report = run_gate(candidate, reference, pairs, tolerance)
-    report.save(Path(engines) / "gate.json")
-    manifest.gate = {**(manifest.gate or {}), **report.depth, "passed": report.passed, "reasons": report.reasons,
-                     "frames": report.frames, "tolerance_mm": tolerance}
+    report.record(manifest, engines)
     manifest.save(Path(engines))
-    console.print(_gate_table(manifest, f"precision gate: {report.candidate}"))
+    console.print(gate_table(manifest, f"precision gate: {report.candidate}"))
     if not report.passed:
         raise GateError(f"{Path(engines) / 'gate.json'}: {report.summary_line()}")
 
 
 # -- process / live / demo -------------------------------------------------------------------------
-
-def _pipeline_for(engines, out, backend, min_confidence, motion_downscale, threads=None, **export_kwargs):
-    """Open an export; without one, export on the fly into <out>/engines (needs torch)."""
-    from smoothdino.edge.pipeline import DepthPipeline
-
-    if engines is None:
-        from smoothdino.core.console import notice
-
-        engines = Path(out) / "engines"
-        notice(f"no --engines: exporting {export_kwargs['arch']}+{export_kwargs['adapter']} into {engines}")
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise UserError("no --engines and no torch here: export elsewhere and pass --engines DIR") from None
-        from smoothdino.edge.manifest import Manifest
-
-        try:
-            manifest = Manifest.load(engines)
-            wanted = (tuple(export_kwargs["size"]), export_kwargs["arch"], export_kwargs["adapter"], export_kwargs["head"],
-                      export_kwargs["precision"], bool(export_kwargs["random_weights"]))
-            have = (tuple(manifest.frame_size), manifest.arch, manifest.adapter, manifest.head, manifest.precision,
-                    manifest.random_weights)
-            if wanted != have or export_kwargs.get("adapter_weights"):
-                raise UserError("stale")  # export again below
-        except UserError:
-            _export(out=engines, backend="auto" if backend != "onnxruntime" else "onnx", **export_kwargs)
-    return DepthPipeline.from_folder(engines, backend=backend, min_confidence=min_confidence,
-                                     motion_downscale=motion_downscale, threads=threads)
-
 
 def _first_frame_size(sequences: list[Path]) -> tuple[int, int]:
     from smoothdino.edge.sources import FolderSource
@@ -294,85 +262,36 @@ def _first_frame_size(sequences: list[Path]) -> tuple[int, int]:
     raise UserError(f"{sequences[0]}: no readable frame")
 
 
-def _report_table(reports, title: str) -> Table:
-    table = Table(title=title)
-    for col in ("sequence", "frames", "new", "resumed", "skipped", "scene cuts", "FPS", "p50 ms", "MSE (paper)",
-                "RMSE", "AbsRel", "delta1", "temporal"):
-        table.add_column(col, justify="right" if col != "sequence" else "left")
-    for r in reports:
-        s = r.summary
-
-        def f(key, fmt="{:.3f}"):
-            value = s.get(key)
-            return fmt.format(value) if isinstance(value, float) and value == value else "-"
-
-        table.add_row(r.name, str(s.get("frames", 0)), str(r.computed), str(r.reused), str(r.skipped),
-                      str(r.scene_cuts), f"{r.fps:.2f}", f("latency_p50_ms", "{:.0f}"), f("mse_paper"), f("rmse"),
-                      f("abs_rel"), f("delta1"), f("temporal"))
-    return table
-
-
-@app.command()
-@user_errors
-def process(
-    sequences: list[Path] = typer.Argument(..., help="NYUv2 sequence folders (<i>.jpg [+ <i>.png depth]) or image folders."),
-    out: Path = typer.Option(Path("out/process"), help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*}."),
-    engines: Optional[Path] = typer.Option(None, help="Export folder; without it, export on the fly into <out>/engines."),
-    backend: str = typer.Option("auto", help="auto, tensorrt or onnxruntime."),
-    arch: str = typer.Option("vits14", help=ARCH_HELP + " (on-the-fly export)"),
-    head: str = typer.Option("dpt", help="Depth head (on-the-fly export)."),
-    adapter: str = typer.Option("temporal", help="Adapter (on-the-fly export)."),
-    size: Optional[str] = typer.Option(None, help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size)."),
-    precision: str = typer.Option("fp16", help="Precision (on-the-fly export)."),
-    weights_dir: Optional[Path] = typer.Option(None, help="Official weights folder (on-the-fly export)."),
-    adapter_weights: Optional[Path] = typer.Option(None, help="Trained adapter (on-the-fly export)."),
-    random_weights: bool = typer.Option(False, "--random-weights", help=RANDOM_HELP),
-    video: bool = typer.Option(True, help="Write <sequence>/video.mp4 (RGB | depth)."),
-    resize: bool = typer.Option(True, help="Resize frames of another size to the engines' (else refuse)."),
-    resume: bool = typer.Option(True, help="Skip frames whose depth PNG is already written."),
-    limit: Optional[int] = typer.Option(None, help="At most this many frames per sequence."),
-    min_confidence: float = typer.Option(0.1, help="Phase-correlation response below which a frame is a scene cut."),
-    motion_downscale: int = typer.Option(1, help="Phase correlation on frames shrunk by this factor."),
-):
-    """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth."""
+def _process_sequences(pipeline, sequences: list[Path], out: Path, *, video: bool, resize: bool, resume: bool,
+                       limit: Optional[int]) -> None:
+    """Every sequence through the streaming loop, with a progress bar; the report table at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from smoothdino.core.console import random_weights_notice
     from smoothdino.edge.loop import StreamOutputs, run_stream
     from smoothdino.edge.sources import FolderSource
 
-    for seq in sequences:
-        if not Path(seq).is_dir():
-            raise UserError(f"{seq}: not a folder; give NYUv2 sequence folders such as nyu2_sample/bedroom_0004_out")
-    frame_size = parse_size(size) if size else _first_frame_size(sequences)
-    pipeline = _pipeline_for(engines, out, backend, min_confidence, motion_downscale, arch=arch, head=head,
-                             adapter=adapter, size=frame_size, precision=precision, weights_dir=weights_dir,
-                             adapter_weights=adapter_weights, random_weights=random_weights, seed=0,
-                             calibration=[], calibration_frames=2, tolerance_mm=None, force=False, workspace_mib=1024)
-    if pipeline.manifest.random_weights:
+    if pipeline.random_weights:
         random_weights_notice()
     console.print(f"pipeline: {pipeline.description}")
-    reports = []
     run_info = {"pipeline": pipeline.description, "backend": pipeline.backend,
-                "random_weights": pipeline.manifest.random_weights, "weights": pipeline.manifest.weights}
+                "random_weights": pipeline.random_weights, "weights": pipeline.weights}
+    reports = []
     with pipeline, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
         for seq in sequences:
             source = FolderSource(seq, limit=limit)
             task = bar.add_task(source.name, total=len(source), rate="")
             folder = Path(out) / source.name
-            report = run_stream(
-                pipeline, source,
-                StreamOutputs(folder=folder, video=folder / "video.mp4" if video else None, resume=resume),
+            reports.append(run_stream(
+                pipeline, source, StreamOutputs(folder=folder, video=folder / "video.mp4" if video else None,
+                                                resume=resume),
                 resize=resize, run_info=run_info,
                 on_frame=lambda r, task=task: bar.update(task, completed=r.computed + r.reused + r.skipped,
-                                                         rate=f"{r.fps:.2f} FPS"),
-            )
+                                                         rate=f"{r.fps:.2f} FPS")))
             bar.update(task, completed=len(source))
-            reports.append(report)
-            if report.interrupted:
+            if reports[-1].interrupted:
                 break
-    console.print(_report_table(reports, f"processed -> {out}"))
+    console.print(stream_table(reports, f"processed -> {out}"))
     if any(r.interrupted for r in reports):
         console.print("interrupted: outputs so far are written; run the same command to resume")
         raise typer.Exit(130)
@@ -380,32 +299,62 @@ def process(
 
 @app.command()
 @user_errors
+def process(
+    sequences: Annotated[list[Path], typer.Argument(help="NYUv2 sequence folders (<i>.jpg [+ <i>.png depth]) or image folders.")],
+    out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*}.")] = Path("out/process"),
+    engines: Annotated[Optional[Path], typer.Option(help="Export folder; without it, export on the fly into <out>/engines.")] = None,
+    backend: Backend = "auto", arch: Arch = "vits14", head: Head = "dpt", adapter: Adapter = "temporal",
+    size: Annotated[Optional[str], typer.Option(help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size).")] = None,
+    precision: Precision = "fp16", weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None,
+    random_weights: RandomWeights = False, seed: Seed = 0,
+    video: Annotated[bool, typer.Option(help="Write <sequence>/video.mp4 (RGB | depth).")] = True,
+    resize: Annotated[bool, typer.Option(help="Resize frames of another size to the engines' (--no-resize: refuse).")] = True,
+    resume: Annotated[bool, typer.Option(help="Skip frames whose depth PNG is already written.")] = True,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many frames per sequence.")] = None,
+    min_confidence: MinConfidence = 0.1,
+    motion_downscale: Annotated[int, typer.Option(help="Phase correlation on frames shrunk by this factor.")] = 1,
+    threads: Threads = None,
+):
+    """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth."""
+    for seq in sequences:
+        if not Path(seq).is_dir():
+            raise UserError(f"{seq}: not a folder; give NYUv2 sequence folders such as nyu2_sample/bedroom_0004_out")
+    spec = None if engines else _export_spec(
+        arch=arch, head=head, adapter=adapter, size=size or _first_frame_size(sequences), precision=precision,
+        backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto", weights_dir=weights_dir,
+        adapter_weights=adapter_weights, random_weights=random_weights, seed=seed, calibration_frames=2)
+    pipeline = _open_pipeline(engines, spec, out, backend, min_confidence=min_confidence,
+                              motion_downscale=motion_downscale, threads=threads)
+    _process_sequences(pipeline, sequences, out, video=video, resize=resize, resume=resume, limit=limit)
+
+
+@app.command()
+@user_errors
 def live(
-    source: str = typer.Option("0", help="0 | /dev/video0 | csi://0 | a GStreamer pipeline | a video file (replayed in real time)."),
-    engines: Path = typer.Option(..., help="Export folder (manifest.json)."),
-    backend: str = typer.Option("auto", help="auto, tensorrt or onnxruntime."),
-    headless: bool = typer.Option(False, help="No window."),
-    record: Optional[Path] = typer.Option(None, help="Also write the side-by-side video here."),
-    out: Optional[Path] = typer.Option(None, help="Also write depth PNGs and metrics here."),
-    max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
-    min_confidence: float = typer.Option(0.1, help="Scene-cut threshold on the phase-correlation response."),
-    motion_downscale: int = typer.Option(2, help="Phase correlation on frames shrunk by this factor."),
+    engines: Annotated[Path, typer.Option(help="Export folder (manifest.json).")],
+    source: Annotated[str, typer.Option(help="0 | /dev/video0 | csi://0 | a GStreamer pipeline | a video file (replayed in real time).")] = "0",
+    backend: Backend = "auto",
+    headless: Annotated[bool, typer.Option(help="No window.")] = False,
+    record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write depth PNGs and metrics here.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    min_confidence: MinConfidence = 0.1,
+    motion_downscale: Annotated[int, typer.Option(help="Phase correlation on frames shrunk by this factor.")] = 2,
+    threads: Threads = None,
 ):
     """Live depth from a camera: window with FPS and per-stage latency; Ctrl-C or q ends cleanly."""
-    from smoothdino.core.console import random_weights_notice
     from smoothdino.edge.loop import StreamOutputs, run_stream
-    from smoothdino.edge.pipeline import DepthPipeline
     from smoothdino.edge.sources import open_source
 
-    pipeline = DepthPipeline.from_folder(engines, backend=backend, min_confidence=min_confidence,
-                                         motion_downscale=motion_downscale)
-    if pipeline.manifest.random_weights:
+    pipeline = _open_pipeline(engines, None, Path("."), backend, min_confidence=min_confidence,
+                              motion_downscale=motion_downscale, threads=threads)
+    if pipeline.random_weights:
         random_weights_notice()
     stream = open_source(source, live=True, limit=max_frames)
     console.print(f"live: {pipeline.description} <- {source}  (Ctrl-C to stop)")
     with pipeline:
         report = run_stream(pipeline, stream, StreamOutputs(folder=out, video=record, window=not headless, resume=False),
-                            run_info={"pipeline": pipeline.description, "random_weights": pipeline.manifest.random_weights})
+                            run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights})
     console.print(f"live: {report.computed} frames, {report.fps:.2f} FPS, {report.dropped} dropped by the camera thread"
                   + (", interrupted" if report.interrupted else "") + (f"; video {record}" if record else ""))
 
@@ -413,14 +362,12 @@ def live(
 @app.command()
 @user_errors
 def demo(
-    out: Path = typer.Option(Path("out/demo"), help="Output folder."),
-    size: str = typer.Option("240x320", help="Frame size of the synthetic sequence and the export."),
-    frames: int = typer.Option(24, help="Frames in the synthetic sequence."),
-    arch: str = typer.Option("vits14", help=ARCH_HELP),
-    backend: str = typer.Option("auto", help="auto, tensorrt or onnxruntime."),
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
+    size: Annotated[str, typer.Option(help="Frame size of the synthetic sequence and the export.")] = "240x320",
+    frames: Annotated[int, typer.Option(help="Frames in the synthetic sequence.")] = 24,
+    arch: Arch = "vits14", backend: Backend = "auto",
 ):
     """The whole path on a fresh machine: synthetic moving sequence -> export -> process -> video, PNGs, metrics."""
-    from smoothdino.core.console import notice
     from smoothdino.edge.synthetic import SyntheticScene, write_sequence
     from smoothdino.models.checkpoints import find_local, official_file
 
@@ -429,11 +376,10 @@ def demo(
     have_official = all(find_local(official_file(arch, k)) for k in ("backbone", "dpt"))
     if not have_official:
         notice(f"official {arch} weights are not in the cache (smoothdino weights fetch {arch}): using random weights")
-    process.__wrapped__(
-        sequences=[sequence], out=Path(out), engines=None, backend=backend, arch=arch, head="dpt", adapter="temporal",
-        size=size, precision="fp16", weights_dir=None, adapter_weights=None, random_weights=not have_official,
-        video=True, resize=True, resume=True, limit=None, min_confidence=0.1, motion_downscale=1,
-    )
+    spec = _export_spec(arch=arch, size=(height, width), precision="fp16", random_weights=not have_official,
+                        backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto", calibration_frames=2)
+    pipeline = _open_pipeline(None, spec, out, backend)
+    _process_sequences(pipeline, [sequence], out, video=True, resize=True, resume=True, limit=None)
     console.print(f"demo: open {Path(out) / sequence.name / 'video.mp4'}; depth PNGs and metrics.json beside it")
 
 
@@ -442,28 +388,28 @@ def demo(
 @app.command()
 @user_errors
 def bench(
-    data: list[str] = typer.Option(..., help="NYUv2 sequence folders (repeat), or synthetic[:HxW]."),
-    configs: str = typer.Option("vits14,vits14+paper,vits14+temporal,vitb14", help="Comma-separated arch[+adapter]."),
-    backends: str = typer.Option("torch,onnxruntime,tensorrt", help="Comma-separated; unavailable ones are reported."),
-    frames: int = typer.Option(50, help="Consecutive frames per sequence."),
-    out: Path = typer.Option(Path("out/bench"), help="results.json, results.md, accuracy_vs_latency.png, depth/."),
-    size: Optional[str] = typer.Option(None, help="Frame size HEIGHTxWIDTH (default: the frames')."),
-    precision: str = typer.Option("fp16", help="Precision of the exported graphs/engines."),
-    warmup: int = typer.Option(2, help="Frames per runner left out of the latency statistics."),
-    weights_dir: Optional[Path] = typer.Option(None, help="Official weights folder (default: cache)."),
-    adapter_weights: Optional[Path] = typer.Option(None, help="Trained adapter for the +temporal / +paper configs."),
-    random_weights: bool = typer.Option(False, "--random-weights", help=RANDOM_HELP),
+    data: Annotated[list[str], typer.Option(help="NYUv2 sequence folders (repeat), or synthetic[:HxW].")],
+    configs: Annotated[str, typer.Option(help="Comma-separated arch[+adapter].")] = "vits14,vits14+paper,vits14+temporal,vitb14",
+    backends: Annotated[str, typer.Option(help="Comma-separated: torch, onnxruntime, tensorrt, tensorrt-rtx; unavailable ones are reported.")] = "torch,onnxruntime,tensorrt",
+    precisions: Annotated[str, typer.Option(help="Comma-separated precisions of the exports (fp32, fp16, int8, ...); torch runs fp32.")] = "fp32",
+    frames: Annotated[int, typer.Option(help="Consecutive frames per sequence.")] = 50,
+    out: Annotated[Path, typer.Option(help="results.json, results.md, accuracy_vs_latency.png, depth/.")] = Path("out/bench"),
+    size: Annotated[Optional[str], typer.Option(help="Frame size HEIGHTxWIDTH (default: the frames').")] = None,
+    warmup: Annotated[int, typer.Option(help="Frames per runner left out of the latency statistics.")] = 2,
+    threads: Threads = None,
+    weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None, random_weights: RandomWeights = False,
+    seed: Seed = 0,
 ):
-    """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base, every back-end, same frames."""
+    """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base: every back-end and precision, same frames."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from smoothdino.benchmarks.bench import BenchSpec, run_bench
-    from smoothdino.core.console import random_weights_notice
 
-    spec = BenchSpec(data=[Path(d) if not d.startswith("synthetic") else d for d in data], out=out,
+    spec = BenchSpec(data=[d if d.startswith("synthetic") else Path(d) for d in data], out=out,
                      configs=[c for c in configs.split(",") if c], backends=[b for b in backends.split(",") if b],
-                     frames=frames, size=parse_size(size) if size else None, precision=precision, warmup=warmup,
-                     weights_dir=weights_dir, adapter_weights=adapter_weights, random_weights=random_weights)
+                     precisions=[p for p in precisions.split(",") if p], frames=frames,
+                     size=parse_size(size) if size else None, warmup=warmup, threads=threads, weights_dir=weights_dir,
+                     adapter_weights=adapter_weights, random_weights=random_weights, seed=seed)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("bench", total=None)

@@ -15,7 +15,6 @@ import json
 
 import torch
 import torch.nn.functional as F
-
 from smoothdino.models.adapter import PaperAdapter, TemporalAdapter
 
 

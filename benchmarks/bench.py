@@ -1,109 +1,147 @@
-"""`smoothdino bench`: accuracy and latency of every configuration on every back-end, on the same frames.
+"""`smoothdino bench`: accuracy and latency of every configuration x back-end x precision, on the same frames.
 
-Runners (configuration x back-end) are interleaved frame by frame, in a rotating order, so that machine
-drift (thermal throttling on a Jetson, a busy neighbour on a laptop) hits all of them alike. Every computed
-frame is appended to frames.jsonl and its depth written as a 16-bit PNG, so an interrupted bench resumes
-where it stopped (a runner resuming mid-sequence is primed with the frame before). Outputs:
-results.json (everything, with versions, device and weights), results.md (the table to paste into an issue,
-with the published figures beside ours) and accuracy_vs_latency.png.
+Every runner is a pipeline with the same per-frame method (edge.FramePipeline: DepthPipeline on an export,
+models.TorchPipeline for the eager FP32 reference) stepped through the same resumable loop as `process`
+(edge.loop.ResumableSteps); the bench's own sink appends each computed frame to frames.jsonl and writes its
+depth as a 16-bit PNG. Runners are interleaved frame by frame in a rotating order, so machine drift (thermal
+throttling on a Jetson, a busy neighbour on a laptop) hits all of them alike. A frame record is reused only
+when the same pipeline identity (model, weights, precision, size) on the same device wrote it. Exports come
+from `ensure_export` (one staleness rule), and every row carries its export's gate verdict.
+Outputs: results.json (everything, with versions, device, threads, load average), results.md, a plot.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
-
+from smoothdino.core.backends import backend_word
 from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, console, notice
-from smoothdino.edge.environment import device_description, gpu, tensorrt_usable, versions
 from smoothdino.core.errors import UserError
-from smoothdino.edge.manifest import Manifest
+from smoothdino.core.files import atomic_write_text
+from smoothdino.core.images import resize_rgb
+from smoothdino.edge.environment import (
+    device_description,
+    gpu,
+    tensorrt_usable,
+    versions,
+)
+from smoothdino.edge.loop import ResumableSteps
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.edge.pipeline import STAGE_TIMINGS
-from smoothdino.edge.sinks import DepthPngSink, atomic_write_text, json_dumps, to_millimetres
+from smoothdino.edge.sinks import DepthPngSink, json_dumps, to_millimetres
 from smoothdino.edge.sources import FolderSource
 
 from .report import PAPER_FIGURES, plot_accuracy_vs_latency, write_markdown
-from .runners import (BENCH_BACKENDS, Config, EngineRunner, TorchRunner, device_used_mib, peak_rss_mib, percentiles,
-                      rss_mib)
+from .runners import (
+    BENCH_BACKENDS,
+    Config,
+    cpu_model,
+    device_used_mib,
+    peak_rss_mib,
+    percentiles,
+    physical_cores,
+    weight_mib,
+)
 
 
 @dataclass
 class BenchSpec:
-    data: list[Path]
+    data: list[Path | str]
     out: Path
     configs: list[str] = field(default_factory=lambda: ["vits14", "vits14+paper", "vits14+temporal", "vitb14"])
     backends: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "tensorrt"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])  # of the exports; torch is always fp32
     frames: int = 50  # per sequence, consecutive from the first
     size: tuple[int, int] | None = None  # default: the frames' size
     head: str = "dpt"
-    precision: str = "fp16"  # of the exported graphs / engines
     warmup: int = 2
+    threads: int | None = None  # default: physical cores; pinned for ONNX Runtime and torch alike
     weights_dir: Path | None = None
     adapter_weights: Path | None = None
     random_weights: bool = False
+    seed: int = 0
     min_confidence: float = 0.1
 
 
-def _export_for(spec: BenchSpec, config: Config, size, backend: str, calibration: list[Path]) -> Path:
-    """An export of this configuration for the bench (reused when its manifest matches)."""
-    folder = spec.out / "engines" / f"{config.name}-{spec.precision}-{size[0]}x{size[1]}-{backend}"
-    try:
-        m = Manifest.load(folder)
-        if m.arch == config.arch and m.adapter == config.adapter and tuple(m.frame_size) == tuple(size):
-            return folder
-    except UserError:
-        pass
-    from smoothdino.export import ExportSpec, export_model
-
-    export_model(ExportSpec(arch=config.arch, head=spec.head, adapter=config.adapter, size=tuple(size),
-                            precision=spec.precision, backend="tensorrt" if backend == "tensorrt" else "onnx",
-                            weights_dir=spec.weights_dir, adapter_weights=spec.adapter_weights,
-                            random_weights=spec.random_weights, calibration=calibration, calibration_frames=2,
-                            force=True), folder, progress=lambda msg: None)
-    return folder
+@dataclass
+class Runner:
+    key: str  # config@backend/precision
+    config: Config
+    backend: str
+    precision: str
+    pipeline: object  # an edge.FramePipeline
+    gate: dict | None  # the export's gate verdict (None for the torch reference)
+    weight_mib: float
+    device_load_mib: float | None
+    description: str = ""  # kept: a closed pipeline no longer knows its engines
 
 
-def _open_runners(spec: BenchSpec, size, say, calibration: list[Path]) -> tuple[dict, dict]:
+def _open_runner(spec: BenchSpec, config: Config, backend: str, precision: str, size, calibration) -> Runner:
+    before = device_used_mib()
+    if backend == "torch":
+        import torch
+        from smoothdino.models import TorchPipeline
+
+        torch.set_num_threads(spec.threads)
+        pipeline = TorchPipeline(config.arch, config.adapter, spec.head, size, weights_dir=spec.weights_dir,
+                                 adapter_weights=spec.adapter_weights, random_weights=spec.random_weights,
+                                 seed=spec.seed, min_confidence=spec.min_confidence)
+        gate, weights = None, weight_mib(pipeline)
+    else:
+        from smoothdino.edge.pipeline import DepthPipeline
+        from smoothdino.export import ExportSpec, ensure_export
+
+        export = ExportSpec(arch=config.arch, head=spec.head, adapter=config.adapter, size=tuple(size),
+                            precision=precision, backend=backend, weights_dir=spec.weights_dir,
+                            adapter_weights=spec.adapter_weights, random_weights=spec.random_weights, seed=spec.seed,
+                            calibration=calibration, calibration_frames=2, force=True)  # a failed gate is reported
+        folder = spec.out / "engines" / f"{config.name}-{precision}-{size[0]}x{size[1]}-{backend}"
+        manifest = ensure_export(export, folder, progress=lambda msg: None)
+        pipeline = DepthPipeline(manifest, backend=backend, min_confidence=spec.min_confidence, threads=spec.threads)
+        gate, weights = manifest.gate, weight_mib(pipeline)
+    after = device_used_mib()
+    label = "fp32" if backend == "torch" else precision
+    return Runner(f"{config.name}@{backend}/{label}", config, pipeline.backend, label, pipeline, gate, weights,
+                  None if before is None else after - before, pipeline.description)
+
+
+def _open_runners(spec: BenchSpec, size, say, calibration: list[Path]) -> tuple[dict[str, Runner], dict[str, str]]:
     runners, skipped = {}, {}
     for text in spec.configs:
         config = Config.parse(text)
         for backend in spec.backends:
-            key = f"{config.name}@{backend}"
-            if backend not in BENCH_BACKENDS:
-                raise UserError(f"--backends {backend!r}: choose from {', '.join(BENCH_BACKENDS)}")
-            if backend == "tensorrt":
-                usable, why = tensorrt_usable()
-                if not usable:
-                    skipped[key] = f"TensorRT unavailable: {why}"
+            backend = backend_word(backend, "--backends", extra=("torch",))
+            if backend == "auto":
+                raise UserError(f"--backends auto: name them ({', '.join(BENCH_BACKENDS)})")
+            for precision in ["fp32"] if backend == "torch" else spec.precisions:
+                key = f"{config.name}@{backend}/{precision}"
+                if key in runners:
                     continue
-            if backend == "torch":
-                try:
-                    import torch  # noqa: F401
-                except ImportError:
-                    skipped[key] = "torch not installed"
-                    continue
-            say(f"loading {key}")
-            before, device_before = rss_mib(), device_used_mib()
-            if backend == "torch":
-                runner = TorchRunner(config, size, spec.head, spec.weights_dir, spec.adapter_weights,
-                                     spec.random_weights, spec.min_confidence)
-            else:
-                runner = EngineRunner(_export_for(spec, config, size, backend, calibration), backend, spec.min_confidence)
+                if backend in ("tensorrt", "tensorrt-rtx"):
+                    usable, why = tensorrt_usable(backend)
+                    if not usable:
+                        skipped[key] = f"{backend} unavailable: {why}"
+                        continue
+                if backend == "torch":
+                    try:
+                        import torch  # noqa: F401
+                    except ImportError:
+                        skipped[key] = "torch not installed"
+                        continue
+                say(f"loading {key}")
+                runner = _open_runner(spec, config, backend, precision, size, calibration)
                 if runner.backend != backend:
                     skipped[key] = f"{backend} fell back to {runner.backend}"
-                    runner.close()
+                    runner.pipeline.close()
                     continue
-            runner.config, runner.key, runner.rss_load_mib = config, key, rss_mib() - before
-            device_after = device_used_mib()
-            runner.device_load_mib = None if device_before is None else device_after - device_before
-            runners[key] = runner
+                runners[key] = runner
     if not runners:
         raise UserError("no configuration could run on the requested back-ends: " + "; ".join(skipped.values()))
     return runners, skipped
@@ -113,23 +151,50 @@ def _sequences(spec: BenchSpec) -> list[FolderSource]:
     sources = []
     for d in spec.data:
         if str(d).startswith("synthetic"):
+            from smoothdino.core.images import parse_size
             from smoothdino.edge.synthetic import SyntheticScene, write_sequence
 
-            parts = str(d).split(":")
-            h, w = (int(v) for v in parts[1].split("x")) if len(parts) > 1 else (480, 640)
+            _, _, text = str(d).partition(":")
+            h, w = parse_size(text or "480x640", "--data synthetic:")
             d = write_sequence(spec.out / "data" / f"synthetic_{h}x{w}", SyntheticScene(h, w, spec.frames))
+        elif not Path(d).is_dir():
+            raise UserError(f"--data {d}: not a folder; give NYUv2 sequence folders or synthetic[:HxW]")
         sources.append(FolderSource(Path(d), limit=spec.frames))
     return sources
 
 
-def _load_done(path: Path) -> dict[tuple[str, str, str], dict]:
-    done = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[(r["runner"], r["sequence"], r["frame"])] = r
-    return done
+class BenchSink:
+    """frames.jsonl + depth PNGs: one record per computed frame, keyed by (pipeline identity, device, sequence,
+    frame), so a resumed bench reuses only what this very model on this very device wrote."""
+
+    def __init__(self, out: Path, device: str):
+        self.path, self.device = Path(out) / "frames.jsonl", device
+        self.done: dict[tuple, dict] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    self.done[(r.get("identity"), r.get("device"), r["sequence"], r["frame"])] = r
+        self.log = open(self.path, "a")
+
+    def key(self, runner: Runner, sequence: str, frame: str) -> tuple:
+        return (f"{runner.key}|{runner.pipeline.identity}", self.device, sequence, frame)
+
+    def reader(self, runner: Runner, pngs: DepthPngSink, sequence: str) -> Callable[[str], np.ndarray | None]:
+        def read(frame: str):
+            return pngs.read(frame) if self.key(runner, sequence, frame) in self.done else None
+        return read
+
+    def write(self, runner: Runner, sequence: str, frame: str, record: dict) -> None:
+        identity, device, _, _ = key = self.key(runner, sequence, frame)
+        record = {"runner": runner.key, "identity": identity, "device": device, "sequence": sequence,
+                  "frame": frame, **record}
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+        self.done[key] = record
+
+    def close(self) -> None:
+        self.log.close()
 
 
 def run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None = None,
@@ -137,115 +202,109 @@ def run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None = Non
     say = say or (lambda msg: console.print(msg))
     spec.out = Path(spec.out)
     spec.out.mkdir(parents=True, exist_ok=True)
+    spec.threads = spec.threads or physical_cores()
     sources = _sequences(spec)
     if spec.size is None:
         first = next(f for f in (s.load(i) for s in sources for i in range(len(s))) if f is not None)
         spec.size = first.rgb.shape[:2]
     size = tuple(spec.size)
+    load_before = os.getloadavg()
     runners, skipped = _open_runners(spec, size, say, [s.folder for s in sources])
     for reason in skipped.values():
         notice(reason)
-    log_path = spec.out / "frames.jsonl"
-    done = _load_done(log_path)
-    total = sum(len(s) for s in sources) * len(runners)
-    finished = 0
-    computed_per_runner = {k: 0 for k in runners}
+    sink = BenchSink(spec.out, device_description())
+    total, finished = sum(len(s) for s in sources) * len(runners), 0
+    computed = dict.fromkeys(runners, 0)
     start = time.perf_counter()
     try:
-        with open(log_path, "a") as log:
-            for source in sources:
-                for r in runners.values():
-                    r.reset()
-                state = {k: {"pending": None, "prev": None} for k in runners}
-                for position in range(len(source)):
-                    frame = source.load(position)
-                    if frame is None:
-                        finished += len(runners)
-                        continue
-                    rgb = frame.rgb if frame.rgb.shape[:2] == size else cv2.resize(
-                        frame.rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-                    order = list(runners)
-                    shift = position % len(order)
-                    for key in order[shift:] + order[:shift]:  # rotate: nobody always runs first
-                        r, st = runners[key], state[key]
-                        pngs = DepthPngSink(spec.out / "depth" / key.replace("@", "_at_") / source.name)
-                        record = done.get((key, source.name, frame.name))
-                        if record is not None and pngs.exists(frame.name):
-                            depth = pngs.read(frame.name)
-                            st["pending"] = rgb
-                        else:
-                            if st["pending"] is not None:
-                                r.prime(st["pending"])
-                                st["pending"] = None
-                            depth, timings = r.step(rgb)
-                            if depth.shape != frame.rgb.shape[:2]:
-                                depth = cv2.resize(depth, frame.rgb.shape[1::-1], interpolation=cv2.INTER_LINEAR)
-                            pngs.write(frame.name, depth)
-                            depth = to_millimetres(depth).astype(np.float32) / 1000.0  # what the PNG holds
-                            computed_per_runner[key] += 1
-                            record = {"runner": key, "sequence": source.name, "frame": frame.name,
-                                      "warmup": computed_per_runner[key] <= spec.warmup,
-                                      "timings": timings}
-                            if frame.depth_gt is not None:
-                                gt = frame.depth_gt
-                                record["metrics"] = depth_metrics(depth, gt)
-                                if st["prev"] is not None:
-                                    record["metrics"]["temporal"] = temporal_error(depth, st["prev"][0], gt, st["prev"][1])
-                            log.write(json.dumps(record) + "\n")
-                            log.flush()
-                            done[(key, source.name, frame.name)] = record
-                        st["prev"] = (depth, frame.depth_gt) if frame.depth_gt is not None else None
-                        finished += 1
-                        if progress:
-                            progress(finished, total)
+        for source in sources:
+            steps, previous = {}, {}
+            for key, r in runners.items():
+                pngs = DepthPngSink(spec.out / "depth" / key.replace("@", "_at_").replace("/", "_") / source.name)
+                steps[key] = (ResumableSteps(r.pipeline, sink.reader(r, pngs, source.name)), pngs)
+            for position in range(len(source)):
+                frame = source.load(position)
+                if frame is None:
+                    finished += len(runners)
+                    continue
+                rgb = resize_rgb(frame.rgb, size)
+                order = list(runners)
+                turn = position % len(order)
+                for key in order[turn:] + order[:turn]:  # rotate: nobody always runs first
+                    step, pngs = steps[key]
+                    depth, result = step(frame.name, rgb, frame.rgb.shape[:2])
+                    if result is not None:
+                        pngs.write(frame.name, depth)
+                        depth = to_millimetres(depth).astype(np.float32) / 1000.0  # what the PNG holds
+                        computed[key] += 1
+                        record = {"warmup": computed[key] <= spec.warmup, "timings": result.timings}
+                        if frame.depth_gt is not None:
+                            record["metrics"] = depth_metrics(depth, frame.depth_gt)
+                            if key in previous:
+                                record["metrics"]["temporal"] = temporal_error(depth, *previous[key], frame.depth_gt)
+                        sink.write(runners[key], source.name, frame.name, record)
+                    if frame.depth_gt is not None:
+                        previous[key] = (depth, frame.depth_gt)
+                    else:
+                        previous.pop(key, None)
+                    finished += 1
+                    if progress:
+                        progress(finished, total)
     finally:
+        sink.close()
         for r in runners.values():
-            r.close()
-    results = _aggregate(spec, runners, skipped, done, sources, time.perf_counter() - start)
+            r.pipeline.close()
+    conditions = {"threads": spec.threads, "cpu_model": cpu_model(), "load_average_before": list(load_before),
+                  "load_average_after": list(os.getloadavg())}
+    results = _aggregate(spec, runners, skipped, sink, sources, time.perf_counter() - start, conditions)
     atomic_write_text(spec.out / "results.json", json_dumps(results))
     write_markdown(results, spec.out / "results.md")
     plot_accuracy_vs_latency(results, spec.out / "accuracy_vs_latency.png")
     return results
 
 
-def _aggregate(spec, runners, skipped, done, sources, seconds) -> dict:
-    names = {s.name for s in sources}
+def _aggregate(spec, runners, skipped, sink: BenchSink, sources, seconds, conditions) -> dict:
     rows = {}
     for key, r in runners.items():
-        records = [rec for (k, seq, _), rec in done.items() if k == key and seq in names]
+        keys = [sink.key(r, s.name, name) for s in sources for name in s.names]
+        records = [sink.done[k] for k in keys if k in sink.done]
         metric_rows = [rec["metrics"] for rec in records if "metrics" in rec]
         timed = [rec["timings"] for rec in records if not rec.get("warmup")]
         latency = {stage: percentiles([t[stage] for t in timed]) for stage in STAGE_TIMINGS}
         p50 = latency["total"]["p50_ms"]
+        gate = r.gate or {}
         rows[key] = {
-            "config": r.config.name, "arch": r.config.arch, "adapter": r.config.adapter, "backend": key.split("@")[1],
-            "description": r.description, "weights": r.weights, "frames": len(records),
-            "frames_with_ground_truth": len(metric_rows), "timed_frames": len(timed),
+            "config": r.config.name, "arch": r.config.arch, "adapter": r.config.adapter, "backend": r.backend,
+            "precision": r.precision, "description": r.description, "identity": r.pipeline.identity,
+            "weights": r.pipeline.weights, "frames": len(records), "frames_with_ground_truth": len(metric_rows),
+            "timed_frames": len(timed),
+            "gate": None if r.gate is None else {"passed": bool(gate.get("passed")), "reasons": gate.get("reasons", []),
+                                                 "rmse_vs_reference_mm": gate.get("rmse_vs_reference_mm"),
+                                                 "tolerance_mm": gate.get("tolerance_mm")},
             "accuracy": summarize(metric_rows, METRICS + ("temporal",)) if metric_rows else {},
             "latency": latency, "fps": 1000.0 / p50 if p50 == p50 and p50 > 0 else float("nan"),
-            "memory": {"rss_load_mib": r.rss_load_mib, "device_load_mib": r.device_load_mib},
+            "memory": {"weights_mib": r.weight_mib, "device_load_mib": r.device_load_mib},
         }
-    for key, row in rows.items():  # relative change against the vits14 row of the same back-end
-        base = rows.get(f"vits14@{row['backend']}")
-        if base and base["accuracy"] and row["accuracy"] and key != f"vits14@{row['backend']}":
+    for key, row in rows.items():  # relative change against the vits14 row of the same back-end and precision
+        base = rows.get(key.replace(f"{row['config']}@", "vits14@", 1))
+        if base and base is not row and base["accuracy"] and row["accuracy"]:
             row["vs_vits14"] = {m: (row["accuracy"][m] - base["accuracy"][m]) / base["accuracy"][m] * 100
-                                for m in ("mse_paper", "mse", "rmse", "abs_rel", "temporal")
-                                if base["accuracy"].get(m)}
+                                for m in ("mse_paper", "mse", "rmse", "abs_rel", "temporal") if base["accuracy"].get(m)}
     ratios = []
-    for key, row in rows.items():  # small + adapter against base, per back-end
-        base = rows.get(f"vitb14@{row['backend']}")
+    for key, row in rows.items():  # small + adapter against base, per back-end and precision
+        base = rows.get(key.replace(f"{row['config']}@", "vitb14@", 1))
         if row["arch"] == "vits14" and row["adapter"] != "none" and base:
-            ratio = {"small": key, "base": f"vitb14@{row['backend']}",
+            ratio = {"small": key, "base": key.replace(f"{row['config']}@", "vitb14@", 1),
                      "latency_ratio": row["latency"]["total"]["p50_ms"] / base["latency"]["total"]["p50_ms"]}
             if row["accuracy"] and base["accuracy"]:
                 ratio["mse_ratio"] = row["accuracy"]["mse_paper"] / base["accuracy"]["mse_paper"]
             ratios.append(ratio)
-    random_weights = any("random-weights" in w for row in rows.values() for w in row["weights"].values())
+    random_weights = any(r.pipeline.random_weights for r in runners.values())
     return {
         "random_weights": random_weights,
         "warning": RANDOM_WEIGHTS_BANNER if random_weights else None,
-        "device": device_description(), "gpu": gpu(), "platform": platform.platform(),
-        "versions": versions(), "frame_size": list(spec.size), "precision": spec.precision, "head": spec.head,
+        "device": device_description(), "gpu": gpu(), "platform": platform.platform(), **conditions,
+        "versions": versions(), "frame_size": list(spec.size), "precisions": spec.precisions, "head": spec.head,
         "sequences": {s.name: len(s) for s in sources}, "frames_per_sequence": spec.frames, "warmup": spec.warmup,
         "wall_seconds": seconds, "peak_rss_mib": peak_rss_mib(),
         "rows": rows, "skipped": skipped, "small_vs_base": ratios, "published": PAPER_FIGURES,

@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from smoothdino.core.images import parse_size
 from smoothdino.edge.sinks import atomic_write_text, json_dumps
 
 
@@ -28,7 +29,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     from smoothdino.export import ExportSpec, export_model
 
-    size = tuple(int(v) for v in a.size.split("x"))
+    size = parse_size(a.size)
     rows = []
     for arch in a.archs.split(","):
         folder = a.out / f"export-cost-{arch}-{a.adapter}-{a.size}"

@@ -14,22 +14,22 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-
+from smoothdino.core.images import parse_size, resize_rgb
 from smoothdino.edge.pipeline import STAGE_TIMINGS, DepthPipeline
 from smoothdino.edge.sinks import atomic_write_text, json_dumps
 from smoothdino.edge.sources import FolderSource
 from smoothdino.edge.synthetic import SyntheticScene
 
-from .runners import Config, TorchRunner, percentiles
+from .report import markdown_table
+from .runners import percentiles
 
 
 def frames_from(data: str | None, count: int, size) -> list[np.ndarray]:
     if data:
         source = FolderSource(Path(data), limit=count)
         rgbs = [f.rgb for f in source]
-        return [cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) if f.shape[:2] != tuple(size) else f for f in rgbs]
+        return [resize_rgb(f, size) for f in rgbs]
     return [rgb for rgb, _ in SyntheticScene(size[0], size[1], frames=count)]
 
 
@@ -54,9 +54,11 @@ def run(frames, engines: Path, warmup: int, torch_reference: bool, random_weight
         description = pipeline.description
     if torch_reference:
         m = json.loads((engines / "manifest.json").read_text())
-        runner = TorchRunner(Config(m["arch"], m["adapter"]), tuple(m["frame_size"]), m["head"], weights_dir,
-                             None, random_weights)
-        rows["PyTorch eager FP32"] = [runner.step(rgb)[1] for rgb in frames][warmup:]
+        from smoothdino.models import TorchPipeline
+
+        with TorchPipeline(m["arch"], m["adapter"], m["head"], tuple(m["frame_size"]), weights_dir=weights_dir,
+                           random_weights=random_weights) as reference:
+            rows["PyTorch eager FP32"] = [reference.step(rgb).timings for rgb in frames][warmup:]
     table = {name: {s: percentiles([t[s] for t in ts]) for s in STAGE_TIMINGS} for name, ts in rows.items()}
     base = table["edge pipeline (encoder once per frame)"]["total"]["p50_ms"]
     for name, stats in table.items():
@@ -67,13 +69,11 @@ def run(frames, engines: Path, warmup: int, torch_reference: bool, random_weight
 
 def markdown(result: dict) -> str:
     lines = [f"# pipeline latency: {result['pipeline']}", "",
-             f"{result['frames']} frames, first {result['warmup']} left out. Times in ms (p50 / p95).", "",
-             "| variant | total | FPS | encoder | adapter | decoder | motion | pre | post | edge speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, s in result["results"].items():
-        cell = lambda k: f"{s[k]['p50_ms']:.1f} / {s[k]['p95_ms']:.1f}"  # noqa: E731
-        lines.append(f"| {name} | {cell('total')} | {s['fps']:.2f} | {cell('encoder')} | {cell('adapter')} | "
-                     f"{cell('decoder')} | {cell('motion')} | {cell('pre')} | {cell('post')} | x{s['speedup_of_edge_pipeline']:.2f} |")
+             f"{result['frames']} frames, first {result['warmup']} left out. Times in ms (p50 / p95).", ""]
+    stages = ("total", "encoder", "adapter", "decoder", "motion", "pre", "post")
+    rows = [[name, f"{s['fps']:.2f}", *(f"{s[k]['p50_ms']:.1f} / {s[k]['p95_ms']:.1f}" for k in stages),
+             f"x{s['speedup_of_edge_pipeline']:.2f}"] for name, s in result["results"].items()]
+    lines += markdown_table(["variant", "FPS", *stages, "edge speed-up"], rows)
     return "\n".join(lines) + "\n"
 
 
@@ -90,7 +90,7 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager reference")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
     a = p.parse_args(argv)
-    size = tuple(int(v) for v in a.size.split("x"))
+    size = parse_size(a.size)
     a.out.mkdir(parents=True, exist_ok=True)
     engines = a.engines
     if engines is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smoothdino.edge.sinks import atomic_write_text
 from smoothdino.core.files import atomic_path
+from smoothdino.edge.sinks import atomic_write_text
 
 # What the papers published, for the table beside ours (different protocols: read the notes).
 PAPER_FIGURES = {
@@ -21,8 +21,21 @@ PAPER_FIGURES = {
 }
 
 
+def markdown_table(columns: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table: header, rule, one line per row (cells printed as given; None as '-')."""
+    cell = lambda v: "-" if v is None else str(v)  # noqa: E731
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+
+
 def _f(value, fmt="{:.4f}"):
     return fmt.format(value) if isinstance(value, (int, float)) and value == value else "-"
+
+
+def _gate(gate: dict | None) -> str:
+    if gate is None:
+        return "reference"
+    return "pass" if gate["passed"] else "**FAILED**"
 
 
 def write_markdown(results: dict, path: Path) -> Path:
@@ -33,25 +46,31 @@ def write_markdown(results: dict, path: Path) -> Path:
         f"- device: {results['device']}; platform: {results['platform']}",
         f"- frames: {', '.join(f'{k} ({v})' for k, v in results['sequences'].items())}, "
         f"{results['frame_size'][0]}x{results['frame_size'][1]}; latency after {results['warmup']} warm-up frames",
-        f"- exported graphs: {results['precision']}, head {results['head']}; versions: "
+        f"- CPU: {results['cpu_model']}, {results['threads']} threads pinned; load average before/after: "
+        f"{results['load_average_before'][0]:.2f} / {results['load_average_after'][0]:.2f}",
+        f"- exports: {', '.join(results['precisions'])}, head {results['head']}; versions: "
         + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
         "",
-        "| config | back-end | MSE (paper) m² | MSE valid | RMSE m | AbsRel | log10 | δ1 | δ2 | δ3 | temporal m | "
-        "ΔMSE vs vits14 | p50 ms | p95 ms | max ms | FPS | encoder | adapter | decoder | motion | load RSS MiB |",
-        "|" + "---|" * 21,
+        "| config | back-end | precision | gate | MSE (paper) m² | MSE valid | RMSE m | AbsRel | log10 | δ1 | δ2 | δ3 | "
+        "temporal m | ΔMSE vs vits14 | p50 ms | p95 ms | max ms | FPS | encoder | adapter | decoder | motion | weights MiB |",
+        "|" + "---|" * 23,
     ]
     for key, row in results["rows"].items():
         a, lat = row["accuracy"], row["latency"]
         delta = row.get("vs_vits14", {}).get("mse_paper")
         lines.append("| " + " | ".join([
-            row["config"], row["backend"], _f(a.get("mse_paper")), _f(a.get("mse")), _f(a.get("rmse")),
+            row["config"], row["backend"], row["precision"], _gate(row["gate"]), _f(a.get("mse_paper")), _f(a.get("mse")), _f(a.get("rmse")),
             _f(a.get("abs_rel")), _f(a.get("log10")), _f(a.get("delta1"), "{:.3f}"), _f(a.get("delta2"), "{:.3f}"),
             _f(a.get("delta3"), "{:.3f}"), _f(a.get("temporal")), _f(delta, "{:+.1f} %"),
             _f(lat["total"]["p50_ms"], "{:.0f}"), _f(lat["total"]["p95_ms"], "{:.0f}"), _f(lat["total"]["max_ms"], "{:.0f}"),
             _f(row["fps"], "{:.2f}"), _f(lat["encoder"]["p50_ms"], "{:.0f}"), _f(lat["adapter"]["p50_ms"], "{:.0f}"),
             _f(lat["decoder"]["p50_ms"], "{:.0f}"), _f(lat["motion"]["p50_ms"], "{:.1f}"),
-            _f(row["memory"]["rss_load_mib"], "{:.0f}"),
+            _f(row["memory"]["weights_mib"], "{:.1f}"),
         ]) + " |")
+    failed = [k for k, row in results["rows"].items() if row["gate"] and not row["gate"]["passed"]]
+    if failed:
+        lines += ["", "## exports that FAILED their precision gate (kept for the bench; do not deploy them)", ""]
+        lines += [f"- {k}: " + "; ".join(results["rows"][k]["gate"]["reasons"]) for k in failed]
     if results["small_vs_base"]:
         lines += ["", "## small + adapter vs base", ""]
         for r in results["small_vs_base"]:
@@ -79,7 +98,7 @@ def plot_accuracy_vs_latency(results: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    markers = {"torch": "o", "onnxruntime": "s", "tensorrt": "^"}
+    markers = {"torch": "o", "onnxruntime": "s", "tensorrt": "^", "tensorrt-rtx": "v"}
     for key, row in results["rows"].items():
         x = row["latency"]["total"]["p50_ms"]
         y = row["accuracy"].get("mse_paper", float("nan"))

@@ -1,23 +1,20 @@
-"""One model configuration on one back-end, stepped frame by frame with per-stage timings.
+"""What the bench needs beside the pipelines: configurations, and the measuring conditions.
 
-A configuration is `arch[+adapter]`: vits14, vits14+paper, vits14+temporal, vitb14, ...
-Back-ends: `torch` (eager FP32 reference, on CUDA when present), `onnxruntime` and `tensorrt` (the edge
-pipeline on an export of that configuration). Every runner keeps its own previous-frame state, so runners
-can be interleaved frame by frame on the same frames.
+A configuration is `arch[+adapter]`: vits14, vits14+paper, vits14+temporal, vitb14, ... Back-ends: `torch`
+(models.TorchPipeline, eager FP32, on CUDA when present) and the edge pipeline on an export (onnxruntime,
+tensorrt, tensorrt-rtx).
 """
 
 from __future__ import annotations
 
-import time
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from smoothdino.edge.motion import phase_shift, to_grey
-from smoothdino.edge.pipeline import STAGE_TIMINGS, DepthPipeline
-
-BENCH_BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BENCH_BACKENDS = ("torch", "onnxruntime", "tensorrt", "tensorrt-rtx")
 
 
 @dataclass(frozen=True)
@@ -35,124 +32,46 @@ class Config:
         return self.arch if self.adapter == "none" else f"{self.arch}+{self.adapter}"
 
 
-class TorchRunner:
-    """The method in eager PyTorch FP32: same stages, same scene-cut rule, sequential (no overlap)."""
-
-    backend = "torch"
-
-    def __init__(self, config: Config, size, head="dpt", weights_dir=None, adapter_weights=None,
-                 random_weights=False, min_confidence=0.1):
-        import torch
-
-        from smoothdino.models import load_adapter, load_decoder, load_encoder
-
-        self.torch = torch
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        kw = {"random_weights": random_weights}
-        wd = None if random_weights else weights_dir
-        self.encoder = load_encoder(config.arch, wd, **kw).to(self.device)
-        self.decoder = load_decoder(config.arch, head, wd, **kw).to(self.device)
-        self.adapter = load_adapter(config.adapter, config.arch,
-                                    adapter_weights if config.adapter != "none" else None, **kw).to(self.device)
-        self.weights = {"encoder": self.encoder.weights_id, "decoder": self.decoder.weights_id,
-                        "adapter": getattr(self.adapter, "weights_id", "none")}
-        self.size, self.min_confidence = tuple(size), min_confidence
-        self.has_adapter = config.adapter != "none"
-        self.description = f"{config.name} fp32 eager on torch[{self.device.type}]"
-        self.previous = None
-
-    def reset(self):
-        self.previous = None
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-
-    def _levels(self, rgb):
-        from smoothdino.models import preprocess
-
-        return self.encoder(preprocess(rgb).to(self.device))
-
-    def prime(self, rgb):
-        with self.torch.no_grad():
-            self.previous = (self._levels(rgb), to_grey(rgb))
-
-    def step(self, rgb):
-        from smoothdino.models import preprocess
-
-        torch = self.torch
-        t = dict.fromkeys(STAGE_TIMINGS, 0.0)
-        start = time.perf_counter()
-        with torch.no_grad():
-            x = preprocess(rgb).to(self.device)
-            grey = to_grey(rgb)
-            t["pre"] = time.perf_counter() - start
-            mark = time.perf_counter()
-            levels = self.encoder(x)
-            self._sync()
-            t["encoder"] = time.perf_counter() - mark
-            shift, previous = torch.zeros(1, 3, device=self.device), levels
-            if self.previous is not None:
-                mark = time.perf_counter()
-                s = phase_shift(self.previous[1], grey)
-                t["motion"] = time.perf_counter() - mark
-                if s.confidence >= self.min_confidence:
-                    shift = torch.tensor([[s.dx, s.dy, s.confidence]], device=self.device)
-                    previous = self.previous[0]
-            fused = levels
-            if self.has_adapter:
-                mark = time.perf_counter()
-                fused = self.adapter(levels, previous, shift)
-                self._sync()
-                t["adapter"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            depth = self.decoder(fused, self.size)
-            self._sync()
-            t["decoder"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            depth = depth[0, 0].float().cpu().numpy()
-            t["post"] = time.perf_counter() - mark
-        self.previous = (levels, grey)
-        t["total"] = time.perf_counter() - start
-        return depth, t
-
-    def close(self):
-        pass
+def weight_mib(pipeline) -> float:
+    """What a runner holds as weights: the bytes of the graph/engine files it loaded, or of the torch
+    parameters (per runner, unlike the process RSS, which mixes every runner and the exports)."""
+    manifest = getattr(pipeline, "manifest", None)
+    if manifest is not None:
+        on_engines = pipeline.backend.startswith("tensorrt")
+        files = [manifest.engine_path(s) if on_engines else manifest.onnx_path(s, pipeline.precision)
+                 for s in manifest.stage_names]
+        return sum(Path(f).stat().st_size for f in files) / 2**20
+    modules = [m for m in (getattr(pipeline, n, None) for n in ("encoder", "adapter", "decoder")) if m is not None]
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters()) / 2**20
 
 
-class EngineRunner:
-    """The edge pipeline on an export (ONNX Runtime or TensorRT)."""
-
-    def __init__(self, engines: Path, backend: str, min_confidence=0.1):
-        self.pipeline = DepthPipeline.from_folder(engines, backend=backend, min_confidence=min_confidence)
-        self.backend = self.pipeline.backend
-        self.description = self.pipeline.description
-        self.weights = dict(self.pipeline.manifest.weights)
-
-    def reset(self):
-        self.pipeline.reset()
-
-    def prime(self, rgb):
-        self.pipeline.prime(rgb)
-
-    def step(self, rgb):
-        result = self.pipeline.step(rgb)
-        return result.depth, result.timings
-
-    def close(self):
-        self.pipeline.close()
-
-
-def rss_mib() -> float:
-    """Resident memory of this process now (Linux /proc; 0 elsewhere)."""
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads): the thread count that times stably on a CPU."""
     try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
+        cores, block = set(), {}
+        for line in open("/proc/cpuinfo").read().splitlines() + [""]:
+            if not line.strip():
+                if "core id" in block:
+                    cores.add((block.get("physical id"), block["core id"]))
+                block = {}
+            elif ":" in line:
+                k, v = line.split(":", 1)
+                block[k.strip()] = v.strip()
+        if cores:
+            return len(cores)
     except OSError:
         pass
-    return 0.0
+    return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def device_used_mib() -> float | None:

@@ -13,6 +13,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from smoothdino.core.images import parse_size
 from smoothdino.edge.sinks import atomic_write_text, json_dumps
 
 
@@ -29,7 +30,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     from smoothdino.models.train import TrainConfig, train
 
-    size = tuple(int(v) for v in a.size.split("x"))
+    size = parse_size(a.size)
     frames = a.batch * a.steps // 2 + 2  # enough pairs for `steps` batches from each of two training scenes
     work = a.out / "train-step-cost"
     shutil.rmtree(work, ignore_errors=True)

@@ -1,14 +1,16 @@
 """The run-time: engines (TensorRT via pycuda, ONNX Runtime), the three-stage pipeline, phase correlation,
 sources, sinks and the loop. It never imports torch: a Jetson runs it with numpy, OpenCV and TensorRT."""
 
-from .engine import BACKENDS, Engine, TensorSpec, open_engine, resolve_backend, to_host
+from smoothdino.core.backends import BACKENDS
+
+from .engine import Engine, TensorSpec, open_engine, resolve_backend, to_host
 from smoothdino.core.errors import UserError
 from .graph_io import IO, level_names
 from .loop import StreamOutputs, StreamReport, run_stream
 from .manifest import Manifest, StageFiles
 from .metrics import depth_metrics, temporal_error
-from .motion import NO_SHIFT, Shift, phase_shift, to_grey
-from .pipeline import DepthPipeline, FrameResult
+from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
+from .pipeline import DepthPipeline, FramePipeline, FrameResult
 from .sinks import DepthPngSink, MetricsSink, VideoSink, WindowSink
 from .sources import CameraSource, FolderSource, Frame, SyntheticSource, VideoSource, open_source
 from .synthetic import SyntheticScene, write_sequence
@@ -16,7 +18,7 @@ from .synthetic import SyntheticScene, write_sequence
 __all__ = [
     "BACKENDS", "Engine", "TensorSpec", "open_engine", "resolve_backend", "to_host", "UserError", "IO",
     "level_names", "StreamOutputs", "StreamReport", "run_stream", "Manifest", "StageFiles", "depth_metrics",
-    "temporal_error", "NO_SHIFT", "Shift", "phase_shift", "to_grey", "DepthPipeline", "FrameResult",
+    "temporal_error", "NO_SHIFT", "Shift", "phase_shift", "scene_cut", "to_grey", "DepthPipeline", "FramePipeline", "FrameResult",
     "DepthPngSink", "MetricsSink", "VideoSink", "WindowSink", "CameraSource", "FolderSource", "Frame",
     "SyntheticSource", "VideoSource", "open_source", "SyntheticScene", "write_sequence",
 ]

@@ -9,12 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
-from .pipeline import DepthPipeline, FrameResult
+from .pipeline import FramePipeline, FrameResult
+from smoothdino.core.images import resize_depth, resize_rgb
+
 from .sinks import DepthPngSink, MetricsSink, VideoSink, WindowSink, atomic_write_text, side_by_side
 from .sources import Frame
 
@@ -44,7 +45,7 @@ class StreamOutputs:
     resume: bool = True
 
 
-def claim_output_folder(folder: Path, pipeline: DepthPipeline, resume: bool) -> None:
+def claim_output_folder(folder: Path, pipeline: FramePipeline, resume: bool) -> None:
     """Depth PNGs are reused on resume only if the same export wrote them."""
     marker = folder / ".smoothdino-export"
     identity = pipeline.identity
@@ -54,13 +55,35 @@ def claim_output_folder(folder: Path, pipeline: DepthPipeline, resume: bool) -> 
     atomic_write_text(marker, identity + "\n")
 
 
-def fit_frame(rgb: np.ndarray, size: tuple[int, int], resize: bool, source: str, pipeline: DepthPipeline) -> np.ndarray:
+def fit_frame(rgb: np.ndarray, size: tuple[int, int], resize: bool, source: str, pipeline: FramePipeline) -> np.ndarray:
     """Frames of another size than the export: resized (area) or refused in one line."""
-    if rgb.shape[:2] == tuple(size):
-        return rgb
-    if not resize:
-        pipeline.manifest.check_frame_size(rgb.shape[0], rgb.shape[1], source)
-    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    if rgb.shape[:2] != tuple(size) and not resize:
+        pipeline.refuse_size(rgb.shape[0], rgb.shape[1])
+    return resize_rgb(rgb, size)
+
+
+class ResumableSteps:
+    """One pipeline over one sequence, resumable: a frame whose output an earlier run already wrote is read
+    back instead of computed, and the frame before the next computed one primes the pipeline, so a resumed
+    run gives exactly the depth of an uninterrupted one. `process`, `live` and `bench` all step through it."""
+
+    def __init__(self, pipeline: FramePipeline, read_done: Callable[[str], np.ndarray | None] | None = None):
+        self.pipeline = pipeline
+        self.read_done = read_done  # frame name -> depth written earlier, or None
+        self.pending: np.ndarray | None = None  # last reused frame: primes the pipeline before the next computed one
+        pipeline.reset()
+
+    def __call__(self, name: str, rgb: np.ndarray, out_size: tuple[int, int]) -> tuple[np.ndarray, FrameResult | None]:
+        """(depth at out_size, the FrameResult or None when the depth was read back)."""
+        depth = self.read_done(name) if self.read_done is not None else None
+        if depth is not None:
+            self.pending = rgb
+            return depth, None
+        if self.pending is not None:
+            self.pipeline.prime(self.pending)  # exact resume: frame t-1's levels without its depth
+            self.pending = None
+        result = self.pipeline.step(rgb)
+        return resize_depth(result.depth, out_size), result
 
 
 def overlay_lines(result: FrameResult | None, fps: float) -> list[str]:
@@ -73,7 +96,7 @@ def overlay_lines(result: FrameResult | None, fps: float) -> list[str]:
 
 
 def run_stream(
-    pipeline: DepthPipeline,
+    pipeline: FramePipeline,
     source,
     outputs: StreamOutputs,
     *,
@@ -89,9 +112,8 @@ def run_stream(
     metrics = MetricsSink(outputs.folder, {**(run_info or {}), "source": source.name}) if outputs.folder else None
     video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
     window = WindowSink(f"smoothdino - {source.name}") if outputs.window else None
-    random_weights = pipeline.manifest.random_weights
-    pipeline.reset()
-    pending: np.ndarray | None = None  # last reused frame: primes the pipeline before the next computed one
+    random_weights = pipeline.random_weights
+    steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live else None)
     warned_resize = False
     fps = 0.0
     start = time.perf_counter()
@@ -103,19 +125,10 @@ def run_stream(
                        f"the engines {size[0]}x{size[1]}: resizing (depth is resized back)")
                 warned_resize = True
             rgb = fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline)
-            result = None
-            depth = pngs.read(frame.name) if pngs is not None and outputs.resume and not source.live else None
-            if depth is not None:  # written by an earlier run (an unreadable PNG is computed again)
+            depth, result = steps(frame.name, rgb, frame.rgb.shape[:2])
+            if result is None:  # written by an earlier run (an unreadable PNG is computed again)
                 report.reused += 1
-                pending = rgb
             else:
-                if pending is not None:
-                    pipeline.prime(pending)  # exact resume: frame t-1's levels without its depth
-                    pending = None
-                result = pipeline.step(rgb)
-                depth = result.depth
-                if depth.shape != frame.rgb.shape[:2]:
-                    depth = cv2.resize(depth, (frame.rgb.shape[1], frame.rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
                 if pngs is not None:
                     pngs.write(frame.name, depth)
                 report.computed += 1

@@ -21,10 +21,13 @@ FORMAT_VERSION = 1
 
 @dataclass
 class StageFiles:
-    onnx: dict[str, str]  # precision -> file name ("fp32", "fp16")
-    engine: str | None = None  # serialized TensorRT engine (of the manifest's precision)
+    onnx: dict[str, str]  # precision -> file name ("fp32", "fp16", "int8")
+    engine: str | None = None  # serialized TensorRT engine (of the stage's precision)
     inputs: dict[str, dict] = field(default_factory=dict)  # name -> {"shape": [...], "dtype": "float32"}
     outputs: dict[str, dict] = field(default_factory=dict)
+    # the precision this stage runs at (key of `onnx`): per-stage plans (export/stage_precision.py) such as
+    # encoder=int8,adapter=fp32,decoder=int8. None in manifests written before them: the manifest's precision.
+    precision: str | None = None
 
 
 @dataclass
@@ -36,13 +39,18 @@ class Manifest:
     frame_size: tuple[int, int]  # (height, width)
     grid: tuple[int, int]
     embed_dim: int
-    precision: str  # fp32 | fp16
+    precision: str  # fp32 | fp16 | int8 | encoder=..,adapter=..,decoder=.. (each stage's: StageFiles.precision)
     weights: dict[str, str]  # stage -> file@sha256 or random-weights(seed=N)
     stages: dict[str, StageFiles]
     versions: dict[str, str | None] = field(default_factory=dict)
     gpu: dict | None = None
+    # The engines' TensorRT: {"flavour": "tensorrt" | "tensorrt-rtx", "version": "...", "compute_capabilities":
+    # [...] (RTX targets; [] for plain TensorRT, which builds for `gpu`)}. Absent in manifests written before
+    # TensorRT for RTX: those engines are plain TensorRT of versions["tensorrt"].
+    tensorrt: dict | None = None
     gate: dict | None = None
     export_seconds: dict[str, float] = field(default_factory=dict)
+    fingerprint: dict = field(default_factory=dict)  # the ExportSpec that made it: the staleness rule
     format: int = FORMAT_VERSION
     folder: Path | None = None  # where it was read from (not saved)
 
@@ -59,11 +67,20 @@ class Manifest:
         return [s for s in ("encoder", "adapter", "decoder") if s in self.stages]
 
     def onnx_path(self, stage: str, precision: str | None = None) -> Path:
+        """The stage's graph at `precision` (the FP32 reference asks for "fp32"), else at the stage's own."""
         files = self.stages[stage].onnx
-        precision = precision or self.precision
+        precision = precision or self.stage_precision(stage)
         if precision not in files:
             raise UserError(f"{self._where()}: no {precision} graph for {stage}; re-export with --precision {precision}")
         return self._file(files[precision])
+
+    def stage_precision(self, stage: str) -> str:
+        return self.stages[stage].precision or self.precision
+
+    @property
+    def stage_precisions(self) -> dict[str, str]:
+        """stage -> the precision it runs at (what `bench` and `info` show per stage)."""
+        return {s: self.stage_precision(s) for s in self.stage_names}
 
     def engine_path(self, stage: str) -> Path | None:
         name = self.stages[stage].engine
@@ -80,14 +97,39 @@ class Manifest:
 
     # -- what the run-time refuses ---------------------------------------------------------------
 
-    def check_tensorrt(self, tensorrt_version: str | None, gpu: dict | None) -> None:
-        """Engines only run under the TensorRT version and on the GPU they were built with."""
-        built = self.versions.get("tensorrt")
+    @property
+    def tensorrt_flavour(self) -> str | None:
+        """The flavour the engines were built with ("tensorrt" | "tensorrt-rtx"), None without engines."""
+        if self.tensorrt:
+            return self.tensorrt.get("flavour")
+        return "tensorrt" if self.versions.get("tensorrt") else None
+
+    def check_tensorrt(self, tensorrt_version: str | None, gpu: dict | None, flavour: str = "tensorrt") -> None:
+        """Engines only run under the TensorRT flavour and version they were built with, and on the GPU (plain
+        TensorRT) or a GPU of the compute capabilities (TensorRT for RTX) they were built for."""
+        titles = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT for RTX"}
+        built_flavour = self.tensorrt_flavour
+        built = (self.tensorrt or {}).get("version") or self.versions.get("tensorrt")
+        redo = f"re-export here with --backend {flavour} (or run with --backend onnxruntime)"
+        if built_flavour and built_flavour != flavour:
+            raise UserError(
+                f"{self._where()}: engines built with {titles.get(built_flavour, built_flavour)} {built}, this run "
+                f"uses {titles.get(flavour, flavour)}; run with --backend {built_flavour} or {redo}"
+            )
         if built and tensorrt_version and built != tensorrt_version:
             raise UserError(
-                f"{self._where()}: engines built with TensorRT {built}, this machine has {tensorrt_version}; "
-                "re-export here with --backend tensorrt (or run with --backend onnxruntime)"
+                f"{self._where()}: engines built with {titles.get(flavour, flavour)} {built}, this machine has "
+                f"{tensorrt_version}; {redo}"
             )
+        if flavour == "tensorrt-rtx":
+            targets = (self.tensorrt or {}).get("compute_capabilities") or []
+            here = (gpu or {}).get("compute_capability")
+            if gpu and targets and here not in targets:
+                raise UserError(
+                    f"{self._where()}: engines built for sm {', '.join(targets)}, this GPU is {gpu.get('name')} "
+                    f"(sm {here}); re-export with --backend tensorrt-rtx --compute-capability {here}"
+                )
+            return
         if self.gpu and gpu and (self.gpu.get("name"), self.gpu.get("compute_capability")) != (
             gpu.get("name"), gpu.get("compute_capability")
         ):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import open_engine, resolve_backend, to_host
+from .engine import TENSORRT_BACKENDS, open_engine, resolve_backend, to_host
 from smoothdino.core.errors import UserError
 from .manifest import Manifest
 from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
@@ -37,7 +37,140 @@ class FrameResult:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # host copies, with keep_outputs=True
 
 
-class DepthPipeline:
+class FramePipeline:
+    """The per-frame method, once for every back-end: reset / prime / step -> FrameResult.
+
+    Subclasses give the stages (`_encode`, `_adapt`, `_decode`, `_depth_to_host`); this class owns the
+    order, the previous-frame state, the scene-cut rule and the phase correlation that runs beside the
+    encoder. DepthPipeline (engines) and smoothdino.models.TorchPipeline (eager PyTorch) are the two."""
+
+    backend = "?"
+    has_adapter = False
+
+    def _init_frame_state(self, frame_size, min_confidence: float, motion_downscale: int, keep_outputs: bool) -> None:
+        self.frame_size = tuple(frame_size)
+        self.min_confidence = min_confidence
+        self.motion_downscale = max(1, int(motion_downscale))
+        self.keep_outputs = keep_outputs
+        self.runs: Counter[str] = Counter()  # stage -> runs, so tests can count encoder passes
+        self._motion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phase-correlation")
+        self._previous: tuple[dict, np.ndarray] | None = None  # (raw levels, grey frame)
+
+    # -- stages, given by the back-end ------------------------------------------------------------
+
+    def _encode(self, rgb: np.ndarray): ...
+
+    def _adapt(self, levels, previous, shift: Shift): ...
+
+    def _decode(self, levels): ...
+
+    def _depth_to_host(self, depth) -> np.ndarray: ...
+
+    def _levels_to_host(self, levels, prefix: str = "") -> dict[str, np.ndarray]:
+        return {}
+
+    # -- the method -------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start a new sequence: the next frame has no previous frame."""
+        self._previous = None
+
+    def _check(self, rgb: np.ndarray) -> None:
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise UserError(f"frames must be uint8 RGB HxWx3, got {rgb.dtype} {rgb.shape}")
+        if rgb.shape[:2] != self.frame_size:
+            self.refuse_size(*rgb.shape[:2])
+
+    def refuse_size(self, height: int, width: int) -> None:
+        h, w = self.frame_size
+        raise UserError(f"input: frames are {height}x{width} but {self.description} was made for {h}x{w}; "
+                        f"resize the frames (core.resize_rgb) or build it with size {height}x{width}")
+
+    def _timed_encode(self, rgb: np.ndarray):
+        self.runs["encoder"] += 1
+        return self._encode(rgb)
+
+    def prime(self, rgb: np.ndarray) -> None:
+        """Make `rgb` the previous frame without producing depth (resuming mid-sequence exactly)."""
+        self._check(rgb)
+        self._previous = (self._timed_encode(np.ascontiguousarray(rgb)), to_grey(rgb, self.motion_downscale))
+
+    def _timed_shift(self, previous_grey, grey):
+        start = time.perf_counter()
+        shift = phase_shift(previous_grey, grey, self.motion_downscale)
+        return shift, time.perf_counter() - start
+
+    def step(self, rgb: np.ndarray) -> FrameResult:
+        """One frame (uint8 RGB at the frame size) -> metric depth."""
+        t = dict.fromkeys(STAGE_TIMINGS, 0.0)
+        start = time.perf_counter()
+        self._check(rgb)
+        rgb = np.ascontiguousarray(rgb)
+        grey = to_grey(rgb, self.motion_downscale)
+        motion = self._motion.submit(self._timed_shift, self._previous[1], grey) if self._previous else None
+        t["pre"] = time.perf_counter() - start
+
+        mark = time.perf_counter()
+        levels = self._timed_encode(rgb)
+        t["encoder"] = time.perf_counter() - mark
+
+        shift, cut = NO_SHIFT, False
+        if motion is not None:
+            measured, t["motion"] = motion.result()  # usually done already: it ran beside the encoder
+            shift, cut = scene_cut(measured, self.min_confidence)
+        previous = levels if self._previous is None or cut else self._previous[0]
+
+        fused = levels
+        if self.has_adapter:
+            mark = time.perf_counter()
+            self.runs["adapter"] += 1
+            fused = self._adapt(levels, previous, shift)
+            t["adapter"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        self.runs["decoder"] += 1
+        depth_out = self._decode(fused)
+        t["decoder"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        depth = self._depth_to_host(depth_out)
+        outputs = {}
+        if self.keep_outputs:
+            outputs = self._levels_to_host(levels)
+            if fused is not levels:
+                outputs.update(self._levels_to_host(fused, "fused_"))
+            outputs["depth"] = depth
+        self._previous = (levels, grey)
+        t["post"] = time.perf_counter() - mark
+        t["total"] = time.perf_counter() - start
+        return FrameResult(depth=depth, shift=shift, scene_cut=cut, timings=t, outputs=outputs)
+
+    @property
+    def description(self) -> str:
+        return self.backend
+
+    @property
+    def weights(self) -> dict[str, str]:
+        """stage -> weights id (file@sha256 or random-weights(seed=N))."""
+        return {}
+
+    @property
+    def random_weights(self) -> bool:
+        return any(w.startswith("random-weights") for w in self.weights.values())
+
+    def close(self) -> None:
+        self._motion.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class DepthPipeline(FramePipeline):
+    """The three stages as engines (ONNX Runtime or TensorRT) from an export's manifest.json."""
+
     def __init__(
         self,
         manifest: Manifest,
@@ -51,27 +184,25 @@ class DepthPipeline:
         self.manifest = manifest
         self.precision = precision or manifest.precision
         have_engines = all(manifest.stages[s].engine for s in manifest.stage_names)
-        self.backend = resolve_backend(backend, have_engines and self.precision == manifest.precision)
-        if self.backend == "tensorrt":
+        self.backend = resolve_backend(backend, have_engines and self.precision == manifest.precision,
+                                       manifest.tensorrt_flavour)
+        if self.backend in TENSORRT_BACKENDS:
             from .environment import gpu, tensorrt_version
 
-            manifest.check_tensorrt(tensorrt_version(), gpu())
+            manifest.check_tensorrt(tensorrt_version(self.backend), gpu(), flavour=self.backend)
         self.engines = {}
         for stage in manifest.stage_names:
-            if self.backend == "tensorrt":
+            if self.backend in TENSORRT_BACKENDS:
                 # Two output sets for the encoder: frame t-1's levels survive frame t's encoding.
-                self.engines[stage] = open_engine(manifest.engine_path(stage), "tensorrt",
+                self.engines[stage] = open_engine(manifest.engine_path(stage), self.backend,
                                                   output_sets=2 if stage == "encoder" else 1)
             else:
-                self.engines[stage] = open_engine(manifest.onnx_path(stage, self.precision), "onnxruntime",
+                # the manifest's own precision: each stage's graph (per-stage plans); else that precision's
+                own = None if self.precision == manifest.precision else self.precision
+                self.engines[stage] = open_engine(manifest.onnx_path(stage, own), "onnxruntime",
                                                   threads=threads)
-        self.frame_size = tuple(manifest.frame_size)
-        self.min_confidence = min_confidence
-        self.motion_downscale = max(1, int(motion_downscale))
-        self.keep_outputs = keep_outputs
-        self.runs: Counter[str] = Counter()  # stage -> runs, so tests can count encoder passes
-        self._motion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phase-correlation")
-        self._previous: tuple[dict, np.ndarray] | None = None  # (raw levels, grey frame)
+        self.has_adapter = "adapter" in self.engines
+        self._init_frame_state(manifest.frame_size, min_confidence, motion_downscale, keep_outputs)
 
     @classmethod
     def from_folder(cls, folder: Path, **kwargs) -> "DepthPipeline":
@@ -85,93 +216,40 @@ class DepthPipeline:
         return f"{m.arch}+{m.adapter} {self.precision} {m.frame_size[0]}x{m.frame_size[1]} on {where}"
 
     @property
+    def weights(self) -> dict[str, str]:
+        return dict(self.manifest.weights)
+
+    @property
     def identity(self) -> str:
         """What produced a depth map: model, weights, precision, size (back-ends agree within tolerance)."""
         m = self.manifest
         weights = ",".join(f"{k}={v}" for k, v in sorted(m.weights.items()))
         return f"{m.arch}+{m.adapter}/{m.head}/{self.precision}/{m.frame_size[0]}x{m.frame_size[1]}/{weights}"
 
-    def reset(self) -> None:
-        """Start a new sequence: the next frame has no previous frame."""
-        self._previous = None
-
-    def _check(self, rgb: np.ndarray) -> None:
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise UserError(f"frames must be uint8 RGB HxWx3, got {rgb.dtype} {rgb.shape}")
-        if rgb.shape[:2] != self.frame_size:
-            self.manifest.check_frame_size(rgb.shape[0], rgb.shape[1], "input")
+    def refuse_size(self, height: int, width: int) -> None:
+        self.manifest.check_frame_size(height, width, "input")
 
     def _encode(self, rgb: np.ndarray) -> dict:
-        self.runs["encoder"] += 1
         return self.engines["encoder"].run({"image": rgb[None]})
 
-    def prime(self, rgb: np.ndarray) -> None:
-        """Make `rgb` the previous frame without producing depth (resuming mid-sequence exactly)."""
-        self._check(rgb)
-        self._previous = (self._encode(rgb), to_grey(rgb, self.motion_downscale))
+    def _adapt(self, levels: dict, previous: dict, shift: Shift) -> dict:
+        feeds = dict(levels)
+        feeds.update({f"prev_{k}": v for k, v in previous.items()})
+        feeds["shift"] = shift.as_array()
+        out = self.engines["adapter"].run(feeds)
+        return {k[len("fused_"):]: v for k, v in out.items()}
 
-    def _timed_shift(self, previous_grey, grey):
-        start = time.perf_counter()
-        shift = phase_shift(previous_grey, grey, self.motion_downscale)
-        return shift, time.perf_counter() - start
+    def _decode(self, levels: dict):
+        return self.engines["decoder"].run(levels)["depth"]
 
-    def step(self, rgb: np.ndarray) -> FrameResult:
-        """One frame (uint8 RGB at the export's frame size) -> metric depth."""
-        t = {k: 0.0 for k in STAGE_TIMINGS}
-        start = time.perf_counter()
-        self._check(rgb)
-        rgb = np.ascontiguousarray(rgb)
-        grey = to_grey(rgb, self.motion_downscale)
-        motion = self._motion.submit(self._timed_shift, self._previous[1], grey) if self._previous else None
-        t["pre"] = time.perf_counter() - start
+    def _depth_to_host(self, depth) -> np.ndarray:
+        return to_host(depth)[0, 0]
 
-        mark = time.perf_counter()
-        levels = self._encode(rgb)
-        t["encoder"] = time.perf_counter() - mark
-
-        shift, cut = NO_SHIFT, False
-        if motion is not None:
-            measured, t["motion"] = motion.result()  # usually done already: it ran beside the encoder
-            shift, cut = scene_cut(measured, self.min_confidence)
-        previous = levels if self._previous is None or cut else self._previous[0]
-
-        fused = levels
-        if "adapter" in self.engines:
-            mark = time.perf_counter()
-            feeds = dict(levels)
-            feeds.update({f"prev_{k}": v for k, v in previous.items()})
-            feeds["shift"] = shift.as_array()
-            self.runs["adapter"] += 1
-            out = self.engines["adapter"].run(feeds)
-            fused = {k[len("fused_"):]: v for k, v in out.items()}
-            t["adapter"] = time.perf_counter() - mark
-
-        mark = time.perf_counter()
-        self.runs["decoder"] += 1
-        depth_out = self.engines["decoder"].run(fused)["depth"]
-        t["decoder"] = time.perf_counter() - mark
-
-        mark = time.perf_counter()
-        depth = to_host(depth_out)[0, 0]
-        outputs = {}
-        if self.keep_outputs:
-            outputs = {k: to_host(v) for k, v in levels.items()}
-            if fused is not levels:
-                outputs.update({f"fused_{k}": to_host(v) for k, v in fused.items()})
-            outputs["depth"] = depth
-        self._previous = (levels, grey)
-        t["post"] = time.perf_counter() - mark
-        t["total"] = time.perf_counter() - start
-        return FrameResult(depth=depth, shift=shift, scene_cut=cut, timings=t, outputs=outputs)
+    def _levels_to_host(self, levels: dict, prefix: str = "") -> dict[str, np.ndarray]:
+        return {f"{prefix}{k}": to_host(v) for k, v in levels.items()}
 
     def close(self) -> None:
-        self._motion.shutdown(wait=True)
+        super().close()
         for engine in self.engines.values():
             engine.close()
         self.engines = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

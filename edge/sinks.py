@@ -11,10 +11,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, notice
-from .metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.core.files import atomic_path, atomic_write_text  # noqa: F401  (re-exported)
+from smoothdino.core.images import resize_depth
+
+from .metrics import METRICS, depth_metrics, summarize, temporal_error
 
 DISPLAY_RANGE = (0.0, 10.0)  # metres mapped onto the colour map: fixed, so colours mean the same everywhere
 
@@ -171,8 +172,7 @@ class MetricsSink:
         depth = to_millimetres(depth).astype(np.float32) / 1000.0
         row = {"frame": name}
         if gt is not None:
-            if gt.shape != depth.shape:
-                gt = cv2.resize(gt, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST)
+            gt = resize_depth(gt, depth.shape, ground_truth=True)
             row.update(depth_metrics(depth, gt))
             row["temporal"] = temporal_error(depth, self._prev[0], gt, self._prev[1]) if self._prev else float("nan")
             self._prev = (depth, gt)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
+from smoothdino.core.images import parse_size
+
 from .synthetic import SyntheticScene
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -322,7 +323,7 @@ def open_source(spec: str, *, live: bool = False, limit: int | None = None, **kw
     path = Path(spec).expanduser()
     if spec.startswith("synthetic") and not path.exists():
         parts = spec.split(":")
-        h, w = (int(v) for v in parts[1].split("x")) if len(parts) > 1 else (480, 640)
+        h, w = parse_size(parts[1], "synthetic:") if len(parts) > 1 else (480, 640)
         n = int(parts[2]) if len(parts) > 2 else (limit or 30)
         return SyntheticSource(SyntheticScene(h, w, n))
     if path.is_dir():

@@ -5,6 +5,8 @@ One table of formats, one function per format (the ultralytics way):
     format      files                  needs
     onnx        <stage>.onnx           torch, onnx          FP32 graphs, checked against PyTorch (1e-4)
     onnx-fp16   <stage>.fp16.onnx      onnxruntime          mixed-precision graphs (export/fp16.py)
+    onnx-int8   <stage>.int8.onnx      onnxruntime          explicit Q/DQ INT8, calibrated on NYUv2 pairs held
+                                                            out from the gate's (calibration/int8.py)
     tensorrt    <stage>.<prec>.engine  tensorrt             strongly typed engines of those graphs
 
 Every export ends with the precision gate (calibration/gate.py) and a manifest.json that records the
@@ -38,10 +40,11 @@ from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import compare_with_torch, export_graph
 from .spec import ExportSpec
 from .fp16 import convert_to_fp16
+from .stage_precision import (choose_auto_plan, export_plan, gate_tolerance_mm, is_auto, precision_text,
+                              time_stage_graphs)
 from .tensorrt import build_engine
 
 ONNX_TOLERANCE = 1e-4
-PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass
@@ -54,6 +57,11 @@ class ExportContext:
     stages: dict[str, StageFiles] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     onnx_errors: dict[str, dict[str, float]] = field(default_factory=dict)
+    plan: dict[str, str] = field(default_factory=dict)  # stage -> precision (export/stage_precision.py)
+    gate_pairs: list | None = None  # the gate's frame pairs (INT8 calibration avoids them)
+    calibration: dict = field(default_factory=dict)  # INT8: method and frames, for gate.json
+    auto: dict | None = None  # --precision auto on the CPU: what was timed and gated, and what was chosen
+    gated: tuple | None = None  # (plan, GateReport) already gated by auto: the final gate reuses it
 
 
 # -- one function per format ----------------------------------------------------------------------
@@ -81,14 +89,51 @@ def export_onnx_fp16(ctx: ExportContext) -> None:
         ctx.stages[stage].onnx["fp16"] = path.name
 
 
+def export_onnx_int8(ctx: ExportContext) -> None:
+    """Explicit Q/DQ INT8 graphs of the stages the plan runs in INT8, their scales from real frame pairs pushed
+    through the FP32 graphs; the pairs share no frame with the gate's, so the gate judges held-out frames."""
+    from smoothdino.calibration.int8 import DEFAULT_METHOD, check_int8_graph, quantize_stage, stage_feeds
+
+    stages = [s for s in ctx.modules if ctx.plan.get(s) == "int8"]
+    method = ctx.spec.calibration_method or DEFAULT_METHOD
+    gate = _gate_pairs(ctx)
+    pairs = calibration_pairs(ctx.spec.calibration, ctx.spec.calibration_frames, ctx.spec.size, avoid=gate)
+    start = time.perf_counter()
+    # the FP32 graphs of every stage up to the last INT8 one: the decoder's inputs are the adapter's outputs
+    needed = list(ctx.modules)[: max(list(ctx.modules).index(s) for s in stages) + 1]
+    feeds = stage_feeds({s: ctx.out / ctx.stages[s].onnx["fp32"] for s in needed}, pairs)
+    ctx.seconds["int8.calibration_tensors"] = time.perf_counter() - start
+    for stage in stages:
+        start = time.perf_counter()
+        path = quantize_stage(ctx.out / ctx.stages[stage].onnx["fp32"], ctx.out / f"{stage}.int8.onnx", stage,
+                              feeds[stage], method=method)
+        ctx.seconds[f"{stage}.int8.onnx"] = time.perf_counter() - start
+        ctx.stages[stage].onnx["int8"] = path.name
+        ctx.calibration.setdefault("quantized_nodes", {})[stage] = len(check_int8_graph(path)["quantized_nodes"])
+    ctx.calibration.update(method=method, calibration_pairs=[list(p.frames) for p in pairs],
+                           gate_pairs=[list(p.frames) for p in gate])
+
+
+def _gate_pairs(ctx: ExportContext) -> list:
+    if ctx.gate_pairs is None:
+        ctx.gate_pairs = calibration_pairs(ctx.spec.calibration, ctx.spec.calibration_frames, ctx.spec.size)
+    return ctx.gate_pairs
+
+
 def export_tensorrt(ctx: ExportContext) -> None:
+    """Engines of the spec's TensorRT flavour; `tensorrt-rtx` builds here without a GPU."""
     cache = ctx.out / "timing.cache"
     precision = ctx.spec.precision
+    flavour = _tensorrt_flavour(ctx.spec)
     for stage in ctx.modules:
         start = time.perf_counter()
-        src = ctx.out / ctx.stages[stage].onnx[precision]
-        path = build_engine(src, ctx.out / f"{stage}.{precision}.engine", workspace_mib=ctx.spec.workspace_mib,
-                            timing_cache=cache, fp32_exact=precision == "fp32")
+        files = ctx.stages[stage]
+        precision = files.precision or ctx.spec.precision  # per stage: int8 decoder beside an fp16 encoder
+        src = ctx.out / files.onnx[precision]
+        path = build_engine(src, ctx.out / f"{stage}.{precision}.engine", flavour=flavour,
+                            compute_capabilities=ctx.spec.compute_capabilities,
+                            expected_io={"inputs": files.inputs, "outputs": files.outputs},
+                            workspace_mib=ctx.spec.workspace_mib, timing_cache=cache, fp32_exact=precision == "fp32")
         ctx.seconds[f"{stage}.engine"] = time.perf_counter() - start
         ctx.stages[stage].engine = path.name
 
@@ -96,25 +141,44 @@ def export_tensorrt(ctx: ExportContext) -> None:
 EXPORT_FORMATS: list[tuple[str, str, Callable[[ExportContext], None]]] = [
     ("onnx", "FP32 ONNX graphs", export_onnx),
     ("onnx-fp16", "mixed-precision FP16 ONNX graphs", export_onnx_fp16),
+    ("onnx-int8", "INT8 Q/DQ ONNX graphs (calibrated on real frame pairs)", export_onnx_int8),
     ("tensorrt", "TensorRT engines", export_tensorrt),
 ]
 
 
 def formats_for(spec: ExportSpec) -> list[str]:
     wanted = ["onnx"]
-    if spec.precision == "fp16":
-        wanted.append("onnx-fp16")
-    backend = spec.backend
-    if backend == "auto":
-        usable, why = tensorrt_usable()
-        backend = "tensorrt" if usable else "onnx"
-        if not usable:
-            notice(f"TensorRT unavailable ({why}); exporting ONNX graphs for ONNX Runtime")
-    if backend == "tensorrt":
+    plan = export_plan(spec.precision, target=export_target(spec))
+    wanted += [f"onnx-{p}" for p in ("fp16", "int8") if p in plan.values()]
+    backend = _tensorrt_flavour(spec, say_why=True) or "onnxruntime"
+    if backend in ("tensorrt", "tensorrt-rtx"):  # one format, "tensorrt", builds either flavour
         wanted.append("tensorrt")
-    elif backend != "onnx":
-        raise UserError(f"--backend {spec.backend!r}: choose auto, onnx or tensorrt")
+    elif backend != "onnxruntime":  # the spec has already refused other words (core.backends)
+        raise UserError(f"--backend {spec.backend}: this build cannot export for it")
     return wanted
+
+
+def export_target(spec: ExportSpec) -> str:
+    """"gpu" when the export builds TensorRT engines, else "cpu" (ONNX Runtime): what `int8` and `auto` mean."""
+    return "gpu" if _tensorrt_flavour(spec) else "cpu"
+
+
+def _tensorrt_flavour(spec: ExportSpec, say_why: bool = False) -> str | None:
+    """The TensorRT flavour the export builds engines with, None for ONNX graphs only. auto: TensorRT where it
+    can run here, else TensorRT for RTX where it can run here (an RTX GPU), else none. tensorrt-rtx is never
+    picked by auto on a machine that cannot run its engines, though it can build them: ask for it."""
+    if spec.backend in ("tensorrt", "tensorrt-rtx"):
+        return spec.backend
+    if spec.backend != "auto":
+        return None
+    usable, why = tensorrt_usable("tensorrt")
+    if usable:
+        return "tensorrt"
+    if tensorrt_usable("tensorrt-rtx")[0]:
+        return "tensorrt-rtx"
+    if say_why:
+        notice(f"TensorRT unavailable ({why}); exporting ONNX graphs for ONNX Runtime")
+    return None
 
 
 # -- building the modules ------------------------------------------------------------------------
@@ -130,8 +194,7 @@ def example_frame(size: tuple[int, int], calibration: list[Path]) -> np.ndarray:
 
 
 def build_context(spec: ExportSpec, out: Path) -> ExportContext:
-    if spec.precision not in PRECISIONS:
-        raise UserError(f"--precision {spec.precision!r}: choose fp32 or fp16 (INT8 needs explicit Q/DQ: not yet)")
+    export_plan(spec.precision)  # refuses unknown words before the slow part (PRECISIONS: fp32 fp16 int8)
     kw = {"random_weights": spec.random_weights, "seed": spec.seed}
     weights_dir = None if spec.random_weights else spec.weights_dir
     encoder = load_encoder(spec.arch, weights_dir, **kw)
@@ -157,6 +220,7 @@ def build_context(spec: ExportSpec, out: Path) -> ExportContext:
     examples["decoder"] = levels
     dim, grid = get_arch(spec.arch).embed_dim, patch_grid(*spec.size)
     ctx = ExportContext(spec, out, modules, examples, weights)
+    ctx.plan = export_plan(spec.precision, list(modules), target=export_target(spec))
     for stage in modules:
         shapes = io_shapes(stage, spec.size[0], spec.size[1], dim, grid)
         inputs, outputs = IO[stage]
@@ -165,8 +229,48 @@ def build_context(spec: ExportSpec, out: Path) -> ExportContext:
             onnx={},
             inputs={n: {"shape": shapes[n], "dtype": dtype.get(n, "float32")} for n in inputs},
             outputs={n: {"shape": shapes[n], "dtype": "float32"} for n in outputs},
+            precision=ctx.plan[stage],
         )
     return ctx
+
+
+def choose_auto_precision(ctx: ExportContext, manifest: Manifest, say: Callable[[str], None]) -> None:
+    """--precision auto on the CPU: gate the int8 plan (ctx.plan, whose graphs are written), time each stage's
+    fp32 and int8 graph on a gate pair, and keep per stage the fastest precision whose plan passed its gate."""
+    from smoothdino.calibration.int8 import stage_feeds
+
+    int8_plan = dict(ctx.plan)
+    pairs = _gate_pairs(ctx)
+    tolerance = ctx.spec.tolerance_mm
+    if tolerance is None:
+        tolerance = gate_tolerance_mm(int8_plan, DEFAULT_TOLERANCE_MM)
+    say(f"auto: gating the int8 plan ({precision_text(int8_plan)}) ...")
+    with DepthPipeline(manifest, backend="onnxruntime") as candidate, \
+            DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
+        report = run_gate(candidate, reference, pairs, tolerance)
+    say("auto: timing each stage's fp32 and int8 graphs in ONNX Runtime ...")
+    files = ctx.stages
+    feeds = stage_feeds({s: ctx.out / files[s].onnx["fp32"] for s in files}, pairs[:1])
+    graphs = {s: {p: ctx.out / name for p, name in files[s].onnx.items() if p in ("fp32", int8_plan[s])}
+              for s in files}
+    timings = time_stage_graphs(graphs, feeds)
+    chosen = choose_auto_plan(timings, report.passed)
+    if not report.passed:
+        kept = [s for s in int8_plan if int8_plan[s] == "int8"]
+        notice(f"--precision auto: the int8 plan failed its gate ({'; '.join(report.reasons)}); "
+               f"{', '.join(kept)} stay fp32")
+    ctx.auto = {"candidates": {"fp32": "fp32", "int8": precision_text(int8_plan)},
+                "stage_ms": timings, "int8_gate": {"passed": report.passed, "reasons": report.reasons,
+                                                   "rmse_vs_reference_mm": report.depth["rmse_vs_reference_mm"],
+                                                   "tolerance_mm": tolerance},
+                "chosen": precision_text(chosen), "measured_on": "onnxruntime CPU, best of 3 runs per frame"}
+    ctx.plan = chosen
+    ctx.gated = (int8_plan, report)
+    for stage, precision in chosen.items():
+        files[stage].precision = precision
+    manifest.precision = precision_text(chosen)
+    say(f"auto: chose {manifest.precision} "
+        f"({', '.join(f'{s} ' + '/'.join(f'{p} {ms:.1f} ms' for p, ms in timings[s].items()) for s in timings)})")
 
 
 def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | None = None):
@@ -186,23 +290,30 @@ def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | 
     manifest = Manifest(
         arch=spec.arch, head=spec.head, adapter=spec.adapter, adapter_folded=spec.adapter == "paper",
         frame_size=tuple(spec.size), grid=patch_grid(*spec.size), embed_dim=get_arch(spec.arch).embed_dim,
-        precision=spec.precision, weights=ctx.weights, stages=ctx.stages,
-        versions={**versions(), "tensorrt": _built_tensorrt_version(wanted)},
+        precision=precision_text(ctx.plan), weights=ctx.weights, stages=ctx.stages,
+        versions={**versions(), "tensorrt": _built_tensorrt_version(wanted, spec)},
         gpu=gpu() if "tensorrt" in wanted else None,
+        tensorrt=_built_tensorrt(spec, wanted),
         export_seconds={k: round(v, 3) for k, v in ctx.seconds.items()},
     )
     manifest.folder = out
+    if is_auto(spec.precision) and export_target(spec) == "cpu":
+        choose_auto_precision(ctx, manifest, say)
     say(f"precision gate on {spec.calibration_frames} calibration pairs ...")
-    tolerance = spec.tolerance_mm if spec.tolerance_mm is not None else DEFAULT_TOLERANCE_MM[spec.precision]
-    pairs = calibration_pairs(spec.calibration, spec.calibration_frames, spec.size)
-    backend = "tensorrt" if "tensorrt" in wanted else "onnxruntime"
-    with DepthPipeline(manifest, backend=backend) as candidate, \
-            DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
-        report = run_gate(candidate, reference, pairs, tolerance)
-    report.save(out / "gate.json")
-    manifest.gate = {**report.depth, "passed": report.passed, "reasons": report.reasons,
-                     "frames": report.frames, "tolerance_mm": tolerance, "onnx_vs_torch_max_rel":
-                     {s: max(e.values()) for s, e in ctx.onnx_errors.items()}}
+    tolerance = spec.tolerance_mm if spec.tolerance_mm is not None else gate_tolerance_mm(ctx.plan, DEFAULT_TOLERANCE_MM)
+    pairs = _gate_pairs(ctx)
+    backend = manifest.tensorrt_flavour if "tensorrt" in wanted else "onnxruntime"  # falls back, with a notice
+    if ctx.gated and ctx.gated[0] == ctx.plan:  # auto chose the plan it has just gated
+        report = ctx.gated[1]
+    else:
+        with DepthPipeline(manifest, backend=backend) as candidate, \
+                DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
+            report = run_gate(candidate, reference, pairs, tolerance)
+    auto = {"auto": ctx.auto} if ctx.auto else {}
+    report.calibration = {**ctx.calibration, "stage_precision": dict(ctx.plan), **auto}
+    report.record(manifest, out, onnx_vs_torch_max_rel={s: max(e.values()) for s, e in ctx.onnx_errors.items()},
+                  stage_precision=dict(ctx.plan), **auto)
+    manifest.fingerprint = spec.fingerprint()
     manifest.export_seconds["total"] = round(time.perf_counter() - start, 3)
     if not report.passed and not spec.force:
         stale = out / "manifest.json"
@@ -213,10 +324,46 @@ def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | 
     return manifest, report
 
 
-def _built_tensorrt_version(wanted: list[str]) -> str | None:
-    if "tensorrt" not in wanted:
+def _built_tensorrt_version(wanted: list[str], spec: ExportSpec | None = None) -> str | None:
+    """The plain-TensorRT version of the engines (manifest.versions["tensorrt"], as older manifests have it);
+    None for ONNX-only and TensorRT for RTX exports (manifest.tensorrt records those)."""
+    if "tensorrt" not in wanted or (spec is not None and _tensorrt_flavour(spec) != "tensorrt"):
         return None
     from smoothdino.edge.environment import tensorrt_version
 
-    return tensorrt_version()
+    return tensorrt_version("tensorrt")
 
+
+def _built_tensorrt(spec: ExportSpec, wanted: list[str]) -> dict | None:
+    """manifest.tensorrt: the engines' flavour, version and (RTX) target compute capabilities."""
+    if "tensorrt" not in wanted:
+        return None
+    from smoothdino.edge.environment import tensorrt_version
+    from .tensorrt import resolve_compute_capabilities
+
+    flavour = _tensorrt_flavour(spec)
+    return {"flavour": flavour, "version": tensorrt_version(flavour),
+            "compute_capabilities": resolve_compute_capabilities(flavour, spec.compute_capabilities, spec.precision)}
+
+
+
+def ensure_export(spec: ExportSpec, folder: Path, progress: Callable[[str], None] | None = None) -> Manifest:
+    """The export of `spec` in `folder`: reused when its manifest records the same fingerprint (the one
+    staleness rule, see ExportSpec.fingerprint) and a passed gate (or --force), else exported again."""
+    folder = Path(folder)
+    wanted = spec.fingerprint()
+    why = "no export there yet"
+    if (folder / "manifest.json").is_file():
+        try:
+            manifest = Manifest.load(folder)
+        except UserError as err:
+            why = f"unreadable manifest ({err})"
+        else:
+            changed = sorted(k for k in set(wanted) | set(manifest.fingerprint)
+                             if wanted.get(k) != manifest.fingerprint.get(k))
+            if not changed and ((manifest.gate or {}).get("passed") or spec.force):
+                return manifest
+            why = f"{', '.join(changed)} changed" if changed else "its gate failed"
+    notice(f"{folder}: exporting {spec.arch}+{spec.adapter} {spec.precision} ({why})")
+    manifest, _ = export_model(spec, folder, progress=progress)
+    return manifest

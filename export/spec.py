@@ -11,9 +11,12 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smoothdino.core.backends import BACKENDS, backend_word
 from smoothdino.core.errors import UserError
 
-EXPORT_BACKENDS = ("auto", "onnx", "tensorrt", "tensorrt-rtx")
+from .stage_precision import is_auto
+
+EXPORT_BACKENDS = BACKENDS  # onnxruntime: ONNX graphs only; tensorrt / tensorrt-rtx: engines as well
 
 
 @dataclass
@@ -23,7 +26,7 @@ class ExportSpec:
     adapter: str = "temporal"
     size: tuple[int, int] = (480, 640)
     precision: str = "fp16"
-    backend: str = "auto"  # auto | onnx | tensorrt | tensorrt-rtx
+    backend: str = "auto"  # auto | onnxruntime (alias onnx) | tensorrt | tensorrt-rtx
     compute_capabilities: list[str] = field(default_factory=list)  # TensorRT for RTX targets, e.g. ["8.6"]
     weights_dir: Path | None = None
     adapter_weights: Path | None = None
@@ -31,13 +34,13 @@ class ExportSpec:
     seed: int = 0
     calibration: list[Path] = field(default_factory=list)
     calibration_frames: int = 8
+    calibration_method: str = "minmax"  # INT8 activation ranges: minmax | entropy | percentile
     tolerance_mm: float | None = None
     force: bool = False
     workspace_mib: int = 1024
 
     def __post_init__(self):
-        if self.backend not in EXPORT_BACKENDS:
-            raise UserError(f"--backend {self.backend!r}: choose one of {', '.join(EXPORT_BACKENDS)}")
+        self.backend = backend_word(self.backend)
         self.size = tuple(int(v) for v in self.size)
 
     def fingerprint(self) -> dict:
@@ -51,7 +54,11 @@ class ExportSpec:
             "compute_capabilities": sorted(self.compute_capabilities),
             "weights": f"random(seed={self.seed})" if self.random_weights else _files_id(self.weights_dir, self.arch),
             "adapter_weights": _file_id(self.adapter_weights) if self.adapter_weights else None,
-            "tools": {k: tools.get(k) for k in ("smoothdino", "torch", "onnx", "onnxruntime")},
+            # INT8 scales come from these frames (auto on the CPU may choose INT8 stages)
+            "calibration": ({"method": self.calibration_method, "frames": self.calibration_frames,
+                             "sequences": sorted(Path(c).name for c in self.calibration)}
+                            if "int8" in self.precision or is_auto(self.precision) else None),
+            "tools": {k: tools.get(k) for k in ("smoothdino", "torch", "onnx", "onnxruntime", "tensorrt")},
         }
 
 

@@ -18,3 +18,7 @@ __all__ = [
 from .adapter import ADAPTER_KINDS, PaperAdapter, TemporalAdapter, align_previous, build_adapter, load_adapter
 
 __all__ += ["ADAPTER_KINDS", "PaperAdapter", "TemporalAdapter", "align_previous", "build_adapter", "load_adapter"]
+
+from .torch_pipeline import TorchPipeline
+
+__all__ += ["TorchPipeline"]

@@ -11,18 +11,29 @@ from typer.testing import CliRunner
 
 from smoothdino.cli import app
 
+from .conftest import NYU
+
 CONFIGS = "vits14,vits14+paper,vits14+temporal,vitb14"
 
 
 @pytest.fixture(scope="module")
-def bench_run(nyu_root, tmp_path_factory):
+def bench_run(tmp_path_factory):
+    """NYUv2 bathroom + a synthetic sequence; the synthetic one alone where the NYUv2 sample is absent."""
     out = tmp_path_factory.mktemp("bench")
-    args = ["bench", "--data", str(nyu_root / "bathroom_0028_out"), "--data", "synthetic:70x98", "--frames", "3",
-            "--size", "70x98", "--configs", CONFIGS, "--backends", "torch,onnxruntime,tensorrt", "--warmup", "1",
-            "--random-weights", "--out", str(out)]
+    data = ["--data", str(NYU / "bathroom_0028_out")] if NYU.is_dir() else []
+    args = ["bench", *data, "--data", "synthetic:70x98", "--frames", "3", "--size", "70x98", "--configs", CONFIGS,
+            "--backends", "torch,onnxruntime,tensorrt", "--warmup", "1", "--threads", "2", "--random-weights",
+            "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return out, args, result
+
+
+def _folders(out):
+    folders = {"synthetic_70x98": out / "data" / "synthetic_70x98"}
+    if NYU.is_dir():
+        folders["bathroom_0028_out"] = NYU / "bathroom_0028_out"
+    return folders
 
 
 def _gt(path):
@@ -30,16 +41,16 @@ def _gt(path):
     return raw.astype(np.float64) / (1000.0 if raw.dtype == np.uint16 else 25.5)
 
 
-def test_mse_matches_numpy_recomputation_from_written_maps(bench_run, nyu_root):
+def test_mse_matches_numpy_recomputation_from_written_maps(bench_run):
     out, _, _ = bench_run
     results = json.loads((out / "results.json").read_text())
     assert results["random_weights"] and "RANDOM" in results["warning"]
-    folders = {"bathroom_0028_out": nyu_root / "bathroom_0028_out", "synthetic_70x98": out / "data" / "synthetic_70x98"}
+    folders = _folders(out)
     for key, row in results["rows"].items():
         per_frame_paper, per_frame_valid = [], []
         for seq, gt_folder in folders.items():
             for i in (1, 2, 3):
-                depth = cv2.imread(str(out / "depth" / key.replace("@", "_at_") / seq / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+                depth = cv2.imread(str(out / "depth" / key.replace("@", "_at_").replace("/", "_") / seq / f"{i}.png"), cv2.IMREAD_UNCHANGED)
                 assert depth.dtype == np.uint16
                 pred, gt = depth.astype(np.float64) / 1000.0, _gt(gt_folder / f"{i}.png")
                 assert pred.shape == gt.shape  # written at the input frame's size
@@ -54,21 +65,23 @@ def test_latency_rows_for_every_runner_that_ran(bench_run):
     out, _, _ = bench_run
     results = json.loads((out / "results.json").read_text())
     ran = set(results["rows"])
-    assert {f"{c}@{b}" for c in CONFIGS.split(",") for b in ("torch", "onnxruntime")} <= ran
-    tensorrt = {f"{c}@tensorrt" for c in CONFIGS.split(",")}
+    assert {f"{c}@{b}/fp32" for c in CONFIGS.split(",") for b in ("torch", "onnxruntime")} <= ran
+    tensorrt = {f"{c}@tensorrt/fp32" for c in CONFIGS.split(",")}
     assert tensorrt <= ran | set(results["skipped"])  # ran, or said why not
     for key, row in results["rows"].items():
         lat = row["latency"]
-        assert row["timed_frames"] == 6 - 1  # 2 sequences x 3 frames, less one warm-up frame per runner
+        assert row["timed_frames"] == 3 * len(_folders(out)) - 1  # 3 frames a sequence, less one warm-up frame
+        assert (row["gate"] is None) == (row["backend"] == "torch")  # every export row carries its verdict
         for stage in ("encoder", "decoder", "total"):
             assert 0 < lat[stage]["p50_ms"] <= lat[stage]["p95_ms"] <= lat[stage]["max_ms"], (key, stage)
         runs_adapter = row["adapter"] == "temporal" or (row["adapter"] == "paper" and row["backend"] == "torch")
         assert (lat["adapter"]["p50_ms"] > 0) == runs_adapter, key  # paper is folded away in the export
         assert row["fps"] == pytest.approx(1000.0 / lat["total"]["p50_ms"])
     ratios = {r["small"] for r in results["small_vs_base"]}
-    assert "vits14+temporal@onnxruntime" in ratios and "vits14+paper@torch" in ratios
+    assert "vits14+temporal@onnxruntime/fp32" in ratios and "vits14+paper@torch/fp32" in ratios
+    assert results["threads"] == 2 and results["cpu_model"] and len(results["load_average_before"]) == 3
     md = (out / "results.md").read_text()
-    assert "vits14+temporal" in md and "-23.8" in md and "RANDOM WEIGHTS" in md
+    assert "vits14+temporal" in md and "-23.8" in md and "RANDOM WEIGHTS" in md and "2 threads pinned" in md
 
 
 def test_plot_is_a_png(bench_run):
@@ -88,3 +101,31 @@ def test_bench_resumes_without_recomputing(bench_run):
     assert (out / "frames.jsonl").read_text() == before
     after = json.loads((out / "results.json").read_text())
     assert {k: r["accuracy"] for k, r in after["rows"].items()} == {k: r["accuracy"] for k, r in results_before["rows"].items()}
+
+
+def test_other_weights_reexport_and_recompute(bench_run):
+    """A bench re-run with another random seed must not reuse the export or the frame records of the first."""
+    out, args, _ = bench_run
+    args = [a for a in args if a not in ("--configs", CONFIGS)] + ["--configs", "vits14", "--backends", "onnxruntime",
+                                                                   "--seed", "3"]
+    before = (out / "frames.jsonl").read_text().splitlines()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "exporting vits14+none fp32 (weights changed)" in again.output.replace("\n", " ")
+    new = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()[len(before):]]
+    assert len(new) == 3 * len(_folders(out))  # every frame computed again
+    assert all("random-weights(seed=3)" in r["identity"] for r in new)
+    manifest = json.loads((out / "engines" / "vits14-fp32-70x98-onnxruntime" / "manifest.json").read_text())
+    assert manifest["fingerprint"]["weights"] == "random(seed=3)"
+
+
+def test_failed_gate_is_flagged(bench_run):
+    from smoothdino.benchmarks.report import write_markdown
+
+    out, _, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    key = next(k for k, r in results["rows"].items() if r["gate"] is not None)
+    results["rows"][key]["gate"] = {"passed": False, "reasons": ["depth RMSE change 12.0 mm > 5.0 mm"]}
+    write_markdown(results, out / "flagged.md")
+    md = (out / "flagged.md").read_text()
+    assert "FAILED their precision gate" in md and f"- {key}: depth RMSE change 12.0 mm" in md

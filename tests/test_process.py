@@ -136,3 +136,25 @@ def test_resume_refuses_pngs_of_another_export_and_redoes_unreadable_ones(sequen
     assert cv2.imread(str(depth / "2.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
     cells = [c.strip() for c in next(l for l in again.output.splitlines() if "│ " + sequence.name[:8] in l).split("│")[1:-1]]
     assert cells[2:4] == ["1", "5"]  # only the unreadable one was computed again
+
+
+def test_on_the_fly_export_is_reused_only_while_current(tmp_path):
+    """process without --engines: same options reuse <out>/engines; another seed or precision exports again."""
+    seq = write_sequence(tmp_path / "seq", SyntheticScene(70, 98, frames=2))
+    out = tmp_path / "out"
+
+    def run(*extra):
+        result = runner.invoke(app, ["process", str(seq), "--out", str(out), "--random-weights", "--no-video",
+                                     "--no-resume", "--backend", "onnxruntime", *extra])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "engines" / "manifest.json").read_text())
+        return " ".join(result.output.split()), manifest
+
+    first, manifest = run("--precision", "fp32")
+    assert "exporting vits14+temporal fp32 (no export there yet)" in first
+    again, same = run("--precision", "fp32")
+    assert "exporting" not in again and same["export_seconds"] == manifest["export_seconds"]
+    reseeded, other = run("--precision", "fp32", "--seed", "1")
+    assert "(weights changed)" in reseeded and other["weights"]["encoder"] == "random-weights(seed=1)"
+    fp16, half = run("--precision", "fp16", "--seed", "1")
+    assert "(precision changed)" in fp16 and half["precision"] == "fp16"
