@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from smoothdino.edge.graph_io import STAGES
+
 BENCH_BACKENDS = ("torch", "onnxruntime", "tensorrt", "tensorrt-rtx")
 
 
@@ -35,13 +37,10 @@ class Config:
 def weight_mib(pipeline) -> float:
     """What a runner holds as weights: the bytes of the graph/engine files it loaded, or of the torch
     parameters (per runner, unlike the process RSS, which mixes every runner and the exports)."""
-    manifest = getattr(pipeline, "manifest", None)
-    if manifest is not None:
-        on_engines = pipeline.backend.startswith("tensorrt")
-        files = [manifest.engine_path(s) if on_engines else manifest.onnx_path(s, pipeline.precision)
-                 for s in manifest.stage_names]
-        return sum(Path(f).stat().st_size for f in files) / 2**20
-    modules = [m for m in (getattr(pipeline, n, None) for n in ("encoder", "adapter", "decoder")) if m is not None]
+    files = getattr(pipeline, "files", None)  # DepthPipeline: what it opened
+    if files is not None:
+        return sum(Path(f).stat().st_size for f in files.values()) / 2**20
+    modules = [m for m in (getattr(pipeline, n, None) for n in STAGES) if m is not None]
     return sum(p.numel() * p.element_size() for m in modules for p in m.parameters()) / 2**20
 
 

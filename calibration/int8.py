@@ -20,6 +20,8 @@ decoder inputs (the adapter's fused levels).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -134,7 +136,8 @@ def quantize_stage(src: Path, dst: Path, stage: str, feeds: list[dict[str, np.nd
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     dst = Path(dst)
-    with tempfile.TemporaryDirectory(prefix="smoothdino-int8-") as tmp, atomic_path(dst) as out:
+    with tempfile.TemporaryDirectory(prefix="smoothdino-int8-") as tmp, atomic_path(dst) as out, \
+            _quiet_root_logger():
         # the calibrator writes an augmented copy of the model: keep it out of the export folder
         quantize_static(
             str(src), str(out), FeedsReader(feeds), quant_format=QuantFormat.QDQ,
@@ -146,6 +149,19 @@ def quantize_stage(src: Path, dst: Path, stage: str, feeds: list[dict[str, np.nd
         )
     check_int8_graph(dst)
     return dst
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs "consider pre-processing" on the root logger at every call; our graphs are
+    already shape-inferred and constant-folded, so the advice is noise in a user's console."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _tmp_dir_kw(tmp: str) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from smoothdino.core.errors import UserError
-from .graph_io import IO
+from .graph_io import IO, STAGES
 from smoothdino.core.files import atomic_write_text
 
 MANIFEST = "manifest.json"
@@ -64,7 +64,7 @@ class Manifest:
 
     @property
     def stage_names(self) -> list[str]:
-        return [s for s in ("encoder", "adapter", "decoder") if s in self.stages]
+        return [s for s in STAGES if s in self.stages]
 
     def onnx_path(self, stage: str, precision: str | None = None) -> Path:
         """The stage's graph at `precision` (the FP32 reference asks for "fp32"), else at the stage's own."""

@@ -190,17 +190,18 @@ class DepthPipeline(FramePipeline):
             from .environment import gpu, tensorrt_version
 
             manifest.check_tensorrt(tensorrt_version(self.backend), gpu(), flavour=self.backend)
-        self.engines = {}
+        self.engines, self.files = {}, {}  # stage -> engine, and the graph/engine file it was opened from
         for stage in manifest.stage_names:
             if self.backend in TENSORRT_BACKENDS:
                 # Two output sets for the encoder: frame t-1's levels survive frame t's encoding.
-                self.engines[stage] = open_engine(manifest.engine_path(stage), self.backend,
+                self.files[stage] = manifest.engine_path(stage)
+                self.engines[stage] = open_engine(self.files[stage], self.backend,
                                                   output_sets=2 if stage == "encoder" else 1)
             else:
                 # the manifest's own precision: each stage's graph (per-stage plans); else that precision's
                 own = None if self.precision == manifest.precision else self.precision
-                self.engines[stage] = open_engine(manifest.onnx_path(stage, own), "onnxruntime",
-                                                  threads=threads)
+                self.files[stage] = manifest.onnx_path(stage, own)
+                self.engines[stage] = open_engine(self.files[stage], "onnxruntime", threads=threads)
         self.has_adapter = "adapter" in self.engines
         self._init_frame_state(manifest.frame_size, min_confidence, motion_downscale, keep_outputs)
 

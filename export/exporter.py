@@ -98,6 +98,10 @@ def export_onnx_int8(ctx: ExportContext) -> None:
     method = ctx.spec.calibration_method or DEFAULT_METHOD
     gate = _gate_pairs(ctx)
     pairs = calibration_pairs(ctx.spec.calibration, ctx.spec.calibration_frames, ctx.spec.size, avoid=gate)
+    if not pairs:
+        where = ", ".join(str(c) for c in ctx.spec.calibration)
+        raise UserError(f"{where}: no frame pair left for INT8 calibration once the gate's {len(gate)} pairs are held "
+                        "out; pass longer or more --calibration sequences (or fewer --calibration-frames)")
     start = time.perf_counter()
     # the FP32 graphs of every stage up to the last INT8 one: the decoder's inputs are the adapter's outputs
     needed = list(ctx.modules)[: max(list(ctx.modules).index(s) for s in stages) + 1]
@@ -123,7 +127,6 @@ def _gate_pairs(ctx: ExportContext) -> list:
 def export_tensorrt(ctx: ExportContext) -> None:
     """Engines of the spec's TensorRT flavour; `tensorrt-rtx` builds here without a GPU."""
     cache = ctx.out / "timing.cache"
-    precision = ctx.spec.precision
     flavour = _tensorrt_flavour(ctx.spec)
     for stage in ctx.modules:
         start = time.perf_counter()

@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 from smoothdino.core.errors import UserError
+from smoothdino.edge.graph_io import STAGES  # the one stage list
 
 PRECISIONS = ("fp32", "fp16", "int8")
 AUTO = "auto"
-STAGES = ("encoder", "adapter", "decoder")
 TARGETS = ("cpu", "gpu")
 
 # The encoder on the CPU: INT8 (weight MatMuls only) measured faster than FP32 -> int8. Set from

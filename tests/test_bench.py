@@ -129,3 +129,32 @@ def test_failed_gate_is_flagged(bench_run):
     write_markdown(results, out / "flagged.md")
     md = (out / "flagged.md").read_text()
     assert "FAILED their precision gate" in md and f"- {key}: depth RMSE change 12.0 mm" in md
+
+
+def test_precision_axis_rows_carry_stage_precision_and_gate(tmp_path):
+    """--precisions fp32,int8: one row per precision, the INT8 row runs the INT8 graphs, each says its gate."""
+    out = tmp_path / "bench"
+    # 6 frames: the gate holds out 2 pairs, INT8 calibrates on what is left
+    result = CliRunner().invoke(app, ["bench", "--data", "synthetic:70x98", "--frames", "6", "--configs",
+                                      "vits14+temporal", "--backends", "onnxruntime", "--precisions", "fp32,int8",
+                                      "--warmup", "1", "--threads", "2", "--random-weights", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    assert set(rows) == {"vits14+temporal@onnxruntime/fp32", "vits14+temporal@onnxruntime/int8"}
+    fp32, int8 = rows["vits14+temporal@onnxruntime/fp32"], rows["vits14+temporal@onnxruntime/int8"]
+    assert fp32["gate"]["passed"] and "decoder=int8" in int8["description"]
+    assert int8["memory"]["weights_mib"] < 0.5 * fp32["memory"]["weights_mib"]  # INT8 graphs, not the FP32 ones
+    assert int8["accuracy"]["rmse"] != fp32["accuracy"]["rmse"]
+    md = (out / "results.md").read_text()
+    assert ("FAILED their precision gate" in md) == (not int8["gate"]["passed"])
+
+
+def test_int8_without_frames_left_for_calibration_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--data", "synthetic:70x98", "--frames", "3", "--configs", "vits14",
+                                      "--backends", "onnxruntime", "--precisions", "int8", "--random-weights",
+                                      "--out", str(tmp_path / "bench")])
+    assert result.exit_code == 2
+    error = result.output[result.output.index("error:"):].strip()
+    assert "synthetic_70x98: no frame pair left for INT8 calibration" in " ".join(error.split())
+    assert "--calibration" in error

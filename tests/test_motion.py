@@ -57,3 +57,13 @@ def test_synthetic_scene_motion_matches_its_declared_shift():
     s = phase_shift(to_grey(f0), to_grey(f1))
     assert abs(s.dx - scene.true_shift()[0]) < 0.3 and abs(s.dy - scene.true_shift()[1]) < 0.3  # small frame
     assert d0.min() >= 1.0 and d0.max() <= 6.5
+
+
+def test_scene_cut_is_the_one_threshold():
+    """Below min_confidence: a cut, and the adapter gets NO_SHIFT (confidence exactly 0); at or above it: kept."""
+    from smoothdino.edge.motion import NO_SHIFT, Shift, scene_cut
+
+    weak, strong = Shift(3.0, -1.0, 0.07), Shift(3.0, -1.0, 0.1)
+    assert scene_cut(weak, 0.1) == (NO_SHIFT, True) and NO_SHIFT.confidence == 0.0
+    assert scene_cut(weak, 0.05) == (weak, False)  # a lower --min-confidence keeps weaker matches
+    assert scene_cut(strong, 0.1) == (strong, False)
