@@ -101,7 +101,15 @@ class FramePipeline:
         return shift, time.perf_counter() - start
 
     def step(self, rgb: np.ndarray) -> FrameResult:
-        """One frame (uint8 RGB at the frame size) -> metric depth."""
+        """One frame (uint8 RGB at the frame size) -> metric depth. A step that fails part-way resets the
+        sequence: the encoder's ping-pong buffers may have turned, so the kept levels are no longer safe."""
+        try:
+            return self._step(rgb)
+        except BaseException:
+            self.reset()
+            raise
+
+    def _step(self, rgb: np.ndarray) -> FrameResult:
         t = dict.fromkeys(STAGE_TIMINGS, 0.0)
         start = time.perf_counter()
         self._check(rgb)

@@ -143,8 +143,11 @@ class TensorRTEngine:
         self.path = Path(path)
         self.cuda, _, self.stream = cuda_runtime()
         self.thread = threading.get_ident()
+        if self.thread != _CUDA["thread"]:  # pycuda's context is current only in the thread that pushed it
+            raise UserError(f"{self.path}: create TensorRT engines in the thread that first used CUDA")
         self.logger = tensorrt_logger(trt)
         self.logger.errors.clear()
+        self.logger.quiet = ()  # an RTX build in this process may have muted the "no driver" message
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
@@ -152,12 +155,22 @@ class TensorRTEngine:
             raise UserError(f"{self.path}: {FLAVOUR_TITLES[flavour]} cannot load this engine ({detail}); "
                             "re-export on this machine")
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # out of device memory, or (RTX) a kernel compile failure
+            detail = " ".join(self.logger.errors[-1].split()) if self.logger.errors else "unknown reason"
+            raise UserError(f"{self.path}: no execution context ({detail}); free GPU memory or re-export")
         self.inputs: dict[str, TensorSpec] = {}
         self.outputs: dict[str, TensorSpec] = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            spec = TensorSpec(tuple(self.engine.get_tensor_shape(name)),
-                              np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))).name)
+            shape = tuple(self.engine.get_tensor_shape(name))
+            try:
+                dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))).name
+            except TypeError:  # BF16 / FP8 have no numpy type
+                dtype = None
+            if dtype is None or any(d < 0 for d in shape):
+                raise UserError(f"{self.path}: I/O tensor {name} is {self.engine.get_tensor_dtype(name)} {shape}; "
+                                "smoothdino engines have static shapes and numpy dtypes - re-export with smoothdino")
+            spec = TensorSpec(shape, dtype)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self.inputs if is_input else self.outputs)[name] = spec
         self._input_buffers = {n: DeviceTensor(s.shape, s.dtype) for n, s in self.inputs.items()}

@@ -144,6 +144,8 @@ def build_engine(onnx_path: Path, engine_path: Path, *, flavour: str = "tensorrt
         config.num_compute_capabilities = len(targets)
         for index, cc in enumerate(targets):
             config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), index)
+    if flavour == "tensorrt-rtx":
+        timing_cache = None  # TensorRT for RTX does not autotune: it has no usable timing cache
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     if not config.set_timing_cache(cache, False) and cache_bytes:  # from another GPU or TensorRT version

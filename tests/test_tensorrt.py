@@ -230,6 +230,7 @@ def test_engines_ping_pong_and_match_onnxruntime(small_export, tmp_path, flavour
     manifest.precision = "fp32"
     for stage in manifest.stage_names:
         files = manifest.stages[stage]
+        files.precision = "fp32"  # the ONNX Runtime reference must open the FP32 graphs, as the engines are
         files.engine = build_engine(manifest.onnx_path(stage, "fp32"), folder / f"{stage}.fp32.engine",
                                     flavour=flavour, expected_io={"inputs": files.inputs, "outputs": files.outputs},
                                     timing_cache=folder / "timing.cache", fp32_exact=True).name
