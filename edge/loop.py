@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -37,12 +38,23 @@ class StreamReport:
         return self.computed / self.wall_seconds if self.wall_seconds and self.computed else 0.0
 
 
+class FrameSink(Protocol):
+    """Anything else that takes every frame's depth: a bag writer, a live viewer server, point clouds.
+    `result` is None for a frame read back from an earlier run (resume); `canvas` is the RGB | depth view
+    when the loop drew one (video or window), else None."""
+
+    def write(self, frame: Frame, depth: np.ndarray, result: FrameResult | None, canvas: np.ndarray | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class StreamOutputs:
     folder: Path | None = None  # depth PNGs in folder/depth, metrics.json/csv in folder
     video: Path | None = None
     window: bool = False
     resume: bool = True
+    sinks: list[FrameSink] = field(default_factory=list)  # more outputs, closed when the stream ends
 
 
 def claim_output_folder(folder: Path, pipeline: FramePipeline, resume: bool) -> None:
@@ -137,14 +149,17 @@ def run_stream(
             if metrics is not None:
                 metrics.add(frame.name, depth, frame.depth_gt, result.timings if result else None,
                             scene_cut=bool(result.scene_cut) if result else None)
+            canvas = None
             if video is not None or window is not None:
                 canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), random_weights)
                 if video is not None:
                     video.write(canvas)
-                if window is not None:
-                    window.show(canvas)
-                    if window.quit:
-                        break
+            for sink in outputs.sinks:
+                sink.write(frame, depth, result, canvas)
+            if window is not None:
+                window.show(canvas)
+                if window.quit:
+                    break
             report.wall_seconds = time.perf_counter() - start
             if on_frame:
                 on_frame(report)
@@ -163,5 +178,7 @@ def run_stream(
             video.close()
         if window is not None:
             window.close()
+        for sink in outputs.sinks:
+            sink.close()
         source.close()
     return report

@@ -36,6 +36,7 @@ class Frame:
     name: str  # output name: the input file's stem, or a zero-padded index
     timestamp: float  # seconds (capture time for live sources, index / fps for recorded ones)
     depth_gt: np.ndarray | None = None  # float32 metres, 0 where unmeasured
+    meta: dict = field(default_factory=dict)  # source-specific: e.g. a bag's header stamp, frame_id, intrinsics
 
 
 @dataclass
