@@ -16,9 +16,11 @@ import typer
 from rich.table import Table
 
 from smoothdino.core.backends import backend_word
-from smoothdino.core.console import console, notice, random_weights_notice, reset_notices
+from smoothdino.core.console import console, error_line, notice, random_weights_notice, reset_notices
 from smoothdino.core.errors import UserError
+from smoothdino.core.extras import missing_extra
 from smoothdino.core.images import parse_size
+from smoothdino.core.signals import interrupt_exit_code, termination_as_interrupt
 from smoothdino.edge.tables import gate_table, stream_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,19 +30,24 @@ app.add_typer(weights_app, name="weights")
 
 
 def user_errors(fn):
-    """Turn UserError (and Ctrl-C) into one line and an exit code instead of a traceback."""
+    """Turn UserError, a missing optional extra, Ctrl-C and SIGTERM into one line and an exit code instead of
+    a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         reset_notices()
         try:
-            return fn(*args, **kwargs)
+            try:
+                with termination_as_interrupt():
+                    return fn(*args, **kwargs)
+            except ModuleNotFoundError as err:
+                raise missing_extra(err, f"smoothdino {fn.__name__.replace('_', ' ')}") or err from None
         except UserError as err:
-            console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+            error_line(str(err))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("interrupted")
-            raise typer.Exit(130) from None
+            raise typer.Exit(interrupt_exit_code()) from None
 
     return wrapper
 
@@ -123,7 +130,7 @@ def weights_verify(
 @app.command()
 @user_errors
 def info():
-    """Versions, GPU, usable back-ends, and the weights cache."""
+    """Versions, GPU, usable back-ends, the weights cache; on a Jetson its module, JetPack, power mode and clocks."""
     from smoothdino.edge import environment as env
 
     table = Table(title="smoothdino info", show_header=False)
@@ -142,6 +149,14 @@ def info():
     table.add_row("back-ends", "\n".join(backends))
     table.add_row("torch reference", "yes" if env.package_version("torch") else "no (edge-only install)")
     table.add_row("OpenCV GStreamer (CSI cameras)", "yes" if env.opencv_gstreamer() else "no")
+    jetson = env.jetson()
+    if jetson is None:
+        table.add_row("Jetson", "no")
+    else:
+        from smoothdino.edge.jetson import describe
+
+        for what, value in describe(jetson).items():
+            table.add_row(what, value)
     from smoothdino.core.paths import weights_cache_dir
 
     cache = weights_cache_dir()
@@ -163,6 +178,11 @@ RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Seeded ra
 Seed = Annotated[int, typer.Option(help="Seed for --random-weights.")]
 MinConfidence = Annotated[float, typer.Option(help="Phase-correlation response below which a frame is a scene cut.")]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads per ONNX Runtime session (default: physical cores).")]
+Intrinsics = Annotated[Optional[str], typer.Option(help="Camera fx,fy,cx,cy in pixels of the input frames, for point clouds (default: a bag's CameraInfo, else NYUv2's Kinect scaled to the frames).")]
+CloudStride = Annotated[int, typer.Option(help="Point clouds keep every Nth pixel in each direction.")]
+EnginesOrExport = Annotated[Path | None, typer.Option("--engines", help="Export folder; without it, export on the fly into <out>/engines.")]
+ExportSize = Annotated[str | None, typer.Option("--size", help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size).")]
+ResizeFrames = Annotated[bool, typer.Option("--resize/--no-resize", help="Resize frames of another size to the engines' (--no-resize: refuse).")]
 
 
 def _export_spec(**options):
@@ -180,9 +200,11 @@ def _open_pipeline(engines: Optional[Path], spec, out: Path, backend: str, **pip
 
     if engines is None:
         try:
-            from smoothdino.export import ensure_export
-        except ImportError:
-            raise UserError("no --engines and no torch here: export elsewhere and pass --engines DIR") from None
+            from smoothdino.export.exporter import ensure_export
+        except ModuleNotFoundError as err:  # the torch-free run-time: only existing exports run here
+            raise missing_extra(err, "exporting (no --engines given; or pass --engines DIR, an export made "
+                                     "elsewhere)") or err from None
+
         engines = Path(out) / "engines"
         ensure_export(spec, engines, progress=lambda msg: None)
     return DepthPipeline.from_folder(engines, backend=backend_word(backend), **pipeline_options)
@@ -230,30 +252,90 @@ def calibrate(
     tolerance_mm: Annotated[Optional[float], typer.Option(help="Tolerance on the depth RMSE change (mm).")] = None,
 ):
     """Run the precision gate again (e.g. with real weights, on the target device) and record it."""
-    from smoothdino.calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
     from smoothdino.edge.manifest import Manifest
+
+    _gate_and_record(Manifest.load(engines), Path(engines), backend, calibration, frames, tolerance_mm)
+
+
+def _gate_and_record(manifest, folder: Path, backend: str, calibration, frames: int, tolerance_mm) -> None:
+    """The precision gate on this machine (candidate: the export as `backend` runs it; reference: the FP32
+    graphs on ONNX Runtime), recorded in gate.json and the manifest; exit 2 when it refuses."""
+    from smoothdino.calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
     from smoothdino.edge.pipeline import DepthPipeline
     from smoothdino.export.stage_precision import gate_tolerance_mm
 
-    manifest = Manifest.load(engines)
     tolerance = tolerance_mm if tolerance_mm is not None else gate_tolerance_mm(manifest.stage_precisions,
                                                                                  DEFAULT_TOLERANCE_MM)
     pairs = calibration_pairs(list(calibration or []), frames, manifest.frame_size)
     with DepthPipeline(manifest, backend=backend_word(backend)) as candidate, \
             DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
         report = run_gate(candidate, reference, pairs, tolerance)
-    report.record(manifest, engines)
-    manifest.save(Path(engines))
+    report.record(manifest, folder)
+    manifest.save(folder)
     console.print(gate_table(manifest, f"precision gate: {report.candidate}"))
     if not report.passed:
-        raise GateError(f"{Path(engines) / 'gate.json'}: {report.summary_line()}")
+        raise GateError(f"{folder / 'gate.json'}: {report.summary_line()}")
+
+
+@app.command()
+@user_errors
+def build(
+    engines: Annotated[Path, typer.Option(help="An export folder with ONNX graphs (manifest.json), e.g. copied from a PC.")],
+    backend: Annotated[str, typer.Option(help="tensorrt (JetPack, x86 GPUs) or tensorrt-rtx; auto: the one that runs here.")] = "auto",
+    compute_capability: Annotated[Optional[list[str]], typer.Option(help="TensorRT for RTX targets (repeat), e.g. 8.6.")] = None,
+    workspace_mib: Annotated[int, typer.Option(help="Builder workspace limit (MiB).")] = 1024,
+    calibration: Annotated[Optional[list[Path]], typer.Option(help="NYUv2 sequence folders for the gate (repeat).")] = None,
+    frames: Annotated[int, typer.Option(help="Calibration pairs for the gate.")] = 8,
+    tolerance_mm: Annotated[Optional[float], typer.Option(help="Tolerance on the depth RMSE change (mm).")] = None,
+):
+    """TensorRT engines for an ONNX export, built on the target without PyTorch (export on a PC, build on the Jetson)."""
+    from smoothdino.edge.environment import FLAVOUR_TITLES, gpu, tensorrt_usable, tensorrt_version
+    from smoothdino.edge.manifest import Manifest
+    from smoothdino.export.tensorrt import build_stage_engines, engines_record, require_tensorrt
+
+    folder = Path(engines)
+    manifest = Manifest.load(folder)
+    flavour = backend_word(backend)
+    if flavour == "auto":
+        usable = [f for f in ("tensorrt", "tensorrt-rtx") if tensorrt_usable(f)[0]]
+        if not usable:
+            raise UserError(f"{folder}: no TensorRT can run engines here ({tensorrt_usable('tensorrt')[1]}); "
+                            "on a Jetson use JetPack's TensorRT and pycuda, or name --backend tensorrt-rtx to "
+                            "build ahead of time")
+        flavour = usable[0]
+    if flavour not in ("tensorrt", "tensorrt-rtx"):
+        raise UserError(f"--backend {backend}: build makes TensorRT engines; use tensorrt or tensorrt-rtx")
+    require_tensorrt(flavour)
+    precisions = manifest.stage_precisions
+    targets = list(compute_capability or [])
+    record = engines_record(flavour, targets, precisions.values())  # refuses bad targets before any build
+    console.print(f"building {FLAVOUR_TITLES[flavour]} engines in {folder} "
+                  f"({', '.join(f'{s} {p}' for s, p in precisions.items())})")
+    seconds = build_stage_engines(folder, {s: manifest.stages[s] for s in manifest.stage_names}, precisions,
+                                  flavour=flavour, compute_capabilities=targets, workspace_mib=workspace_mib,
+                                  onnx_path=manifest.onnx_path)
+    for stage in manifest.stage_names:  # rebuilt engines get fresh records when the manifest is saved
+        manifest.files.pop(manifest.stages[stage].engine, None)
+    manifest.tensorrt = record
+    manifest.versions["tensorrt"] = tensorrt_version(flavour) if flavour == "tensorrt" else None
+    manifest.gpu = gpu()
+    manifest.export_seconds.update({k: round(v, 3) for k, v in seconds.items()})
+    manifest.gate = None  # the graphs' verdict does not speak for the new engines
+    manifest.save(folder)
+    console.print(f"engines: {', '.join(manifest.stages[s].engine for s in manifest.stage_names)} "
+                  f"({sum(seconds.values()):.1f} s)")
+    _gate_and_record(manifest, folder, flavour, calibration, frames, tolerance_mm)
 
 
 # -- process / live / demo -------------------------------------------------------------------------
 
-def _first_frame_size(sequences: list[Path]) -> tuple[int, int]:
+def _first_frame_size(sequences: list[Path], robot=None) -> tuple[int, int]:
     from smoothdino.edge.sources import FolderSource
 
+    if robot is not None:  # a folder or a bag
+        from smoothdino.edge.robotics import first_frame_size
+
+        return first_frame_size(sequences[0], robot)
     source = FolderSource(sequences[0])
     for position in range(len(source)):
         frame = source.load(position)
@@ -263,7 +345,7 @@ def _first_frame_size(sequences: list[Path]) -> tuple[int, int]:
 
 
 def _process_sequences(pipeline, sequences: list[Path], out: Path, *, video: bool, resize: bool, resume: bool,
-                       limit: Optional[int]) -> None:
+                       limit: Optional[int], robot=None) -> None:
     """Every sequence through the streaming loop, with a progress bar; the report table at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -279,12 +361,18 @@ def _process_sequences(pipeline, sequences: list[Path], out: Path, *, video: boo
     with pipeline, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
         for seq in sequences:
-            source = FolderSource(seq, limit=limit)
+            if robot is not None:  # bags in, bags / point clouds out
+                from smoothdino.edge.robotics import open_sequence, process_sinks
+
+                source = open_sequence(seq, robot, limit)
+                sinks = process_sinks(source, Path(out) / source.name, robot, pipeline.random_weights)
+            else:
+                source, sinks = FolderSource(seq, limit=limit), []
             task = bar.add_task(source.name, total=len(source), rate="")
             folder = Path(out) / source.name
             reports.append(run_stream(
                 pipeline, source, StreamOutputs(folder=folder, video=folder / "video.mp4" if video else None,
-                                                resume=resume),
+                                                resume=resume, sinks=sinks),
                 resize=resize, run_info=run_info,
                 on_frame=lambda r, task=task: bar.update(task, completed=r.computed + r.reused + r.skipped,
                                                          rate=f"{r.fps:.2f} FPS")))
@@ -294,38 +382,105 @@ def _process_sequences(pipeline, sequences: list[Path], out: Path, *, video: boo
     console.print(stream_table(reports, f"processed -> {out}"))
     if any(r.interrupted for r in reports):
         console.print("interrupted: outputs so far are written; run the same command to resume")
-        raise typer.Exit(130)
+        raise typer.Exit(interrupt_exit_code())
 
 
 @app.command()
 @user_errors
 def process(
-    sequences: Annotated[list[Path], typer.Argument(help="NYUv2 sequence folders (<i>.jpg [+ <i>.png depth]) or image folders.")],
-    out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*}.")] = Path("out/process"),
-    engines: Annotated[Optional[Path], typer.Option(help="Export folder; without it, export on the fly into <out>/engines.")] = None,
+    sequences: Annotated[list[Path], typer.Argument(help="NYUv2 sequence folders (<i>.jpg [+ <i>.png depth]), image folders, or ROS bags (a bag folder or a .mcap file).")],
+    out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*; depth_bag/ for a bag; points/*.ply}.")] = Path("out/process"),
+    engines: EnginesOrExport = None,
     backend: Backend = "auto", arch: Arch = "vits14", head: Head = "dpt", adapter: Adapter = "temporal",
-    size: Annotated[Optional[str], typer.Option(help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size).")] = None,
+    size: ExportSize = None,
     precision: Precision = "fp16", weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None,
     random_weights: RandomWeights = False, seed: Seed = 0,
     video: Annotated[bool, typer.Option(help="Write <sequence>/video.mp4 (RGB | depth).")] = True,
-    resize: Annotated[bool, typer.Option(help="Resize frames of another size to the engines' (--no-resize: refuse).")] = True,
+    resize: ResizeFrames = True,
     resume: Annotated[bool, typer.Option(help="Skip frames whose depth PNG is already written.")] = True,
     limit: Annotated[Optional[int], typer.Option(help="At most this many frames per sequence.")] = None,
     min_confidence: MinConfidence = 0.1,
     motion_downscale: Annotated[int, typer.Option(help="Phase correlation on frames shrunk by this factor.")] = 1,
     threads: Threads = None,
+    topic: Annotated[Optional[str], typer.Option(help="A bag's image topic (Image rgb8/bgr8/mono8 or CompressedImage jpeg/png; default: the bag's only one).")] = None,
+    intrinsics: Intrinsics = None,
+    points: Annotated[bool, typer.Option("--points", help="Also write <sequence>/points/<frame>.ply (coloured point clouds, metres).")] = False,
+    cloud_stride: CloudStride = 4,
 ):
-    """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth."""
+    """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth. A ROS bag
+    in gives a ROS 2 bag out (<sequence>/depth_bag: 32FC1 depth, CameraInfo, PointCloud2)."""
+    from smoothdino.edge.robotics import RobotOptions, check_sequence
+
+    robot = RobotOptions(topic=topic, intrinsics=intrinsics, points=points, cloud_stride=cloud_stride)
     for seq in sequences:
-        if not Path(seq).is_dir():
-            raise UserError(f"{seq}: not a folder; give NYUv2 sequence folders such as nyu2_sample/bedroom_0004_out")
+        check_sequence(Path(seq), robot)
     spec = None if engines else _export_spec(
-        arch=arch, head=head, adapter=adapter, size=size or _first_frame_size(sequences), precision=precision,
+        arch=arch, head=head, adapter=adapter, size=size or _first_frame_size(sequences, robot), precision=precision,
         backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto", weights_dir=weights_dir,
         adapter_weights=adapter_weights, random_weights=random_weights, seed=seed, calibration_frames=2)
     pipeline = _open_pipeline(engines, spec, out, backend, min_confidence=min_confidence,
                               motion_downscale=motion_downscale, threads=threads)
-    _process_sequences(pipeline, sequences, out, video=video, resize=resize, resume=resume, limit=limit)
+    _process_sequences(pipeline, sequences, out, video=video, resize=resize, resume=resume, limit=limit, robot=robot)
+
+
+@app.command()
+@user_errors
+def inspect(
+    sequences: Annotated[list[str], typer.Argument(help="NYUv2 sequence folders, image folders, video files or synthetic[:HxW[:N]].")],
+    out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{pca/, pca_fused/, inspect.mp4, stability.*}.")] = Path("out/inspect"),
+    engines: EnginesOrExport = None,
+    level: Annotated[int, typer.Option(help="Feature level 0..3 (encoder blocks the depth head reads; 3 = last).")] = 3,
+    frames: Annotated[int, typer.Option(help="At most this many frames per sequence (all are kept for the PCA).")] = 30,
+    backend: Backend = "auto", arch: Arch = "vits14", head: Head = "dpt", adapter: Adapter = "temporal",
+    size: ExportSize = None,
+    precision: Precision = "fp16", weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None,
+    random_weights: RandomWeights = False, seed: Seed = 0,
+    resize: ResizeFrames = True,
+    min_confidence: MinConfidence = 0.1,
+    threads: Threads = None,
+):
+    """What the adapter does: feature PCA images before/after it, and frame-to-frame stability (aligned)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from smoothdino.edge.inspect import (
+        RANDOM_WEIGHTS_NOTE,
+        check_level,
+        first_frame_size,
+        inspect_sequence,
+        open_sequence,
+        stability_table,
+    )
+
+    check_level(level)
+    sources = [open_sequence(seq, frames) for seq in sequences]  # every bad argument refused before any work
+    spec = None if engines else _export_spec(
+        arch=arch, head=head, adapter=adapter, size=size or first_frame_size(sequences[0]), precision=precision,
+        backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto", weights_dir=weights_dir,
+        adapter_weights=adapter_weights, random_weights=random_weights, seed=seed, calibration_frames=2)
+    pipeline = _open_pipeline(engines, spec, out, backend, min_confidence=min_confidence, keep_outputs=True,
+                              threads=threads)
+    if pipeline.random_weights:
+        random_weights_notice()
+    console.print(f"pipeline: {pipeline.description}")
+    if not pipeline.has_adapter:
+        kind = getattr(getattr(pipeline, "manifest", None), "adapter", "none")
+        notice(f"adapter {kind!r} has no adapter stage (paper offsets are folded into the decoder): no fused features, "
+               "writing pca/ only and no 'after' figures")
+    run_info = {"pipeline": pipeline.description, "backend": pipeline.backend,
+                "random_weights": pipeline.random_weights, "weights": pipeline.weights}
+    payloads = []
+    with pipeline, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        for source in sources:
+            task = bar.add_task(source.name, total=len(source))
+            payloads.append(inspect_sequence(pipeline, source, Path(out) / source.name, level, resize=resize,
+                                             run_info=run_info, on_frame=lambda n, task=task: bar.update(task, completed=n)))
+            source.close()
+    console.print(stability_table(payloads, f"feature stability, level {level} -> {out}"))
+    console.print("cosine: frame t vs frame t-1 shifted by the phase-correlation shift (1 = unchanged), mean over "
+                  "cells inside both frames")
+    console.print("depth change: mean |depth t - shifted depth t-1| in mm; per frame in <sequence>/stability.json, "
+                  "plotted in stability.png")
+    if pipeline.random_weights:
+        console.print(f"[bold red]{RANDOM_WEIGHTS_NOTE}[/]")
 
 
 @app.command()
@@ -335,17 +490,24 @@ def live(
     source: Annotated[str, typer.Option(help="0 | /dev/video0 | csi://0 | a GStreamer pipeline | a video file (replayed in real time).")] = "0",
     backend: Backend = "auto",
     headless: Annotated[bool, typer.Option(help="No window.")] = False,
-    record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here.")] = None,
+    snapshots: Annotated[Path, typer.Option(help="Where the window's s key saves RGB, 16-bit depth (mm) and colour depth PNGs.")] = Path("snapshots"),
+    record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here (.mp4), or the Foxglove channels (.mcap).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write depth PNGs and metrics here.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     min_confidence: MinConfidence = 0.1,
     motion_downscale: Annotated[int, typer.Option(help="Phase correlation on frames shrunk by this factor.")] = 2,
     threads: Threads = None,
+    foxglove: Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Serve RGB, coloured and raw depth, point cloud and per-stage latency over Foxglove's WebSocket protocol. Binds 127.0.0.1 (this machine only) unless a HOST is given: 0.0.0.0:8765 serves every interface. A slow viewer gets frames dropped, never slows the loop.")] = None,
+    intrinsics: Intrinsics = None,
+    cloud_stride: CloudStride = 4,
 ):
-    """Live depth from a camera: window with FPS and per-stage latency; Ctrl-C or q ends cleanly."""
+    """Live depth from a camera: window with FPS and per-stage latency; q (or Ctrl-C) ends cleanly, s saves a snapshot."""
     from smoothdino.edge.loop import StreamOutputs, run_stream
+    from smoothdino.edge.robotics import RobotOptions, live_address, live_sink
     from smoothdino.edge.sources import open_source
 
+    robot, address = RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), live_address(foxglove)  # refused early
+    mcap = record is not None and record.suffix.lower() == ".mcap"
     pipeline = _open_pipeline(engines, None, Path("."), backend, min_confidence=min_confidence,
                               motion_downscale=motion_downscale, threads=threads)
     if pipeline.random_weights:
@@ -353,10 +515,19 @@ def live(
     stream = open_source(source, live=True, limit=max_frames)
     console.print(f"live: {pipeline.description} <- {source}  (Ctrl-C to stop)")
     with pipeline:
-        report = run_stream(pipeline, stream, StreamOutputs(folder=out, video=record, window=not headless, resume=False),
+        viewer = live_sink(address, record if mcap else None, robot, pipeline.random_weights)
+        if viewer is not None and viewer.url:
+            console.print(f"live: Foxglove -> open connection {viewer.url}")
+        report = run_stream(pipeline, stream, StreamOutputs(folder=out, video=None if mcap else record, window=not headless,
+                                                            resume=False, sinks=[viewer] if viewer else [],
+                                                            snapshots=snapshots),
                             run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights})
     console.print(f"live: {report.computed} frames, {report.fps:.2f} FPS, {report.dropped} dropped by the camera thread"
-                  + (", interrupted" if report.interrupted else "") + (f"; video {record}" if record else ""))
+                  + (f", {report.reconnects} camera reconnects" if report.reconnects else "")
+                  + (f", {report.nonfinite} frames with NaN/Inf depth (written as 0)" if report.nonfinite else "")
+                  + (", interrupted" if report.interrupted else "") + (f"; video {record}" if record and not mcap else "")
+                  + (f"; foxglove: {viewer.published} frames published, {viewer.dropped} dropped for the viewer"
+                     + (f", recording {record}" if mcap else "") if viewer else ""))
 
 
 @app.command()

@@ -32,6 +32,7 @@ from smoothdino.edge.environment import (
     tensorrt_usable,
     versions,
 )
+from smoothdino.edge.jetson import jetson_info
 from smoothdino.edge.loop import ResumableSteps
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.edge.pipeline import STAGE_TIMINGS
@@ -255,7 +256,8 @@ def run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None = Non
         for r in runners.values():
             r.pipeline.close()
     conditions = {"threads": spec.threads, "cpu_model": cpu_model(), "load_average_before": list(load_before),
-                  "load_average_after": list(os.getloadavg())}
+                  "load_average_after": list(os.getloadavg()),
+                  "jetson": jetson_info()}  # module, JetPack, power mode, clocks locked; None off a Jetson
     results = _aggregate(spec, runners, skipped, sink, sources, time.perf_counter() - start, conditions)
     atomic_write_text(spec.out / "results.json", json_dumps(results))
     write_markdown(results, spec.out / "results.md")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smoothdino.core.files import atomic_path
+from smoothdino.edge.jetson import describe as describe_jetson
 from smoothdino.edge.sinks import atomic_write_text
 
 # What the papers published, for the table beside ours (different protocols: read the notes).
@@ -48,6 +49,8 @@ def write_markdown(results: dict, path: Path) -> Path:
         f"{results['frame_size'][0]}x{results['frame_size'][1]}; latency after {results['warmup']} warm-up frames",
         f"- CPU: {results['cpu_model']}, {results['threads']} threads pinned; load average before/after: "
         f"{results['load_average_before'][0]:.2f} / {results['load_average_after'][0]:.2f}",
+        *(["- Jetson: " + "; ".join(f"{k}: {v}" for k, v in describe_jetson(results["jetson"]).items())]
+          if results.get("jetson") else []),
         f"- exports: {', '.join(results['precisions'])}, head {results['head']}; versions: "
         + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
         "",

@@ -6,6 +6,7 @@ Data goes to files or stdout; everything a person should read while a command ru
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True, highlight=False)
 if not console.is_terminal:  # logs and CI: wide tables, and one-line messages stay one line
@@ -17,9 +18,14 @@ RANDOM_WEIGHTS_BANNER = (
 )
 
 
+def error_line(message: str) -> None:
+    """The one line a UserError becomes."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
 def notice(message: str) -> None:
     """One line for a fallback or a choice made on the user's behalf."""
-    console.print(f"[yellow]notice:[/] {message}", soft_wrap=True)
+    console.print(f"[yellow]notice:[/] {escape(message)}", soft_wrap=True)  # paths and extras have brackets
 
 
 _shown: set[str] = set()

@@ -116,6 +116,14 @@ def gpu() -> dict | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def jetson() -> dict | None:
+    """Module, JetPack/L4T, power mode and clock lock of this Jetson (edge/jetson.py); None elsewhere."""
+    from .jetson import jetson_info
+
+    return jetson_info("/")
+
+
 def _is_jetson() -> bool:
     try:
         with open("/proc/device-tree/model") as fh:

@@ -14,6 +14,7 @@ import numpy as np
 
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
+from smoothdino.core.signals import deferred_interrupts
 from .pipeline import FramePipeline, FrameResult
 from smoothdino.core.images import resize_depth, resize_rgb
 
@@ -28,6 +29,8 @@ class StreamReport:
     reused: int = 0  # frames already written by an earlier run (resume)
     skipped: int = 0  # missing or corrupt input frames
     dropped: int = 0  # live frames the loop had no time for
+    reconnects: int = 0  # times a lost camera came back
+    nonfinite: int = 0  # frames whose depth had NaN/Inf pixels (written as 0 = no depth, flagged in metrics)
     scene_cuts: int = 0
     interrupted: bool = False
     wall_seconds: float = 0.0
@@ -53,6 +56,7 @@ class StreamOutputs:
     folder: Path | None = None  # depth PNGs in folder/depth, metrics.json/csv in folder
     video: Path | None = None
     window: bool = False
+    snapshots: Path = Path("snapshots")  # where the window's `s` key saves RGB + depth
     resume: bool = True
     sinks: list[FrameSink] = field(default_factory=list)  # more outputs, closed when the stream ends
 
@@ -121,9 +125,10 @@ def run_stream(
     pngs = DepthPngSink(outputs.folder / "depth") if outputs.folder else None
     if pngs is not None:
         claim_output_folder(pngs.folder, pipeline, outputs.resume)
-    metrics = MetricsSink(outputs.folder, {**(run_info or {}), "source": source.name}) if outputs.folder else None
+    metrics = MetricsSink(outputs.folder, {**(run_info or {}), "source": source.name},
+                          keep_rows=not source.live) if outputs.folder else None
     video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
-    window = WindowSink(f"smoothdino - {source.name}") if outputs.window else None
+    window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights) if outputs.window else None
     random_weights = pipeline.random_weights
     steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live else None)
     warned_resize = False
@@ -145,10 +150,16 @@ def run_stream(
                     pngs.write(frame.name, depth)
                 report.computed += 1
                 report.scene_cuts += int(result.scene_cut)
+                if result.nonfinite:
+                    report.nonfinite += 1
+                if result.nonfinite and report.nonfinite == 1:  # once per stream; metrics count every one
+                    notice(f"{source.name}/{frame.name}: {result.nonfinite} NaN/Inf depth pixels (an FP16 overflow?) "
+                           "written as 0 (no depth) and flagged in metrics; the temporal state restarts")
                 fps = 0.9 * fps + 0.1 / max(result.timings["total"], 1e-6) if fps else 1.0 / max(result.timings["total"], 1e-6)
             if metrics is not None:
                 metrics.add(frame.name, depth, frame.depth_gt, result.timings if result else None,
-                            scene_cut=bool(result.scene_cut) if result else None)
+                            scene_cut=bool(result.scene_cut) if result else None,
+                            **({"nonfinite_pixels": result.nonfinite} if result and result.nonfinite else {}))
             canvas = None
             if video is not None or window is not None:
                 canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), random_weights)
@@ -157,7 +168,7 @@ def run_stream(
             for sink in outputs.sinks:
                 sink.write(frame, depth, result, canvas)
             if window is not None:
-                window.show(canvas)
+                window.show(canvas, rgb=frame.rgb, depth=depth, name=frame.name)
                 if window.quit:
                     break
             report.wall_seconds = time.perf_counter() - start
@@ -169,16 +180,29 @@ def run_stream(
         report.wall_seconds = time.perf_counter() - start
         report.skipped = source.stats.skipped
         report.dropped = source.stats.dropped
+        report.reconnects = source.stats.reconnects
         if metrics is not None:
             metrics.run_info.update(skipped_frames=source.stats.skipped_names, dropped_frames=source.stats.dropped,
-                                    interrupted=report.interrupted)
-            metrics.write()
+                                    reconnects=source.stats.reconnects,
+                                    reconnect_attempts=source.stats.reconnect_attempts,
+                                    nonfinite_frames=report.nonfinite, interrupted=report.interrupted)
+        closers = [metrics and metrics.write, video and video.close, window and window.close,
+                   *(sink.close for sink in outputs.sinks), source.close]
+        with deferred_interrupts():  # a second Ctrl-C/SIGTERM cannot cut the flush short
+            close_all([c for c in closers if c])
+        if metrics is not None:
             report.summary = metrics.summary()
-        if video is not None:
-            video.close()
-        if window is not None:
-            window.close()
-        for sink in outputs.sinks:
-            sink.close()
-        source.close()
     return report
+
+
+def close_all(closers: list[Callable[[], None]]) -> None:
+    """Run every closer even when one fails (a full disk must not leave the camera open or the video
+    unfinished); the first failure is raised at the end."""
+    first: BaseException | None = None
+    for close in closers:
+        try:
+            close()
+        except Exception as err:  # noqa: BLE001 - re-raised below, after the others ran
+            first = first or err
+    if first is not None:
+        raise first

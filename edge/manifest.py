@@ -13,7 +13,7 @@ from pathlib import Path
 
 from smoothdino.core.errors import UserError
 from .graph_io import IO, STAGES
-from smoothdino.core.files import atomic_write_text
+from smoothdino.core.files import atomic_write_text, sha256_of
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -51,6 +51,9 @@ class Manifest:
     gate: dict | None = None
     export_seconds: dict[str, float] = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)  # the ExportSpec that made it: the staleness rule
+    # file name -> {"bytes": n, "sha256": hex} of every graph and engine, recorded when first saved: a truncated
+    # copy (a full SD card, an interrupted scp) is refused in one line before ONNX Runtime or TensorRT sees it
+    files: dict[str, dict] = field(default_factory=dict)
     format: int = FORMAT_VERSION
     folder: Path | None = None  # where it was read from (not saved)
 
@@ -90,7 +93,26 @@ class Manifest:
         path = (self.folder or Path(".")) / name
         if not path.is_file():
             raise UserError(f"{path}: listed in {self._where()} but missing; re-run smoothdino export")
+        self._verify(name, path)
         return path
+
+    def _listed_files(self) -> list[str]:
+        return sorted({n for files in self.stages.values() for n in [*files.onnx.values(), files.engine] if n})
+
+    def _verify(self, name: str, path: Path) -> None:
+        """Size, then SHA-256 (once per file and process), against what export recorded."""
+        record = self.files.get(name)
+        verified = self.__dict__.setdefault("_verified", set())
+        if record is None or name in verified:
+            return
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise UserError(f"{path}: {size} bytes, but {record['bytes']} when exported (truncated or replaced); "
+                            "copy the export folder again or re-run smoothdino export")
+        if sha256_of(path) != record["sha256"]:
+            raise UserError(f"{path}: contents differ from the export (SHA-256 mismatch: corrupted or replaced); "
+                            "copy the export folder again or re-run smoothdino export")
+        verified.add(name)
 
     def _where(self) -> str:
         return str((self.folder or Path(".")) / MANIFEST)
@@ -150,6 +172,9 @@ class Manifest:
 
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
+        for name in self._listed_files():  # new files only: a later save (a gate verdict) never blesses a corrupt one
+            if name not in self.files and (folder / name).is_file():
+                self.files[name] = {"bytes": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
         data = asdict(self)
         data.pop("folder")
         atomic_write_text(folder / MANIFEST, json.dumps(data, indent=2) + "\n")

@@ -35,6 +35,7 @@ class FrameResult:
     scene_cut: bool
     timings: dict[str, float]  # seconds per stage, see STAGE_TIMINGS
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # host copies, with keep_outputs=True
+    nonfinite: int = 0  # NaN/Inf depth pixels (e.g. an FP16 overflow), returned as 0 = no depth
 
 
 class FramePipeline:
@@ -142,16 +143,20 @@ class FramePipeline:
 
         mark = time.perf_counter()
         depth = self._depth_to_host(depth_out)
+        nonfinite = int(depth.size - np.count_nonzero(np.isfinite(depth)))
+        if nonfinite:  # 0 is "no depth" in every output format; the garbage never leaves the pipeline
+            depth = np.where(np.isfinite(depth), depth, np.float32(0.0)).astype(np.float32)
         outputs = {}
         if self.keep_outputs:
             outputs = self._levels_to_host(levels)
             if fused is not levels:
                 outputs.update(self._levels_to_host(fused, "fused_"))
             outputs["depth"] = depth
-        self._previous = (levels, grey)
+        # a frame that overflowed may carry non-finite levels: the next frame starts afresh, as after a scene cut
+        self._previous = None if nonfinite else (levels, grey)
         t["post"] = time.perf_counter() - mark
         t["total"] = time.perf_counter() - start
-        return FrameResult(depth=depth, shift=shift, scene_cut=cut, timings=t, outputs=outputs)
+        return FrameResult(depth=depth, shift=shift, scene_cut=cut, timings=t, outputs=outputs, nonfinite=nonfinite)
 
     @property
     def description(self) -> str:

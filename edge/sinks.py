@@ -7,14 +7,16 @@ import csv
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, notice
-from smoothdino.core.files import atomic_path, atomic_write_text  # noqa: F401  (re-exported)
+from smoothdino.core.files import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from smoothdino.core.images import resize_depth
 
+from .display import window_unavailable_reason
 from .metrics import METRICS, depth_metrics, summarize, temporal_error
 
 DISPLAY_RANGE = (0.0, 10.0)  # metres mapped onto the colour map: fixed, so colours mean the same everywhere
@@ -26,9 +28,12 @@ def to_millimetres(depth: np.ndarray) -> np.ndarray:
 
 
 def atomic_imwrite(path: Path, image: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise OSError(f"{path}: OpenCV could not write it")
+    """Encoded in memory, then written by Python: a full disk raises ENOSPC (one line), where cv2.imwrite
+    would only return False."""
+    ok, encoded = cv2.imencode(Path(path).suffix, image)
+    if not ok:
+        raise OSError(f"{path}: OpenCV cannot encode a {image.dtype} {image.shape} image as {Path(path).suffix}")
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def _finite_or_none(value):
@@ -130,28 +135,79 @@ class VideoSink:
 
 
 class WindowSink:
-    """A live window. Headless OpenCV builds (and machines without a display) get a notice, not an error."""
+    """The live window: the RGB | depth view, pixel for pixel. Keys: q or Esc quits, s saves a snapshot (RGB,
+    16-bit depth in millimetres, colour depth) into `snapshots`; closing the window quits too. Where no window
+    can open (headless OpenCV, no X server) the loop goes on without one, after a notice."""
 
-    def __init__(self, title: str = "smoothdino"):
+    def __init__(self, title: str = "smoothdino", snapshots: Path = Path("snapshots"), random_weights: bool = False):
         self.title = title
-        self.enabled = True
+        self.snapshots = Path(snapshots)
+        self.random_weights = random_weights
         self.quit = False
+        self.opened = False
+        self.visible_when_open: float | None = None  # visibility read after the first frame; -1: cannot tell
+        why = window_unavailable_reason()  # asked first: OpenCV's Qt build aborts the process without a display
+        self.enabled = why is None
+        if why:
+            notice(f"no window: {why}; continuing without one (pass --headless to silence this)")
 
-    def show(self, canvas: np.ndarray) -> None:
+    def show(self, canvas: np.ndarray, rgb: np.ndarray | None = None, depth: np.ndarray | None = None,
+             name: str = "frame") -> None:
+        """Draw `canvas`; `rgb` (RGB uint8) and `depth` (metres) are what `s` saves."""
         if not self.enabled:
             return
+        if self.opened and self._closed():
+            self.quit = True  # closed with the mouse: the user ends the run as with q
+            return
         try:
+            if not self.opened:  # no Qt toolbar or status bar: the window shows the canvas and nothing else
+                cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+                self.opened = True
             cv2.imshow(self.title, canvas)
-            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                self.quit = True
+            key = cv2.waitKey(1) & 0xFF
         except cv2.error:
             notice("no display available (headless OpenCV or no $DISPLAY); continuing without a window")
             self.enabled = False
+            return
+        if key in (ord("q"), 27):
+            self.quit = True
+        elif key == ord("s") and rgb is not None and depth is not None:
+            self.save_snapshot(name, rgb, depth)
+
+    def _closed(self) -> bool:
+        """The window was closed since the last frame (Qt forgets it; GTK reports it invisible). Backends that
+        cannot tell (visibility -1 while open) are never taken for closed."""
+        try:
+            visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
+        except cv2.error:
+            return True
+        if self.visible_when_open is None:
+            self.visible_when_open = visible
+        return self.visible_when_open == 1 and visible < 1
+
+    def save_snapshot(self, name: str, rgb: np.ndarray, depth: np.ndarray) -> list[Path]:
+        """<snapshots>/<time>-<frame>_rgb.png, _depth_mm.png (uint16), _depth_color.png; a failure (a full disk)
+        is one notice, never the end of a live run."""
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+        images = {f"{stem}_rgb.png": cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), f"{stem}_depth_mm.png": to_millimetres(depth),
+                  f"{stem}_depth_color.png": colorize(depth)}
+        paths = [self.snapshots / file_name for file_name in images]
+        try:
+            self.snapshots.mkdir(parents=True, exist_ok=True)
+            for path, image in zip(paths, images.values()):
+                atomic_imwrite(path, image)
+        except OSError as err:
+            notice(f"snapshot not saved: {err}")
+            return []
+        notice("snapshot: " + ", ".join(str(p) for p in paths)
+               + (" (random weights: the depth is not metric)" if self.random_weights else ""))
+        return paths
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.opened:
             try:
                 cv2.destroyWindow(self.title)
+                cv2.waitKey(1)  # lets the GUI thread actually take the window down
             except cv2.error:
                 pass
 
@@ -159,13 +215,26 @@ class WindowSink:
 class MetricsSink:
     """Per-frame metrics against ground truth (when the source has it) and latency, into metrics.csv and
     metrics.json. Metrics use the depth as written to the PNGs (millimetre steps), so anyone can
-    recompute them from the files."""
+    recompute them from the files.
 
-    def __init__(self, folder: Path, run_info: dict):
+    A recorded sequence keeps its rows and rewrites both files atomically at the end. A live stream
+    (`keep_rows=False`) may run for days: each row is appended to metrics.csv as it comes (a log: at worst
+    its last line is cut by a power loss), and the summary comes from running sums and the latencies of the
+    last LATENCY_WINDOW frames, so memory stays flat however long it runs."""
+
+    LATENCY_WINDOW = 100_000
+
+    def __init__(self, folder: Path, run_info: dict, keep_rows: bool = True):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.run_info = dict(run_info)
+        self.keep_rows = keep_rows
         self.rows: list[dict] = []
+        self.frames = 0
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._latency = np.zeros(self.LATENCY_WINDOW if not keep_rows else 0, np.float32)
+        self._log = None  # live: the open metrics.csv and its writer
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, name: str, depth: np.ndarray, gt: np.ndarray | None, timings: dict | None = None, **extra) -> dict:
@@ -181,33 +250,72 @@ class MetricsSink:
         if timings:
             row.update({f"{k}_ms": v * 1000.0 for k, v in timings.items()})
         row.update(extra)
-        self.rows.append(row)
+        self.frames += 1
+        if self.keep_rows:
+            self.rows.append(row)
+        else:
+            self._accumulate(row)
+            self._append(row)
         return row
+
+    def _accumulate(self, row: dict) -> None:
+        for key in METRICS + ("temporal",):
+            value = row.get(key)
+            if value is not None and np.isfinite(value):
+                self._sums[key] = self._sums.get(key, 0.0) + float(value)
+                self._counts[key] = self._counts.get(key, 0) + 1
+        if row.get("total_ms"):
+            self._latency[(self._counts.get("total_ms", 0)) % self.LATENCY_WINDOW] = row["total_ms"]
+            self._counts["total_ms"] = self._counts.get("total_ms", 0) + 1
+
+    def _append(self, row: dict) -> None:
+        if self._log is None:  # columns of the first row, plus the flags a later row may carry
+            fields = list(row) + [k for k in ("nonfinite_pixels",) if k not in row]
+            handle = open(self.folder / "metrics.csv", "w", newline="")
+            self._log = (handle, csv.DictWriter(handle, fieldnames=fields, restval="", extrasaction="ignore"))
+            self._log[1].writeheader()
+        self._log[1].writerow(row)
+        self._log[0].flush()
 
     def reset_sequence(self) -> None:
         self._prev = None
 
+    def _latencies(self) -> np.ndarray:
+        if self.keep_rows:
+            return np.array([r["total_ms"] for r in self.rows if r.get("total_ms")], np.float64)
+        return self._latency[: min(self._counts.get("total_ms", 0), self.LATENCY_WINDOW)].astype(np.float64)
+
     def summary(self) -> dict:
-        out = summarize(self.rows) if any("mse" in r for r in self.rows) else {}
-        latency = [r["total_ms"] for r in self.rows if r.get("total_ms")]
-        if latency:
+        if self.keep_rows:
+            out = summarize(self.rows) if any("mse" in r for r in self.rows) else {}
+        else:
+            out = {k: self._sums[k] / self._counts[k] for k in self._sums} if "mse" in self._sums else {}
+        latency = self._latencies()
+        if latency.size:
             out["latency_p50_ms"] = float(np.percentile(latency, 50))
             out["latency_p95_ms"] = float(np.percentile(latency, 95))
             out["fps"] = float(1000.0 / np.mean(latency))
-        out["frames"] = len(self.rows)
+        out["frames"] = self.frames
         return out
 
     def write(self) -> None:
-        keys: list[str] = []
-        for row in self.rows:
-            keys += [k for k in row if k not in keys]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.folder / "metrics.csv", buffer.getvalue())
         info = dict(self.run_info)
         if info.get("random_weights"):
             info["warning"] = RANDOM_WEIGHTS_BANNER
-        payload = {"run": info, "summary": self.summary(), "metric_names": list(METRICS) + ["temporal"], "frames": self.rows}
+        payload = {"run": info, "summary": self.summary(), "metric_names": list(METRICS) + ["temporal"]}
+        if self.keep_rows:
+            keys: list[str] = []
+            for row in self.rows:
+                keys += [k for k in row if k not in keys]
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+            atomic_write_text(self.folder / "metrics.csv", buffer.getvalue())
+            payload["frames"] = self.rows
+        else:
+            if self._log is not None:
+                self._log[0].close()
+                self._log = None
+            payload["frames_file"] = "metrics.csv"  # one row per frame, appended as the stream ran
         atomic_write_text(self.folder / "metrics.json", json_dumps(payload))

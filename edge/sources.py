@@ -44,7 +44,8 @@ class SourceStats:
     read: int = 0
     skipped: int = 0  # missing or corrupt frames
     dropped: int = 0  # live frames overwritten before the loop took them
-    reconnects: int = 0
+    reconnects: int = 0  # times a lost camera came back
+    reconnect_attempts: int = 0
     skipped_names: list[str] = field(default_factory=list)
 
 
@@ -61,11 +62,14 @@ def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
         data = path.read_bytes()
     except OSError:
         return None
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-            return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    return image
+    return decode_image(data, path.suffix.lower() in (".jpg", ".jpeg"), flags)
+
+
+def decode_image(data: bytes, jpeg: bool, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """Encoded image bytes (a file's, a bag message's) -> image; None if truncated or undecodable."""
+    if jpeg and (not data.startswith(b"\xff\xd8") or not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")):
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
 
 
 def read_depth_png(path: Path) -> np.ndarray | None:
@@ -192,16 +196,19 @@ def gstreamer_csi(sensor: int, width: int = 1280, height: int = 720, fps: int = 
 class CameraSource:
     """A live camera: USB index, /dev/videoN, csi://N (Jetson), or any GStreamer pipeline string.
 
-    A capture thread reads continuously and keeps only the newest frame. If the camera stops delivering,
-    it is reopened up to `retries` times, `retry_delay` seconds apart; then the stream ends."""
+    A capture thread reads continuously and keeps only the newest frame. A camera that stops delivering (a
+    loose cable, a restarted driver) is reopened with exponential back-off: `retry_delay`, twice that, ...
+    up to `max_retry_delay`, at most `retries` times in a row; a camera that comes back resumes the stream
+    (counted in `stats.reconnects`), one that never does ends it with one line."""
 
     live = True
 
-    def __init__(self, spec: str, retries: int = 3, retry_delay: float = 1.0, limit: int | None = None,
-                 read_timeout: float = 5.0, pace: bool = False):
+    def __init__(self, spec: str, retries: int = 6, retry_delay: float = 0.5, limit: int | None = None,
+                 read_timeout: float = 5.0, pace: bool = False, max_retry_delay: float = 8.0):
         self.spec = spec
         self.pace = pace  # a recorded video replayed as a camera: deliver at its own frame rate
         self.retries, self.retry_delay, self.read_timeout = retries, retry_delay, read_timeout
+        self.max_retry_delay = max_retry_delay
         self.limit = limit
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)[:40] or "camera"
         self.stats = SourceStats()
@@ -210,6 +217,7 @@ class CameraSource:
         self._fresh = threading.Condition()
         self._stop = threading.Event()
         self._failed = False
+        self._reconnecting = False  # the reader is backing off: silence is expected, not a hung camera
         self.capture = self._open()
         self._thread = threading.Thread(target=self._reader, name="capture", daemon=True)
         self._thread.start()
@@ -244,28 +252,49 @@ class CameraSource:
                 self._failed = True
                 self._fresh.notify_all()
 
+    def _reconnect(self, attempt: int) -> int | None:
+        """Reopen with back-off, counting on from `attempt` (attempts since the last delivered frame, so a camera
+        that opens but never delivers still runs out of tries): the attempts used, or None to end the stream."""
+        with self._fresh:
+            self._reconnecting = True
+        if attempt == 0 and self.retries > 0:
+            notice(f"{self.spec}: the camera stopped delivering; reconnecting (up to {self.retries} tries, "
+                   f"back-off {self.retry_delay:g} s to {self.max_retry_delay:g} s)")
+        try:
+            while attempt < self.retries:
+                self.capture.release()
+                self.stats.reconnect_attempts += 1
+                if self._stop.wait(min(self.retry_delay * 2 ** attempt, self.max_retry_delay)):
+                    return None
+                attempt += 1
+                try:
+                    self.capture = self._open()
+                    return attempt
+                except UserError:
+                    continue
+            notice(f"{self.spec}: no frames after {self.retries} reconnect attempts; the stream ended")
+            return None
+        finally:
+            with self._fresh:
+                self._reconnecting = False
+                self._fresh.notify_all()
+
     def _read_loop(self) -> None:
-        failures = 0
         next_due = time.monotonic()
+        attempts = 0  # reconnect attempts since the last frame; a reconnect counts once a frame arrives
         while not self._stop.is_set():
             if self.pace:
                 next_due += 1.0 / self.fps
                 time.sleep(max(0.0, next_due - time.monotonic()))
             ok, bgr = self.capture.read()
             if not ok:
-                failures += 1
-                if failures > self.retries:
+                attempts = self._reconnect(attempts)
+                if attempts is None:
                     break
-                notice(f"{self.spec}: no frame, reopening ({failures}/{self.retries})")
-                self.capture.release()
-                time.sleep(self.retry_delay)
-                try:
-                    self.capture = self._open()
-                    self.stats.reconnects += 1
-                except UserError:
-                    continue
                 continue
-            failures = 0
+            if attempts:
+                self.stats.reconnects += 1
+                attempts = 0
             with self._fresh:
                 if self._latest is not None:
                     self.stats.dropped += 1  # the loop never saw the frame we overwrite
@@ -276,11 +305,13 @@ class CameraSource:
         index = 0
         while self.limit is None or index < self.limit:
             with self._fresh:
-                if not self._fresh.wait_for(lambda: self._latest is not None or self._failed, timeout=self.read_timeout):
-                    notice(f"{self.spec}: no frame for {self.read_timeout:.0f} s, ending the stream")
-                    return
+                ready = lambda: self._latest is not None or self._failed  # noqa: E731
+                while not self._fresh.wait_for(ready, timeout=self.read_timeout):
+                    if not self._reconnecting:
+                        notice(f"{self.spec}: no frame for {self.read_timeout:.0f} s, ending the stream")
+                        return
                 if self._latest is None:
-                    return  # the reader gave up after its retries
+                    return  # the reader gave up after its retries (and said so)
                 bgr, stamp = self._latest
                 self._latest = None
             self.stats.read += 1
@@ -293,21 +324,26 @@ class CameraSource:
 
 
 class SyntheticSource:
-    """The synthetic moving scene (known depth), generated in memory."""
+    """The synthetic moving scene (known depth), generated in memory. With `total` beyond the scene's frames it
+    sweeps back and forth (the camera reverses at each end), so a soak test can run for days on a small canvas."""
 
-    live = False
-
-    def __init__(self, scene: SyntheticScene):
+    def __init__(self, scene: SyntheticScene, total: int | None = None, live: bool = False):
         self.scene = scene
+        self.total = total or scene.frames
+        self.live = live  # True: the loop treats it as a camera (no resume), as `live` would
         self.name = f"synthetic_{scene.height}x{scene.width}"
         self.fps = 10.0
         self.stats = SourceStats()
 
     def __len__(self) -> int:
-        return self.scene.frames
+        return self.total
 
     def __iter__(self) -> Iterator[Frame]:
-        for i, (rgb, depth) in enumerate(self.scene):
+        canvases = self.scene.canvases()
+        period = max(1, 2 * (self.scene.frames - 1))
+        for i in range(self.total):
+            k = i % period
+            rgb, depth = self.scene.frame(k if k < self.scene.frames else period - k, canvases)
             self.stats.read += 1
             yield Frame(rgb, i, f"{i + 1}", i / self.fps, depth)
 

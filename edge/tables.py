@@ -44,14 +44,19 @@ def stream_table(reports, title: str) -> Table:
     for col in ("sequence", "frames", "new", "resumed", "skipped", "scene cuts", "FPS", "p50 ms", "MSE (paper)",
                 "RMSE", "AbsRel", "delta1", "temporal"):
         table.add_column(col, justify="right" if col != "sequence" else "left")
+    flagged = any(r.nonfinite or r.reconnects for r in reports)
+    if flagged:  # faults a long run met: NaN/Inf frames (written as no depth), cameras that came back
+        table.add_column("NaN/Inf frames", justify="right")
+        table.add_column("reconnects", justify="right")
     for r in reports:
         s = r.summary
 
-        def f(key, fmt="{:.3f}"):
+        def f(key, fmt="{:.3f}", s=s):
             value = s.get(key)
             return fmt.format(value) if isinstance(value, float) and value == value else "-"
 
-        table.add_row(r.name, str(s.get("frames", 0)), str(r.computed), str(r.reused), str(r.skipped),
-                      str(r.scene_cuts), f"{r.fps:.2f}", f("latency_p50_ms", "{:.0f}"), f("mse_paper"), f("rmse"),
-                      f("abs_rel"), f("delta1"), f("temporal"))
+        cells = [r.name, str(s.get("frames", 0)), str(r.computed), str(r.reused), str(r.skipped),
+                 str(r.scene_cuts), f"{r.fps:.2f}", f("latency_p50_ms", "{:.0f}"), f("mse_paper"), f("rmse"),
+                 f("abs_rel"), f("delta1"), f("temporal")]
+        table.add_row(*cells, *([str(r.nonfinite), str(r.reconnects)] if flagged else []))
     return table

@@ -1,14 +1,29 @@
-"""torch -> ONNX (three graphs) -> mixed precision -> TensorRT engines, gated, with a manifest."""
+"""torch -> ONNX (three graphs) -> mixed precision -> TensorRT engines, gated, with a manifest.
 
-from .exporter import EXPORT_FORMATS, ensure_export, export_model
-from .spec import EXPORT_BACKENDS, ExportSpec
-from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
-from .onnx import OPSET, compare_with_torch, export_graph, relative_error
-from .fp16 import convert_to_fp16, precision_summary
-from .tensorrt import build_engine, require_tensorrt
+Names load on first use (PEP 562): `smoothdino.export.tensorrt` and `.stage_precision` need no PyTorch, so
+`smoothdino build` and `calibrate` run on a Jetson's torch-free install; the graph export needs the torch extra."""
 
-__all__ = [
-    "EXPORT_FORMATS", "EXPORT_BACKENDS", "ExportSpec", "ensure_export", "export_model", "AdapterGraph", "DecoderGraph", "EncoderGraph",
-    "OPSET", "compare_with_torch", "export_graph", "relative_error", "convert_to_fp16", "precision_summary",
-    "build_engine", "require_tensorrt",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "EXPORT_FORMATS": "exporter", "ensure_export": "exporter", "export_model": "exporter",
+    "EXPORT_BACKENDS": "spec", "ExportSpec": "spec",
+    "AdapterGraph": "graphs", "DecoderGraph": "graphs", "EncoderGraph": "graphs",
+    "OPSET": "onnx", "compare_with_torch": "onnx", "export_graph": "onnx", "relative_error": "onnx",
+    "convert_to_fp16": "fp16", "precision_summary": "fp16",
+    "build_engine": "tensorrt", "build_stage_engines": "tensorrt", "require_tensorrt": "tensorrt",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

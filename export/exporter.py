@@ -42,7 +42,7 @@ from .spec import ExportSpec
 from .fp16 import convert_to_fp16
 from .stage_precision import (choose_auto_plan, export_plan, gate_tolerance_mm, is_auto, precision_text,
                               time_stage_graphs)
-from .tensorrt import build_engine
+from .tensorrt import build_stage_engines, engines_record
 
 ONNX_TOLERANCE = 1e-4
 
@@ -126,19 +126,11 @@ def _gate_pairs(ctx: ExportContext) -> list:
 
 def export_tensorrt(ctx: ExportContext) -> None:
     """Engines of the spec's TensorRT flavour; `tensorrt-rtx` builds here without a GPU."""
-    cache = ctx.out / "timing.cache"
-    flavour = _tensorrt_flavour(ctx.spec)
-    for stage in ctx.modules:
-        start = time.perf_counter()
-        files = ctx.stages[stage]
-        precision = files.precision or ctx.spec.precision  # per stage: int8 decoder beside an fp16 encoder
-        src = ctx.out / files.onnx[precision]
-        path = build_engine(src, ctx.out / f"{stage}.{precision}.engine", flavour=flavour,
-                            compute_capabilities=ctx.spec.compute_capabilities,
-                            expected_io={"inputs": files.inputs, "outputs": files.outputs},
-                            workspace_mib=ctx.spec.workspace_mib, timing_cache=cache, fp32_exact=precision == "fp32")
-        ctx.seconds[f"{stage}.engine"] = time.perf_counter() - start
-        ctx.stages[stage].engine = path.name
+    stages = {stage: ctx.stages[stage] for stage in ctx.modules}
+    precisions = {stage: files.precision or ctx.spec.precision for stage, files in stages.items()}  # per stage
+    ctx.seconds.update(build_stage_engines(ctx.out, stages, precisions, flavour=_tensorrt_flavour(ctx.spec),
+                                           compute_capabilities=ctx.spec.compute_capabilities,
+                                           workspace_mib=ctx.spec.workspace_mib))
 
 
 EXPORT_FORMATS: list[tuple[str, str, Callable[[ExportContext], None]]] = [
@@ -341,12 +333,7 @@ def _built_tensorrt(spec: ExportSpec, wanted: list[str]) -> dict | None:
     """manifest.tensorrt: the engines' flavour, version and (RTX) target compute capabilities."""
     if "tensorrt" not in wanted:
         return None
-    from smoothdino.edge.environment import tensorrt_version
-    from .tensorrt import resolve_compute_capabilities
-
-    flavour = _tensorrt_flavour(spec)
-    return {"flavour": flavour, "version": tensorrt_version(flavour),
-            "compute_capabilities": resolve_compute_capabilities(flavour, spec.compute_capabilities, spec.precision)}
+    return engines_record(_tensorrt_flavour(spec), spec.compute_capabilities, [spec.precision])
 
 
 

@@ -17,6 +17,7 @@ Importable without either flavour: `require_tensorrt()` says in one line what is
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -162,3 +163,34 @@ def build_engine(onnx_path: Path, engine_path: Path, *, flavour: str = "tensorrt
     if timing_cache:
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     return engine_path
+
+
+def build_stage_engines(folder: Path, stages: Mapping, precisions: Mapping[str, str], *, flavour: str,
+                        compute_capabilities: Iterable[str] = (), workspace_mib: int = 1024,
+                        onnx_path=None) -> dict[str, float]:
+    """An engine per stage from its ONNX graph at the stage's precision (`stages`: stage -> StageFiles, whose
+    `engine` is set), each checked against the stage's recorded I/O. Used by `export` and by `build` (engines
+    from a copied ONNX export, on the target, without PyTorch). Returns build seconds per stage."""
+    folder = Path(folder)
+    seconds = {}
+    for stage, files in stages.items():
+        precision = precisions[stage]
+        src = onnx_path(stage, precision) if onnx_path else folder / files.onnx[precision]
+        start = time.perf_counter()
+        path = build_engine(src, folder / f"{stage}.{precision}.engine", flavour=flavour,
+                            compute_capabilities=compute_capabilities,
+                            expected_io={"inputs": files.inputs, "outputs": files.outputs},
+                            workspace_mib=workspace_mib, timing_cache=folder / "timing.cache",
+                            fp32_exact=precision == "fp32")
+        seconds[f"{stage}.engine"] = time.perf_counter() - start
+        files.engine = path.name
+    return seconds
+
+
+def engines_record(flavour: str, compute_capabilities: Iterable[str], precisions: Iterable[str]) -> dict:
+    """manifest.tensorrt: the engines' flavour, version and (RTX) target compute capabilities."""
+    from smoothdino.edge.environment import tensorrt_version
+
+    precision = "fp32" if "fp32" in set(precisions) else "fp16"  # an FP32 stage leaves Turing out (NO_FP32_GEMM)
+    return {"flavour": flavour, "version": tensorrt_version(flavour),
+            "compute_capabilities": resolve_compute_capabilities(flavour, compute_capabilities, precision)}

@@ -10,7 +10,6 @@ loaded strictly; we never ship made-up hashes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import urllib.error
@@ -25,7 +24,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.paths import weights_cache_dir as weights_cache
 
 from .archs import ARCHS
-from smoothdino.core.files import atomic_write_text
+from smoothdino.core.files import atomic_write_text, sha256_of
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
 
@@ -71,14 +70,6 @@ def find_local(f: OfficialFile, weights_dir: Path | None = None) -> Path | None:
         if (folder / f.name).is_file():
             return folder / f.name
     return None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- strict loading -------------------------------------------------------------------------------

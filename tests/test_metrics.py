@@ -89,3 +89,34 @@ def test_summarize_skips_frames_without_ground_truth():
     out = summarize(rows, keys=("mse", "temporal", "rmse"))
     assert out["mse"] == pytest.approx(2.0) and out["temporal"] == pytest.approx(0.5)
     assert math.isnan(out["rmse"])
+
+
+def test_live_metrics_stay_flat_and_agree_with_the_recorded_path(tmp_path):
+    """A live stream's MetricsSink keeps no rows (days of frames) yet reports what the recorded path reports."""
+    import csv
+    import json
+
+    from smoothdino.edge.sinks import MetricsSink
+
+    rng = np.random.default_rng(3)
+    recorded = MetricsSink(tmp_path / "recorded", {})
+    live = MetricsSink(tmp_path / "live", {}, keep_rows=False)
+    gt = rng.uniform(0.5, 8.0, (12, 16)).astype(np.float32)
+    for i in range(300):
+        depth = gt + rng.normal(0, 0.2, gt.shape).astype(np.float32)
+        timings = {"total": float(rng.uniform(0.01, 0.05)), "encoder": 0.01}
+        extra = {"nonfinite_pixels": 3} if i == 7 else {}
+        for sink in (recorded, live):
+            sink.add(str(i), depth, gt, timings, **extra)
+    assert live.rows == [] and len(recorded.rows) == 300
+    a, b = recorded.summary(), live.summary()
+    assert a.keys() == b.keys() and b["frames"] == 300
+    for key in a:
+        assert b[key] == pytest.approx(a[key], rel=1e-6), key
+    live.write()
+    with open(tmp_path / "live" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 300 and rows[7]["nonfinite_pixels"] == "3" and rows[8]["nonfinite_pixels"] == ""
+    assert float(rows[5]["mse"]) == pytest.approx(recorded.rows[5]["mse"])
+    payload = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert payload["frames_file"] == "metrics.csv" and payload["summary"]["frames"] == 300

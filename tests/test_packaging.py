@@ -12,9 +12,12 @@ from pathlib import Path
 from .conftest import ROOT
 
 
-def _build_wheel(tmp_path: Path) -> Path:
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel a user would get, built from a copy of the tree (files git tracks or would track), so the
+    build never writes into the checkout."""
     src = tmp_path / "src"
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
     for name in tracked + ["__init__.py"]:
         if (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
@@ -26,7 +29,7 @@ def _build_wheel(tmp_path: Path) -> Path:
 
 
 def test_wheel_has_one_top_level_name(tmp_path):
-    wheel = _build_wheel(tmp_path)
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"smoothdino"}, top

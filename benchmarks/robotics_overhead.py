@@ -1,0 +1,250 @@
+"""What the robot outputs cost a frame: the ROS 2 bag sink (32FC1 depth + CameraInfo + PointCloud2), the PLY
+sink and the Foxglove WebSocket sink (one loopback viewer subscribed to every channel), against the plain run.
+
+    python -m smoothdino.benchmarks.robotics_overhead --sizes 70x98,480x640 --frames 12
+
+Two measurements per frame size, on synthetic moving frames:
+- sink cost: each sink's own time per frame, called as the loop calls it. The bag and PLY sinks run on the
+  loop's thread; the Foxglove sink's loop-side cost is `write` (a mailbox), its building/logging runs on its
+  publisher thread and is reported separately.
+- in the loop: run_stream per-frame wall time, plain and with each sink, on an export at that size (made
+  here with random weights unless --engines SIZE=FOLDER is given; --no-pipeline skips it).
+Results: <out>/robotics_overhead.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import struct
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from smoothdino.core.images import parse_size
+from smoothdino.edge.bags import BagSink
+from smoothdino.edge.foxglove_live import TOPICS, FoxgloveSink
+from smoothdino.edge.intrinsics import NYU_KINECT, IntrinsicsChoice
+from smoothdino.edge.pointcloud import PlySink
+from smoothdino.edge.sinks import atomic_write_text, json_dumps
+from smoothdino.edge.sources import Frame, SyntheticSource
+from smoothdino.edge.synthetic import SyntheticScene
+
+from .report import markdown_table
+from .runners import percentiles
+
+MESSAGE_DATA = 0x01  # Foxglove WebSocket protocol: binary opcode of a message on a subscription
+
+
+class LoopbackViewer:
+    """A Foxglove-protocol client on loopback, as the Foxglove app behaves on connect: read the advertised
+    channels, subscribe to every one. `receive` collects messages; `drain` reads in a thread, like a live
+    viewer. Needs `websockets` (the dev extra)."""
+
+    def __init__(self, port: int, wait: float = 60.0, channels: int = len(TOPICS)):
+        from websockets.sync.client import connect
+
+        deadline = time.monotonic() + wait
+        self._stack = contextlib.ExitStack()
+        while True:
+            try:
+                self.ws = self._stack.enter_context(connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"],
+                                                            open_timeout=2, close_timeout=1, max_size=None))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.channels: dict[int, dict] = {}
+        while len(self.channels) < channels:
+            message = json.loads(self.ws.recv(timeout=10))
+            if message["op"] == "advertise":
+                self.channels.update({c["id"]: c for c in message["channels"]})
+        self.ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": cid, "channelId": cid} for cid in self.channels]}))
+        self.received = 0
+        self._thread: threading.Thread | None = None
+
+    def receive(self, until: float) -> list[tuple[str, bytes]]:
+        """(topic, payload) of every message until `until` (time.monotonic) or the server goes away."""
+        got = []
+        while time.monotonic() < until:
+            try:
+                data = self.ws.recv(timeout=None if until == float("inf") else max(0.01, until - time.monotonic()))
+            except Exception:  # noqa: BLE001 - a timeout, or the stream ended and the server closed
+                break
+            if isinstance(data, bytes) and data[0] == MESSAGE_DATA:
+                (subscription,) = struct.unpack_from("<I", data, 1)
+                got.append((self.channels[subscription]["topic"], data[13:]))  # opcode, subscription, log time
+                self.received += 1
+        return got
+
+    def drain(self) -> None:
+        self._thread = threading.Thread(target=lambda: self.receive(float("inf")), daemon=True)
+        self._thread.start()
+
+    def decoder(self, topic: str):
+        """The protobuf class the server advertised for a topic (its schema is a FileDescriptorSet)."""
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        channel = next(c for c in self.channels.values() if c["topic"] == topic)
+        pending = list(descriptor_pb2.FileDescriptorSet.FromString(base64.b64decode(channel["schema"])).file)
+        pool = descriptor_pool.DescriptorPool()
+        while pending:  # dependencies first, whatever order the set lists them in
+            for f in list(pending):
+                try:
+                    pool.Add(f)
+                    pending.remove(f)
+                except TypeError:
+                    continue
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(channel["schemaName"]))
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _viewer_or_recording(folder: Path):
+    """A reading loopback viewer when websockets is installed, else an MCAP recording (either makes every
+    channel live, so the sink builds and logs everything)."""
+    try:
+        import websockets  # noqa: F401
+    except ModuleNotFoundError:
+        return FoxgloveSink(None, folder / "run.mcap"), None
+    sink = FoxgloveSink(("127.0.0.1", 0))
+    viewer = LoopbackViewer(sink.port)
+    viewer.drain()
+    return sink, viewer
+
+
+def sink_costs(size: tuple[int, int], count: int, cloud_stride: int) -> dict:
+    """Seconds per frame each sink takes, called as run_stream calls it."""
+    h, w = size
+    frames = [Frame(rgb, i, f"{i:06d}", i / 10, meta={"intrinsics": NYU_KINECT.scaled(h, w), "frame_id": "camera",
+                                                      "stamp_ns": 1_700_000_000_000_000_000 + i * 100_000_000})
+              for i, (rgb, _) in enumerate(SyntheticScene(h, w, count))]
+    depths = [d.astype(np.float32) for _, d in SyntheticScene(h, w, count)]
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, make in ((f"bag sink (depth, CameraInfo, PointCloud2 1/{cloud_stride}^2)",
+                            lambda: BagSink(folder / "bag", "/camera", IntrinsicsChoice(), cloud_stride)),
+                           (f"PLY sink (1/{cloud_stride}^2)", lambda: PlySink(folder / "ply", IntrinsicsChoice(), cloud_stride))):
+            sink = make()
+            times = []
+            for frame, depth in zip(frames, depths):
+                start = time.perf_counter()
+                sink.write(frame, depth, None, None)
+                times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            sink.close()
+            rows[name] = {"per_frame": percentiles(times), "close_ms": (time.perf_counter() - start) * 1000.0}
+        sink, viewer = _viewer_or_recording(folder)
+        sink.cloud_stride = cloud_stride
+        times = []
+        for frame, depth in zip(frames, depths):
+            start = time.perf_counter()
+            sink.write(frame, depth, None, None)
+            times.append(time.perf_counter() - start)
+            time.sleep(0.05)  # leave the publisher time for each frame, as a real loop's inference would
+        sink.close()
+        who = "1 loopback viewer" if viewer else "MCAP recording"
+        rows[f"Foxglove sink, loop thread ({who})"] = {"per_frame": percentiles(times)}
+        rows[f"Foxglove sink, publisher thread ({who})"] = {
+            "per_frame": {"p50_ms": 1000.0 * sink.publish_seconds / max(sink.published, 1)},
+            "published": sink.published, "dropped": sink.dropped}
+        if viewer:
+            rows[f"Foxglove sink, publisher thread ({who})"]["messages_received"] = viewer.received
+            viewer.close()
+    return rows
+
+
+def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: int) -> dict:
+    """run_stream wall time per frame: plain, + bag sink, + Foxglove sink with a viewer, plain again."""
+    from smoothdino.edge.loop import StreamOutputs, run_stream
+    from smoothdino.edge.pipeline import DepthPipeline
+
+    h, w = size
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp, DepthPipeline.from_folder(engines, backend="auto") as pipeline:
+        folder = Path(tmp)
+        description = pipeline.description
+        for name in ("plain", "bag sink", "Foxglove sink + viewer", "plain (again)"):
+            viewer = None
+            if name == "bag sink":
+                sinks = [BagSink(folder / f"bag{len(rows)}", "/camera", IntrinsicsChoice(), cloud_stride)]
+            elif name.startswith("Foxglove"):
+                fox, viewer = _viewer_or_recording(folder)
+                fox.cloud_stride = cloud_stride
+                sinks = [fox]
+            else:
+                sinks = []
+            source = SyntheticSource(SyntheticScene(h, w, count))
+            report = run_stream(pipeline, source, StreamOutputs(sinks=sinks))
+            rows[name] = {"per_frame_ms": 1000.0 * report.wall_seconds / max(report.computed, 1), "frames": report.computed}
+            if viewer:
+                viewer.close()
+    plain = (rows["plain"]["per_frame_ms"] + rows["plain (again)"]["per_frame_ms"]) / 2
+    for row in rows.values():
+        row["overhead_ms"] = row["per_frame_ms"] - plain
+    return {"pipeline": description, "rows": rows}
+
+
+def _export(size: tuple[int, int], out: Path) -> Path:
+    from smoothdino.export import ExportSpec, export_model
+
+    engines = out / f"engines-{size[0]}x{size[1]}-random"
+    if not (engines / "manifest.json").is_file():
+        export_model(ExportSpec(size=size, precision="fp32", backend="onnx", random_weights=True, calibration_frames=2,
+                                force=True), engines)
+    return engines
+
+
+def markdown(result: dict) -> str:
+    lines = ["# robot outputs: per-frame cost", "",
+             (f"Synthetic moving frames, point clouds every {result['cloud_stride']}th pixel each way; random weights "
+              "(the depth values do not matter for the cost)."), ""]
+    for size, entry in result["sizes"].items():
+        lines += [f"## {size}", "", "Sink cost (ms per frame):", ""]
+        lines += markdown_table(["sink", "p50", "p95", "notes"], [
+            [name, f"{r['per_frame']['p50_ms']:.2f}", f"{r['per_frame']['p95_ms']:.2f}" if "p95_ms" in r["per_frame"] else "-",
+             ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if k != "per_frame")]
+            for name, r in entry["sinks"].items()])
+        if "loop" in entry:
+            lines += ["", f"In the loop ({entry['loop']['pipeline']}), ms per frame:", ""]
+            lines += markdown_table(["run", "per frame", "overhead vs plain", "frames"], [
+                [name, f"{r['per_frame_ms']:.1f}", f"{r['overhead_ms']:+.1f}", r["frames"]]
+                for name, r in entry["loop"]["rows"].items()])
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="70x98,480x640")
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--loop-frames", type=int, default=6, help="frames per run_stream variant")
+    p.add_argument("--cloud-stride", type=int, default=4)
+    p.add_argument("--engines", action="append", default=[], help="SIZE=FOLDER, an export at that size (repeat)")
+    p.add_argument("--no-pipeline", action="store_true", help="sink costs only")
+    p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    given = {parse_size(k): Path(v) for k, v in (e.split("=", 1) for e in a.engines)}
+    result = {"cloud_stride": a.cloud_stride, "random_weights": True, "sizes": {}}
+    for text in a.sizes.split(","):
+        size = parse_size(text)
+        entry = {"sinks": sink_costs(size, a.frames, a.cloud_stride)}
+        if not a.no_pipeline:
+            engines = given.get(size) or _export(size, a.out)
+            entry["loop"] = loop_costs(size, engines, a.loop_frames, a.cloud_stride)
+        result["sizes"][text] = entry
+        atomic_write_text(a.out / "robotics_overhead.json", json_dumps(result))
+    atomic_write_text(a.out / "robotics_overhead.md", markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

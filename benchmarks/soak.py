@@ -1,0 +1,158 @@
+"""Soak: `python -m smoothdino.benchmarks.soak --frames 10000 --size 112x154 --out DIR`.
+
+Drives the live loop (`edge.loop.run_stream`, as `smoothdino live --out` does) on the synthetic moving scene
+swept back and forth, with random weights and an export made on the fly, writing every depth PNG and the
+metrics. Every 50 frames it samples the process's resident memory and open file descriptors; per 500-frame
+window it keeps latency p50/p99. `DIR/soak.json` holds all of it; the goals (RSS growth after warm-up
+<= 16 MiB, constant descriptors, no frame lost) are checked at the end and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_EVERY = 50
+WINDOW = 500
+RSS_GROWTH_GOAL_MIB = 16.0
+
+
+def rss_mib() -> float:
+    """Resident set size now (VmRSS), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class SoakProbe:
+    """A FrameSink (edge.loop) that samples memory, descriptors and latency as frames go by."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.frames = 0
+        self.rss: list[list[float]] = []
+        self.fds: list[list[int]] = []
+        self.windows: list[dict] = []
+        self._latency: list[float] = []
+        self._window_start = 0
+
+    def write(self, frame, depth, result, canvas) -> None:
+        self.frames += 1
+        if result is not None:
+            self._latency.append(result.timings["total"] * 1000.0)
+        if self.frames % SAMPLE_EVERY == 0 or self.frames in (1, self.total):  # in the loop, files open
+            self.rss.append([self.frames, round(rss_mib(), 2)])
+            self.fds.append([self.frames, open_descriptors()])
+        if self.frames % WINDOW == 0:
+            self._close_window()
+
+    def _close_window(self) -> None:
+        if self._latency:
+            lat = np.asarray(self._latency)
+            self.windows.append({"frames": [self._window_start + 1, self.frames], "p50_ms": round(float(np.percentile(lat, 50)), 2),
+                                 "p99_ms": round(float(np.percentile(lat, 99)), 2)})
+        self._latency, self._window_start = [], self.frames
+
+    def close(self) -> None:
+        if self.frames > self._window_start:
+            self._close_window()
+
+
+def verdict(result: dict, warmup: int) -> dict:
+    after = [mib for frame, mib in result["rss_mib"] if frame >= warmup] or [result["rss_mib"][-1][1]]
+    fds_after = [n for frame, n in result["open_fds"] if frame >= warmup] or [result["open_fds"][-1][1]]
+    windows = result["latency_windows"]
+    return {
+        "warmup_frames": warmup,
+        "rss_after_warmup_mib": after[0],
+        "rss_end_mib": result["rss_mib"][-1][1],
+        "rss_growth_mib": round(max(after) - after[0], 2),
+        "rss_growth_ok": max(after) - after[0] <= RSS_GROWTH_GOAL_MIB,
+        "fds_min_max": [min(fds_after), max(fds_after)],
+        "fds_constant": min(fds_after) == max(fds_after),
+        "no_frame_lost": result["frames_written"] == result["frames"] and not result["errors"],
+        "latency_p50_first_last_ms": [windows[0]["p50_ms"], windows[-1]["p50_ms"]] if windows else None,
+    }
+
+
+def main(argv=None) -> dict:
+    from smoothdino.core.console import console, random_weights_notice
+    from smoothdino.core.images import parse_size
+    from smoothdino.edge.loop import StreamOutputs, run_stream
+    from smoothdino.edge.pipeline import DepthPipeline
+    from smoothdino.edge.sinks import atomic_write_text, json_dumps
+    from smoothdino.edge.sources import SyntheticSource
+    from smoothdino.edge.synthetic import SyntheticScene
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=10000)
+    ap.add_argument("--size", default="112x154", help="frame and export size HEIGHTxWIDTH")
+    ap.add_argument("--out", type=Path, default=Path("out/soak"))
+    ap.add_argument("--precision", default="fp16")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=500, help="frames before the RSS baseline")
+    ap.add_argument("--engines", type=Path, default=None, help="an existing export of --size (default: export one)")
+    args = ap.parse_args(argv)
+    size = parse_size(args.size)
+
+    random_weights_notice()
+    engines = args.engines or args.out / "engines"
+    if args.engines is None:
+        from smoothdino.export import ExportSpec, ensure_export
+
+        spec = ExportSpec(arch="vits14", adapter="temporal", size=size, precision=args.precision,
+                          backend="onnxruntime", random_weights=True, calibration_frames=2)
+        ensure_export(spec, engines, progress=lambda msg: None)
+    probe = SoakProbe(args.frames)
+    errors: list[str] = []
+    source = SyntheticSource(SyntheticScene(*size, frames=120), total=args.frames, live=True)
+    start = time.perf_counter()
+    with DepthPipeline.from_folder(engines, backend="onnxruntime", threads=args.threads) as pipeline:
+        try:
+            report = run_stream(pipeline, source, StreamOutputs(folder=args.out / "run", resume=False, sinks=[probe]),
+                                run_info={"pipeline": pipeline.description, "random_weights": True})
+        except Exception as err:  # noqa: BLE001 - a soak records what broke instead of dying
+            errors.append(f"{type(err).__name__}: {err}")
+            report = None
+    result = {
+        "frames": args.frames,
+        "frames_computed": report.computed if report else probe.frames,
+        "frames_written": len(list((args.out / "run" / "depth").glob("*.png"))),
+        "size": list(size),
+        "precision": args.precision,
+        "backend": "onnxruntime",
+        "random_weights": True,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "rss_mib": probe.rss,
+        "open_fds": probe.fds,
+        "latency_windows": probe.windows,
+        "errors": errors + ([f"{report.nonfinite} frames with NaN/Inf depth"] if report and report.nonfinite else []),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "load_average": list(os.getloadavg())},
+    }
+    result["verdict"] = verdict(result, args.warmup)
+    atomic_write_text(args.out / "soak.json", json_dumps(result))
+    v = result["verdict"]
+    console.print(f"soak: {result['frames_written']}/{args.frames} frames written in {result['wall_seconds']} s; "
+                  f"RSS {v['rss_after_warmup_mib']} -> {v['rss_end_mib']} MiB after {args.warmup} warm-up frames "
+                  f"(growth {v['rss_growth_mib']} MiB, goal <= {RSS_GROWTH_GOAL_MIB:g}: "
+                  f"{'ok' if v['rss_growth_ok'] else 'MISSED'}); descriptors {v['fds_min_max']} "
+                  f"({'constant' if v['fds_constant'] else 'CHANGING'}); latency p50 first/last window "
+                  f"{v['latency_p50_first_last_ms']} ms; errors {len(result['errors'])} -> {args.out / 'soak.json'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""A live view for a robot without a screen: the frames, depth, point cloud and latency served over Foxglove's
+WebSocket protocol (Foxglove, or anything that speaks it), and/or recorded to MCAP, with `foxglove-sdk`.
+
+The depth loop never waits for a viewer: `write` only leaves the newest frame in a one-frame mailbox (an
+unpublished frame it replaces is counted as dropped), a publisher thread encodes and logs it, and the SDK's
+server keeps a short per-client backlog that drops its oldest messages when a client reads too slowly.
+A channel nobody subscribed to (and no recording) costs nothing: its message is not even built."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, notice
+from smoothdino.core.errors import UserError
+from smoothdino.core.extras import missing_extra
+from smoothdino.core.files import atomic_path
+
+from .bags import depth_32fc1
+from .intrinsics import IntrinsicsChoice
+from .pointcloud import FOXGLOVE_FIELDS, POINT_STEP, depth_to_points
+from .sinks import colorize
+from .sources import Frame
+
+DEFAULT_HOST = "127.0.0.1"  # loopback unless asked: a robot's Wi-Fi is not a place for an open port
+STOP_WAIT_S = 2.0
+DEFAULT_BACKLOG = 8  # messages per client the server buffers before it drops the oldest
+TOPICS = {"rgb": "/camera/rgb/compressed", "depth_colour": "/depth/colour/compressed", "depth": "/depth/raw",
+          "calibration": "/depth/calibration", "points": "/depth/points", "latency": "/smoothdino/latency"}
+LATENCY_SCHEMA = {"title": "smoothdino.Latency", "type": "object", "properties": {
+    "frame": {"type": "string"}, **{f"{k}_ms": {"type": "number"} for k in ("encoder", "adapter", "decoder", "motion", "total")},
+    "fps": {"type": "number"}, "dropped_publishes": {"type": "integer"}, "warning": {"type": "string"}}}
+
+
+def _foxglove():
+    try:
+        import foxglove
+        from foxglove import channels, messages
+    except ModuleNotFoundError as err:
+        raise missing_extra(err, "the Foxglove live view") or err from None
+    return foxglove, channels, messages
+
+
+def parse_address(text: str, option: str = "--foxglove") -> tuple[str, int]:
+    """'[HOST:]PORT' -> (host, port); the host is 127.0.0.1 unless given ('0.0.0.0:8765' serves every interface)."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"{option} {text!r}: give [HOST:]PORT, e.g. 8765 (loopback only) or 0.0.0.0:8765 "
+                        "(every interface)") from None
+    return host.strip("[]") or DEFAULT_HOST, number
+
+
+class FoxgloveSink:
+    """A FrameSink: serve (address) and/or record (an .mcap path) the same channels. Channels, with the
+    frame's header stamp and frame_id (a bag's, else now and 'camera'): the RGB frame and the coloured depth
+    as JPEG, the raw depth as 32FC1 metres, the camera calibration, a coloured point cloud (every
+    `cloud_stride`-th pixel) and per-stage latency as JSON."""
+
+    def __init__(self, address: tuple[str, int] | None = None, record: Path | None = None, *,
+                 intrinsics: IntrinsicsChoice | None = None, cloud_stride: int = 4, random_weights: bool = False,
+                 backlog: int = DEFAULT_BACKLOG, jpeg_quality: int = 85):
+        foxglove, channels, self.messages = _foxglove()
+        self.intrinsics = intrinsics or IntrinsicsChoice()
+        self.cloud_stride = max(1, int(cloud_stride))
+        self.warning = RANDOM_WEIGHTS_BANNER if random_weights else None
+        self.jpeg_quality = jpeg_quality
+        self.context = foxglove.Context()
+        meta = {"warning": self.warning} if self.warning else None
+        self.channels = {
+            "rgb": channels.CompressedImageChannel(TOPICS["rgb"], context=self.context, metadata=meta),
+            "depth_colour": channels.CompressedImageChannel(TOPICS["depth_colour"], context=self.context, metadata=meta),
+            "depth": channels.RawImageChannel(TOPICS["depth"], context=self.context, metadata=meta),
+            "calibration": channels.CameraCalibrationChannel(TOPICS["calibration"], context=self.context),
+            "points": channels.PointCloudChannel(TOPICS["points"], context=self.context, metadata=meta),
+            "latency": foxglove.Channel(TOPICS["latency"], schema=LATENCY_SCHEMA, context=self.context),
+        }
+        self.server = None
+        self.url = None
+        self._recording = contextlib.ExitStack()
+        self.mcap = None
+        self.record = Path(record) if record else None
+        try:
+            if address is not None:
+                host, port = address
+                try:
+                    self.server = foxglove.start_server(name="smoothdino", host=host, port=port, context=self.context,
+                                                        message_backlog_size=max(1, backlog))
+                except RuntimeError as err:
+                    why = str(err).replace("FoxgloveError: ", "")
+                    raise UserError(f"--foxglove {host}:{port}: cannot serve ({why}); choose another port "
+                                    "or host") from None
+                self.url = f"ws://{host}:{self.server.port}"
+            if self.record is not None:
+                self.record.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self._recording.enter_context(atomic_path(self.record))  # moved into place on close
+                self.mcap = foxglove.open_mcap(tmp, allow_overwrite=True, context=self.context)
+        except BaseException:
+            self._stop_outputs()
+            raise
+        self.published = 0
+        self.dropped = 0  # frames replaced in the mailbox before the publisher took them
+        self.publish_seconds = 0.0
+        self._mailbox: tuple | None = None
+        self._wake = threading.Condition()
+        self._closing = False
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._publisher, name="foxglove-publisher", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port if self.server is not None else None
+
+    def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
+        timings = dict(result.timings) if result is not None else {}
+        with self._wake:
+            if self._mailbox is not None:
+                self.dropped += 1
+            self._mailbox = (frame, depth, timings)
+            self._wake.notify()
+
+    def _publisher(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._mailbox is not None or self._closing)
+                item, self._mailbox = self._mailbox, None
+            if item is None:
+                return  # closing, and nothing left to send
+            start = time.perf_counter()
+            try:
+                self.publish(*item)
+            except Exception as err:  # noqa: BLE001 - a viewer problem must never end the depth loop
+                if self._error is None:
+                    self._error = f"{type(err).__name__}: {err}"
+                    notice(f"foxglove: publishing failed ({self._error}); the depth loop goes on")
+            self.publish_seconds += time.perf_counter() - start
+            self.published += 1
+
+    def _jpeg(self, bgr: np.ndarray) -> bytes:
+        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        return data.tobytes() if ok else b""
+
+    def publish(self, frame: Frame, depth: np.ndarray, timings: dict) -> None:
+        """Build and log every channel that has a subscriber or a recording (called on the publisher thread)."""
+        m = self.messages
+        ch = self.channels
+        stamp_ns = int(frame.meta["stamp_ns"]) if "stamp_ns" in frame.meta else time.time_ns()
+        stamp = m.Timestamp(stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000)
+        frame_id = frame.meta.get("frame_id") or "camera"
+        height, width = depth.shape[:2]
+        if ch["rgb"].has_sinks():
+            ch["rgb"].log(m.CompressedImage(timestamp=stamp, frame_id=frame_id, format="jpeg",
+                                            data=self._jpeg(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))))
+        if ch["depth_colour"].has_sinks():
+            ch["depth_colour"].log(m.CompressedImage(timestamp=stamp, frame_id=frame_id, format="jpeg",
+                                                     data=self._jpeg(colorize(depth))))
+        if ch["depth"].has_sinks():
+            metres = depth_32fc1(depth)
+            ch["depth"].log(m.RawImage(timestamp=stamp, frame_id=frame_id, width=width, height=height,
+                                       encoding="32FC1", step=width * 4, data=metres.tobytes()))
+        k = self.intrinsics.for_frame(frame.meta, height, width)
+        if ch["calibration"].has_sinks():
+            ch["calibration"].log(m.CameraCalibration(timestamp=stamp, frame_id=frame_id, width=width, height=height,
+                                                      distortion_model="plumb_bob", D=[0.0] * 5, K=k.k,
+                                                      R=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], P=k.p))
+        if ch["points"].has_sinks():
+            rgb = frame.rgb if frame.rgb.shape[:2] == (height, width) else None
+            cloud = depth_to_points(depth, k, self.cloud_stride, rgb)
+            kinds = m.PackedElementFieldNumericType
+            fields = [m.PackedElementField(name=n, offset=o, type=getattr(kinds, t)) for n, o, t in FOXGLOVE_FIELDS]
+            pose = m.Pose(position=m.Vector3(x=0.0, y=0.0, z=0.0), orientation=m.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0))
+            ch["points"].log(m.PointCloud(timestamp=stamp, frame_id=frame_id, pose=pose, point_stride=POINT_STEP,
+                                          fields=fields, data=cloud.packed(alpha=255).tobytes()))
+        if ch["latency"].has_sinks():
+            row = {"frame": frame.name, **{f"{k}_ms": v * 1000.0 for k, v in timings.items()},
+                   "dropped_publishes": self.dropped}
+            if timings.get("total"):
+                row["fps"] = 1.0 / timings["total"]
+            if self.warning:
+                row["warning"] = self.warning
+            ch["latency"].log(row)
+
+    def _stop_outputs(self) -> None:
+        try:
+            if self.mcap is not None:
+                self.mcap.close()
+            self._recording.close()  # the recording appears under its name only now, complete
+        finally:
+            if self.server is not None:
+                server, self.server = self.server, None
+                # stop() waits for every client's close handshake, which a viewer that stopped reading never
+                # completes: give it a moment, then leave it to a daemon thread rather than hang the exit
+                stopper = threading.Thread(target=server.stop, name="foxglove-stop", daemon=True)
+                stopper.start()
+                stopper.join(timeout=STOP_WAIT_S)
+                if stopper.is_alive():
+                    notice(f"foxglove: a viewer did not answer the close within {STOP_WAIT_S:g} s; not waiting for it")
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout=10.0)  # publishes the last frame left in the mailbox
+        self._stop_outputs()

@@ -1,0 +1,93 @@
+"""The run-time install stays torch-free: the project's wheel goes into a fresh venv without torch (packages
+from the registry only), processes frames from an existing export exactly as the full install does, and the
+commands that need torch say in one line which extra to install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import venv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+
+from .conftest import SMALL
+from .test_packaging import build_wheel
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory) -> Path:
+    """A fresh venv with only `pip install smoothdino-edge` (the wheel) in it."""
+    root = tmp_path_factory.mktemp("runtime")
+    wheel = build_wheel(root)
+    env_dir = root / "venv"
+    venv.create(env_dir, with_pip=True)
+    done = subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                           str(wheel)], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        pytest.fail("pip install of the wheel into a fresh venv failed: " + " | ".join(tail))
+    return env_dir
+
+
+def _run(env_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["COLUMNS"] = "200"
+    return subprocess.run([str(env_dir / "bin" / "smoothdino"), *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def test_fresh_venv_has_no_torch(runtime_venv, tmp_path):
+    python = str(runtime_venv / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import importlib.util as u, smoothdino.edge, smoothdino.cli, sys; "
+                            "print(u.find_spec('torch') is None, 'torch' in sys.modules, smoothdino.edge.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert probe.returncode == 0, probe.stderr
+    no_torch, imported, where = probe.stdout.split()
+    assert (no_torch, imported) == ("True", "False")
+    assert str(runtime_venv) in where  # the installed copy, not the checkout
+
+
+def test_runtime_processes_an_existing_export_like_the_full_install(runtime_venv, small_export, tmp_path):
+    sequence = write_sequence(tmp_path / "seq" / "moving", SyntheticScene(*SMALL, frames=5))
+    done = _run(runtime_venv, "process", str(sequence), "--engines", str(small_export), "--out", str(tmp_path / "lean"),
+                "--backend", "onnxruntime", "--no-video", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "RANDOM WEIGHTS" in done.stderr  # the export was made with random weights: the lean run says so too
+
+    from smoothdino.cli import app
+    from typer.testing import CliRunner
+
+    full = CliRunner().invoke(app, ["process", str(sequence), "--engines", str(small_export), "--out",
+                                    str(tmp_path / "full"), "--backend", "onnxruntime", "--no-video"])
+    assert full.exit_code == 0, full.output
+    lean = sorted((tmp_path / "lean" / "moving" / "depth").glob("*.png"))
+    assert [p.name for p in lean] == [f"{i}.png" for i in range(1, 6)]
+    for path in lean:
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
+        b = cv2.imread(str(tmp_path / "full" / "moving" / "depth" / path.name), cv2.IMREAD_UNCHANGED).astype(np.int32)
+        # the venvs may hold different ONNX Runtime releases: equal within 1 mm
+        assert a.shape == SMALL and a.min() > 0 and np.abs(a - b).max() <= 1, path.name
+    assert (tmp_path / "lean" / "moving" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("args, names", [
+    (["export", "--random-weights", "--size", "70x98", "--out", "x"], "smoothdino export"),
+    (["train", ".", "--random-weights", "--out", "runs"], "smoothdino train"),
+    (["process", "{seq}", "--random-weights", "--out", "out"], "--engines DIR"),
+])
+def test_commands_that_need_torch_name_the_extra(runtime_venv, tmp_path_factory, args, names):
+    sequence = write_sequence(tmp_path_factory.mktemp("seq") / "moving", SyntheticScene(*SMALL, frames=2))
+    tmp_path = tmp_path_factory.mktemp("cwd")
+    done = _run(runtime_venv, *[a.replace("{seq}", str(sequence)) for a in args], cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert names in lines[0] and "'torch' extra" in lines[0] and "smoothdino-edge[torch]" in lines[0]
+    assert not list(tmp_path.iterdir())  # nothing written
