@@ -12,11 +12,13 @@ Outputs: results.json (everything, with versions, device, threads, load average)
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,10 +89,8 @@ class Runner:
 def _open_runner(spec: BenchSpec, config: Config, backend: str, precision: str, size, calibration) -> Runner:
     before = device_used_mib()
     if backend == "torch":
-        import torch
         from smoothdino.models import TorchPipeline
 
-        torch.set_num_threads(spec.threads)
         pipeline = TorchPipeline(config.arch, config.adapter, spec.head, size, weights_dir=spec.weights_dir,
                                  adapter_weights=spec.adapter_weights, random_weights=spec.random_weights,
                                  seed=spec.seed, min_confidence=spec.min_confidence)
@@ -198,12 +198,37 @@ class BenchSink:
         self.log.close()
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int, wanted: bool) -> Iterator[None]:
+    """PyTorch's intra-op threads pinned for the torch runner, and given back afterwards: a bench called from
+    a program (or a test session) must not leave the process's threads changed."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        wanted = False  # the torch runner reports itself unavailable
+    if not wanted:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None = None,
               say: Callable[[str], None] | None = None) -> dict:
+    spec.threads = spec.threads or physical_cores()
+    with torch_threads(spec.threads, "torch" in spec.backends):
+        return _run_bench(spec, progress, say)
+
+
+def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
+               say: Callable[[str], None] | None) -> dict:
     say = say or (lambda msg: console.print(msg))
     spec.out = Path(spec.out)
     spec.out.mkdir(parents=True, exist_ok=True)
-    spec.threads = spec.threads or physical_cores()
     sources = _sequences(spec)
     if spec.size is None:
         first = next(f for f in (s.load(i) for s in sources for i in range(len(s))) if f is not None)

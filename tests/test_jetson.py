@@ -183,7 +183,15 @@ def test_bench_records_the_jetson(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "jetson_info", lambda: jetson_info(root))
     spec = bench.BenchSpec(data=["synthetic:28x42"], out=tmp_path / "bench", configs=["vits14"], backends=["torch"],
                            frames=1, warmup=0, threads=1, random_weights=True)
-    bench.run_bench(spec, say=lambda msg: None)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        bench.run_bench(spec, say=lambda msg: None)
+        assert torch.get_num_threads() == threads + 1  # pinned to 1 for the run, then given back
+    finally:
+        torch.set_num_threads(threads)
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert results["jetson"] == jetson_info(root)
     assert "threads" in results and "load_average_before" in results

@@ -105,8 +105,9 @@ def test_stop_and_resume_reaches_the_same_state(full_run, data_root, tmp_path):
 def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(full_run, data_root, tmp_path):
     out = tmp_path / "sigint"
     cmd = [sys.executable, "-m", "smoothdino.cli", "train", str(data_root), "--out", str(out), *ARGS]
+    # the resumed half runs in this process: the child must use as many threads, or float sums differ
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())})
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "log.jsonl").is_file() and len(_steps(out)) >= 2):
         time.sleep(0.2)
