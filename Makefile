@@ -22,7 +22,7 @@ test: install x11-for-tests
 # missing, apt-get exists and we are root; never fails the build (the test skips, saying why).
 x11-for-tests:
 	@command -v Xvfb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-		(apt-get install -y -qq xvfb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq xvfb) >/dev/null 2>&1) \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb) >/dev/null 2>&1) \
 		|| echo "note: Xvfb not installed; tests/test_window.py will skip"; } || true
 
 demo: install
