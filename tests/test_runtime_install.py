@@ -77,6 +77,19 @@ def test_runtime_processes_an_existing_export_like_the_full_install(runtime_venv
     assert (tmp_path / "lean" / "moving" / "metrics.json").is_file()
 
 
+def test_runtime_runs_inspect_on_an_existing_export(runtime_venv, small_export, tmp_path):
+    """`inspect` (issue 13) runs on the lean install too: PCA images and stability from the graphs' outputs."""
+    sequence = write_sequence(tmp_path / "seq" / "moving", SyntheticScene(*SMALL, frames=3))
+    done = _run(runtime_venv, "inspect", str(sequence), "--engines", str(small_export), "--frames", "3", "--out",
+                str(tmp_path / "inspect"), "--backend", "onnxruntime", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = tmp_path / "inspect" / "moving"
+    for sub in ("pca", "pca_fused"):
+        images = sorted((folder / sub).glob("*.png"))
+        assert len(images) == 3 and cv2.imread(str(images[0])).shape == (*SMALL, 3)
+    assert cv2.imread(str(folder / "stability.png")) is not None and (folder / "stability.json").is_file()
+
+
 @pytest.mark.parametrize("args, names", [
     (["export", "--random-weights", "--size", "70x98", "--out", "x"], "smoothdino export"),
     (["train", ".", "--random-weights", "--out", "runs"], "smoothdino train"),
