@@ -111,7 +111,7 @@ def gpu() -> dict | None:
                 return {"name": name, "compute_capability": cc, "memory_mib": int(float(mem))}
         except Exception:
             pass
-    if _is_jetson():
+    if jetson() is not None:
         return {"name": "Jetson (integrated)", "compute_capability": "unknown", "memory_mib": None}
     return None
 
@@ -122,14 +122,6 @@ def jetson() -> dict | None:
     from .jetson import jetson_info
 
     return jetson_info("/")
-
-
-def _is_jetson() -> bool:
-    try:
-        with open("/proc/device-tree/model") as fh:
-            return "jetson" in fh.read().lower()
-    except OSError:
-        return False
 
 
 def onnxruntime_providers() -> list[str]:
