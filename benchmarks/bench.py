@@ -166,17 +166,36 @@ def _sequences(spec: BenchSpec) -> list[FolderSource]:
 
 class BenchSink:
     """frames.jsonl + depth PNGs: one record per computed frame, keyed by (pipeline identity, device, sequence,
-    frame), so a resumed bench reuses only what this very model on this very device wrote."""
+    frame), so a resumed bench reuses only what this very model on this very device wrote.
+
+    Each record is one write of a whole line, flushed and fsynced, so a killed bench leaves at most a torn last
+    line: the next bench drops it (one notice; that frame is computed again). A damaged line before the end is not
+    what a kill leaves, so it is refused in one line naming it."""
 
     def __init__(self, out: Path, device: str):
         self.path, self.device = Path(out) / "frames.jsonl", device
         self.done: dict[tuple, dict] = {}
         if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    self.done[(r.get("identity"), r.get("device"), r["sequence"], r["frame"])] = r
-        self.log = open(self.path, "a")
+            self._read()
+        self.log = open(self.path, "ab", buffering=0)  # unbuffered: write() is the system call
+
+    def _read(self) -> None:
+        data = self.path.read_bytes()
+        whole = data.rfind(b"\n") + 1  # every line a finished write made ends with a newline
+        if whole < len(data):
+            with open(self.path, "r+b") as f:  # drop the torn tail, so the next record starts on a line of its own
+                f.truncate(whole)
+            notice(f"{self.path}: dropped a torn last line ({len(data) - whole} bytes, a bench stopped mid-write); "
+                   "that frame is computed again")
+        for number, line in enumerate(data[:whole].splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                self.done[(r.get("identity"), r.get("device"), r["sequence"], r["frame"])] = r
+            except (ValueError, TypeError, KeyError, AttributeError) as err:
+                raise UserError(f"{self.path}:{number}: not a frame record ({type(err).__name__}); delete that line "
+                                "(its frame is computed again) or the whole file") from None
 
     def key(self, runner: Runner, sequence: str, frame: str) -> tuple:
         return (f"{runner.key}|{runner.pipeline.identity}", self.device, sequence, frame)
@@ -190,8 +209,10 @@ class BenchSink:
         identity, device, _, _ = key = self.key(runner, sequence, frame)
         record = {"runner": runner.key, "identity": identity, "device": device, "sequence": sequence,
                   "frame": frame, **record}
-        self.log.write(json.dumps(record) + "\n")
-        self.log.flush()
+        line = memoryview((json.dumps(record) + "\n").encode())
+        while line:  # one write for the whole line; a partial write (a signal, a full disk) gets the rest
+            line = line[self.log.write(line):]
+        os.fsync(self.log.fileno())  # on disk before the frame counts as done
         self.done[key] = record
 
     def close(self) -> None:
@@ -235,10 +256,14 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
         spec.size = first.rgb.shape[:2]
     size = tuple(spec.size)
     load_before = os.getloadavg()
-    runners, skipped = _open_runners(spec, size, say, [s.folder for s in sources])
+    sink = BenchSink(spec.out, device_description())  # a damaged frames.jsonl is refused before any export
+    try:
+        runners, skipped = _open_runners(spec, size, say, [s.folder for s in sources])
+    except BaseException:
+        sink.close()
+        raise
     for reason in skipped.values():
         notice(reason)
-    sink = BenchSink(spec.out, device_description())
     total, finished = sum(len(s) for s in sources) * len(runners), 0
     computed = dict.fromkeys(runners, 0)
     start = time.perf_counter()

@@ -4,7 +4,7 @@ reference (the FP32 graphs in ONNX Runtime, which match PyTorch to 1e-4) on cali
 Reported per output (encoder levels, adapter outputs, depth): max and mean relative error and NaN/Inf
 counts; for the final depth: RMSE of the difference to the reference (drift, mm), and each model's depth
 RMSE against ground truth with their difference (mm). The gate refuses:
-- any NaN/Inf;
+- any NaN/Inf (the depth's counted by the pipeline, FrameResult.nonfinite: it returns them as 0 = no depth);
 - a depth RMSE that moves by more than the tolerance (default 5 mm for FP16, 10 mm for INT8), measured against ground
   truth when the calibration frames have it, against the reference's depth otherwise;
 - a depth that drifts from the reference's by more than DRIFT_FACTOR x the tolerance (RMSE of the
@@ -21,7 +21,7 @@ import numpy as np
 
 from smoothdino.core.errors import UserError
 from smoothdino.edge.metrics import valid_mask
-from smoothdino.edge.pipeline import DepthPipeline
+from smoothdino.edge.pipeline import DepthPipeline, FrameResult
 from smoothdino.edge.sinks import atomic_write_text
 
 from .frames import CalibrationPair
@@ -66,10 +66,10 @@ class GateReport:
                          "tolerance_mm": self.tolerance_mm, "measured_on": self.candidate, **extra}
 
 
-def _run_pair(pipeline: DepthPipeline, pair: CalibrationPair) -> dict[str, np.ndarray]:
+def _run_pair(pipeline: DepthPipeline, pair: CalibrationPair) -> FrameResult:
     pipeline.reset()
     pipeline.prime(pair.previous)  # frame t-1 becomes the previous frame, as in a stream
-    return pipeline.step(pair.current).outputs
+    return pipeline.step(pair.current)
 
 
 def run_gate(candidate: DepthPipeline, reference: DepthPipeline, pairs: list[CalibrationPair],
@@ -82,14 +82,17 @@ def run_gate(candidate: DepthPipeline, reference: DepthPipeline, pairs: list[Cal
     sq_cand_gt, sq_ref_gt, n_gt = 0.0, 0.0, 0
     reference_finite = True
     for pair in pairs:
-        got, want = _run_pair(candidate, pair), _run_pair(reference, pair)
+        got_frame, want_frame = _run_pair(candidate, pair), _run_pair(reference, pair)
+        got, want = got_frame.outputs, want_frame.outputs
+        reference_finite &= want_frame.nonfinite == 0
         for name, ref in want.items():
             out = got[name].astype(np.float64)
             ref = ref.astype(np.float64)
             reference_finite &= bool(np.isfinite(ref).all())
             e = errors.setdefault(name, {"max_rel": [], "mean_rel": [], "nan_inf": []})
             finite = np.isfinite(out)
-            e["nan_inf"].append(float((~finite).sum()))
+            # the pipeline has already replaced NaN/Inf depth with 0 (no depth): it counted them in `nonfinite`
+            e["nan_inf"].append(float(got_frame.nonfinite if name == "depth" else (~finite).sum()))
             diff = np.abs(np.where(finite, out, 0.0) - ref)
             e["max_rel"].append(float(diff.max() / max(np.abs(ref).max(), 1e-12)))
             e["mean_rel"].append(float(diff.mean() / max(np.abs(ref).mean(), 1e-12)))

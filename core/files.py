@@ -1,8 +1,9 @@
 """Atomic writes: a temporary name in the same folder, then os.replace, so an interrupted run never leaves a
 half-written file under the final name (a reader sees the old file or the new one, nothing between).
 
-A full disk (ENOSPC, or a quota: EDQUOT) becomes one UserError naming the file: the temporary file is
-removed, everything already written stays, and the same command resumes once there is space."""
+A full disk (ENOSPC, or a quota: EDQUOT) becomes one DiskFull error naming the file: the temporary file is
+removed and everything already written stays. A SpaceReserve keeps room for the files that describe a run
+(metrics.json), so they can still be written when the disk fills up under the frames."""
 
 from __future__ import annotations
 
@@ -18,9 +19,38 @@ from .errors import UserError
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def disk_full_error(path: Path) -> UserError:
-    return UserError(f"{path}: no space left on the device; free some space or choose another output folder "
-                     "(files already written are kept, and the same command resumes)")
+class DiskFull(UserError):
+    """No space left for `path`. `resumable`: the command picks up where it stopped once there is space (process
+    does; a live stream does not), and the line says so."""
+
+    def __init__(self, path: Path, resumable: bool = False):
+        self.path, self.resumable = Path(path), resumable
+        super().__init__(f"{path}: no space left on the device; free some space or choose another output folder "
+                         "(files already written are kept" + (", and the same command resumes)" if resumable else ")"))
+
+
+def disk_full_error(path: Path) -> DiskFull:
+    return DiskFull(path)
+
+
+class SpaceReserve:
+    """A ballast file that holds `size` bytes of the output's file system while frames are written; release()
+    frees it when the disk fills up (or at the end), so the run's summary files still fit. Without it a full disk
+    would leave metrics.json describing other frames than the PNGs on disk."""
+
+    def __init__(self, folder: Path, size: int):
+        self.path = Path(folder) / f".smoothdino-reserve.{os.getpid()}"
+        try:
+            with open(self.path, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as err:
+            self.path.unlink(missing_ok=True)
+            if err.errno not in DISK_FULL:
+                raise
+            raise disk_full_error(Path(folder)) from None
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -41,15 +71,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """The one place file bytes are written (the fault-injection tests replace it to simulate a full disk)."""
-    with open(path, "wb") as f:
-        f.write(data)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        write_file(tmp, data)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
     return Path(path)
 
 

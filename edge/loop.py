@@ -4,6 +4,7 @@ stop it cleanly; outputs are flushed in every case."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,10 @@ import numpy as np
 
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
-from smoothdino.core.signals import deferred_interrupts
+from smoothdino.core.files import DiskFull, SpaceReserve
+from smoothdino.core.signals import held_signals, interruptible, termination_as_interrupt
+from .asynchronous import AsyncPipeline
+from .keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
 from .pipeline import FramePipeline, FrameResult
 from smoothdino.core.images import resize_depth, resize_rgb
 
@@ -31,6 +35,8 @@ class StreamReport:
     dropped: int = 0  # live frames the loop had no time for
     reconnects: int = 0  # times a lost camera came back
     nonfinite: int = 0  # frames whose depth had NaN/Inf pixels (written as 0 = no depth, flagged in metrics)
+    keyframes: int = 0  # network passes (with keyframes, the other frames carry a keyframe's depth)
+    waiting: int = 0  # async: frames before the first keyframe was ready (no depth to show)
     scene_cuts: int = 0
     interrupted: bool = False
     wall_seconds: float = 0.0
@@ -38,7 +44,13 @@ class StreamReport:
 
     @property
     def fps(self) -> float:
+        """Output frames a second."""
         return self.computed / self.wall_seconds if self.wall_seconds and self.computed else 0.0
+
+    @property
+    def network_fps(self) -> float:
+        """Network passes a second (= fps when every frame is a keyframe)."""
+        return self.keyframes / self.wall_seconds if self.wall_seconds and self.keyframes else 0.0
 
 
 class FrameSink(Protocol):
@@ -71,6 +83,23 @@ def claim_output_folder(folder: Path, pipeline: FramePipeline, resume: bool) -> 
     atomic_write_text(marker, identity + "\n")
 
 
+LIVE_OUTPUTS = ("depth", "metrics.json", "metrics.csv", ".smoothdino-export")
+
+
+def claim_live_folder(folder: Path, overwrite: bool) -> None:
+    """A live run never resumes (a camera cannot replay its frames) and never mixes with an earlier run's files:
+    a folder that holds one is refused in one line, or emptied of our outputs with `overwrite`."""
+    folder = Path(folder)
+    earlier = [folder / name for name in LIVE_OUTPUTS if (folder / name).exists()]
+    if not earlier:
+        return
+    if not overwrite:
+        raise UserError(f"{folder}: holds an earlier run ({earlier[0].name}); choose another --out, or pass "
+                        "--overwrite to replace it")
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def fit_frame(rgb: np.ndarray, size: tuple[int, int], resize: bool, source: str, pipeline: FramePipeline) -> np.ndarray:
     """Frames of another size than the export: resized (area) or refused in one line."""
     if rgb.shape[:2] != tuple(size) and not resize:
@@ -79,26 +108,26 @@ def fit_frame(rgb: np.ndarray, size: tuple[int, int], resize: bool, source: str,
 
 
 class ResumableSteps:
-    """One pipeline over one sequence, resumable: a frame whose output an earlier run already wrote is read
-    back instead of computed, and the frame before the next computed one primes the pipeline, so a resumed
-    run gives exactly the depth of an uninterrupted one. `process`, `live` and `bench` all step through it."""
+    """One pipeline over one sequence, resumable, behind a keyframe policy: a frame whose output an earlier run
+    already wrote is read back instead of computed (the policy replays its decision on it), and what the next
+    computed frame needs from before is rebuilt (edge.keyframes), so a resumed run gives exactly the depth of an
+    uninterrupted one. `process`, `live` and `bench` all step through it."""
 
-    def __init__(self, pipeline: FramePipeline, read_done: Callable[[str], np.ndarray | None] | None = None):
+    def __init__(self, pipeline: FramePipeline, read_done: Callable[[str], np.ndarray | None] | None = None,
+                 keyframes: KeyframePolicy = EVERY_FRAME):
         self.pipeline = pipeline
         self.read_done = read_done  # frame name -> depth written earlier, or None
-        self.pending: np.ndarray | None = None  # last reused frame: primes the pipeline before the next computed one
-        pipeline.reset()
+        self.frames = KeyframeSteps(pipeline, keyframes)
+        self.replayed_age = 0  # frames since the keyframe, for the last frame read back
 
-    def __call__(self, name: str, rgb: np.ndarray, out_size: tuple[int, int]) -> tuple[np.ndarray, FrameResult | None]:
+    def __call__(self, name: str, rgb: np.ndarray, out_size: tuple[int, int],
+                 timestamp: float | None = None) -> tuple[np.ndarray, FrameResult | None]:
         """(depth at out_size, the FrameResult or None when the depth was read back)."""
         depth = self.read_done(name) if self.read_done is not None else None
         if depth is not None:
-            self.pending = rgb
+            self.replayed_age = self.frames.replay(rgb, timestamp)
             return depth, None
-        if self.pending is not None:
-            self.pipeline.prime(self.pending)  # exact resume: frame t-1's levels without its depth
-            self.pending = None
-        result = self.pipeline.step(rgb)
+        result = self.frames.step(rgb, timestamp)
         return resize_depth(result.depth, out_size), result
 
 
@@ -107,7 +136,9 @@ def overlay_lines(result: FrameResult | None, fps: float) -> list[str]:
         return ["(resumed from disk)"]
     t = result.timings
     stages = " ".join(f"{k[:3]} {t[k] * 1000:.0f}" for k in ("encoder", "adapter", "decoder", "motion") if t.get(k))
-    return [f"{fps:5.1f} FPS  {t['total'] * 1000:.0f} ms", f"ms: {stages}",
+    # a carried frame shows how old its depth is (a keyframe's, moved by the camera shift)
+    age = f"  age {result.age_frames}f {result.age_ms:.0f}ms" if not result.keyframe else ""
+    return [f"{fps:5.1f} FPS  {t['total'] * 1000:.0f} ms{age}", f"ms: {stages}",
             f"shift {result.shift.dx:+.1f},{result.shift.dy:+.1f} px  conf {result.shift.confidence:.2f}"]
 
 
@@ -119,80 +150,151 @@ def run_stream(
     resize: bool = True,
     run_info: dict | None = None,
     on_frame: Callable[[StreamReport], None] | None = None,
+    keyframes: KeyframePolicy = EVERY_FRAME,
 ) -> StreamReport:
+    """Every frame of `source` through `pipeline` into the outputs. Each frame's outputs (its depth PNG, its
+    metrics row, the video frame, every sink's output) are one unit: SIGINT/SIGTERM/SIGHUP are held while a unit
+    is written and while the outputs are flushed at the end, and raise only while a frame is read or computed,
+    so after any signal the metrics describe exactly the PNGs on disk (core.signals)."""
     report = StreamReport(name=source.name)
+    with termination_as_interrupt(), held_signals() as gate:
+        try:
+            _stream(pipeline, source, outputs, report, resize, run_info, on_frame, keyframes)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        except DiskFull as err:  # `process` picks up where it stopped; a live stream starts anew
+            raise DiskFull(err.path, resumable=not source.live) from None
+        if gate.pending is not None:  # came during the last unit or the flush: everything is written
+            gate.pending = None
+            report.interrupted = True
+    return report
+
+
+def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: StreamReport, resize: bool,
+            run_info: dict | None, on_frame: Callable[[StreamReport], None] | None, keyframes: KeyframePolicy) -> None:
     size = pipeline.frame_size
-    pngs = DepthPngSink(outputs.folder / "depth") if outputs.folder else None
+    folder = outputs.folder
+    pngs = DepthPngSink(folder / "depth") if folder else None
     if pngs is not None:
         claim_output_folder(pngs.folder, pipeline, outputs.resume)
-    metrics = MetricsSink(outputs.folder, {**(run_info or {}), "source": source.name},
-                          keep_rows=not source.live) if outputs.folder else None
+    # room for metrics.json however full the disk gets under the PNGs
+    reserve = SpaceReserve(folder, _summary_bytes(source)) if folder else None
+    metrics = MetricsSink(folder, {**(run_info or {}), "source": source.name},
+                          keep_rows=not source.live) if folder else None
     video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
     window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights) if outputs.window else None
-    random_weights = pipeline.random_weights
-    steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live else None)
+    if isinstance(pipeline, AsyncPipeline):  # live --async: never waits for the network, never resumes
+        steps = _async_steps(pipeline)
+    else:
+        steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live else None,
+                               keyframes)
     warned_resize = False
     fps = 0.0
-    start = time.perf_counter()
+    start = last_output = time.perf_counter()
+    failed = False
+    frames = iter(source)
     try:
-        for frame in source:
-            frame: Frame
-            if frame.rgb.shape[:2] != size and resize and not warned_resize:
-                notice(f"{source.name}: frames are {frame.rgb.shape[0]}x{frame.rgb.shape[1]}, "
-                       f"the engines {size[0]}x{size[1]}: resizing (depth is resized back)")
-                warned_resize = True
-            rgb = fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline)
-            depth, result = steps(frame.name, rgb, frame.rgb.shape[:2])
-            if result is None:  # written by an earlier run (an unreadable PNG is computed again)
-                report.reused += 1
-            else:
-                if pngs is not None:
+        while True:
+            with interruptible():  # nothing is written here: a signal ends the stream at once
+                frame: Frame | None = next(frames, None)
+                if frame is None:
+                    break
+                if frame.rgb.shape[:2] != size and resize and not warned_resize:
+                    notice(f"{source.name}: frames are {frame.rgb.shape[0]}x{frame.rgb.shape[1]}, "
+                           f"the engines {size[0]}x{size[1]}: resizing (depth is resized back)")
+                    warned_resize = True
+                rgb = fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline)
+                depth, result = steps(frame.name, rgb, frame.rgb.shape[:2], frame.timestamp)
+            if depth is None:  # async, before the first keyframe is ready: counted, never shown without depth
+                report.waiting += 1
+                continue
+            # the frame's write unit: signals wait until every output describes this frame; an output that
+            # fails (a full disk) takes the frame's PNG and metrics row back with it
+            written: list = []
+            try:
+                if result is None:  # written by an earlier run (an unreadable PNG is computed again)
+                    report.reused += 1
+                elif pngs is not None:
                     pngs.write(frame.name, depth)
+                    written.append(lambda name=frame.name: pngs.path(name).unlink(missing_ok=True))
+                if metrics is not None:
+                    age = result.age_frames if result else steps.replayed_age
+                    metrics.add(frame.name, depth, frame.depth_gt, result.timings if result else None,
+                                keyframe=age == 0, age_frames=age,
+                                scene_cut=bool(result.scene_cut) if result else None,
+                                **({"nonfinite_pixels": result.nonfinite} if result and result.nonfinite else {}))
+                    written.append(metrics.undo_last)
+                canvas = None
+                if video is not None or window is not None:
+                    canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), pipeline.random_weights)
+                    if video is not None:
+                        video.write(canvas)
+                for sink in outputs.sinks:
+                    sink.write(frame, depth, result, canvas)
+            except BaseException:
+                for undo in reversed(written):
+                    undo()
+                raise
+            if result is not None:
                 report.computed += 1
+                report.keyframes += int(result.keyframe)
                 report.scene_cuts += int(result.scene_cut)
                 if result.nonfinite:
                     report.nonfinite += 1
                 if result.nonfinite and report.nonfinite == 1:  # once per stream; metrics count every one
                     notice(f"{source.name}/{frame.name}: {result.nonfinite} NaN/Inf depth pixels (an FP16 overflow?) "
                            "written as 0 (no depth) and flagged in metrics; the temporal state restarts")
-                fps = 0.9 * fps + 0.1 / max(result.timings["total"], 1e-6) if fps else 1.0 / max(result.timings["total"], 1e-6)
-            if metrics is not None:
-                metrics.add(frame.name, depth, frame.depth_gt, result.timings if result else None,
-                            scene_cut=bool(result.scene_cut) if result else None,
-                            **({"nonfinite_pixels": result.nonfinite} if result and result.nonfinite else {}))
-            canvas = None
-            if video is not None or window is not None:
-                canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), random_weights)
-                if video is not None:
-                    video.write(canvas)
-            for sink in outputs.sinks:
-                sink.write(frame, depth, result, canvas)
+                now = time.perf_counter()  # output frames a second, as the viewer sees them (not 1 / step time)
+                interval, last_output = max(now - last_output, 1e-6), now
+                fps = 0.9 * fps + 0.1 / interval if fps else 1.0 / max(result.timings["total"], 1e-6)
+            report.wall_seconds = time.perf_counter() - start
+            if on_frame:
+                on_frame(report)
             if window is not None:
                 window.show(canvas, rgb=frame.rgb, depth=depth, name=frame.name)
                 if window.quit:
                     break
-            report.wall_seconds = time.perf_counter() - start
-            if on_frame:
-                on_frame(report)
     except KeyboardInterrupt:
         report.interrupted = True
+    except BaseException:
+        failed = True  # a full disk, a bad frame: what was written stays, the unfinished video does not
+        raise
     finally:
         report.wall_seconds = time.perf_counter() - start
         report.skipped = source.stats.skipped
         report.dropped = source.stats.dropped
         report.reconnects = source.stats.reconnects
+        if isinstance(pipeline, AsyncPipeline):
+            report.keyframes = pipeline.passes
         if metrics is not None:
             metrics.run_info.update(skipped_frames=source.stats.skipped_names, dropped_frames=source.stats.dropped,
                                     reconnects=source.stats.reconnects,
                                     reconnect_attempts=source.stats.reconnect_attempts,
-                                    nonfinite_frames=report.nonfinite, interrupted=report.interrupted)
-        closers = [metrics and metrics.write, video and video.close, window and window.close,
+                                    nonfinite_frames=report.nonfinite, interrupted=report.interrupted,
+                                    keyframes="async" if isinstance(pipeline, AsyncPipeline) else keyframes.label,
+                                    waiting_frames=report.waiting)
+        closers = [reserve and reserve.release, metrics and metrics.write,
+                   video and (video.discard if failed else video.close), window and window.close,
                    *(sink.close for sink in outputs.sinks), source.close]
-        with deferred_interrupts():  # a second Ctrl-C/SIGTERM cannot cut the flush short
-            close_all([c for c in closers if c])
+        close_all([c for c in closers if c])
         if metrics is not None:
             report.summary = metrics.summary()
-    return report
+
+
+def _async_steps(pipeline: AsyncPipeline):
+    def steps(name: str, rgb: np.ndarray, out_size: tuple[int, int], timestamp: float | None):
+        result = pipeline.step(rgb, timestamp)
+        return (None, None) if result is None else (resize_depth(result.depth, out_size), result)
+
+    steps.replayed_age = 0
+    return steps
+
+
+def _summary_bytes(source) -> int:
+    """Room kept for metrics.json + metrics.csv: about 2 KiB a row for a recorded sequence (its rows are written at
+    the end), the summary alone for a live stream (its rows were appended as they came)."""
+    rows = 0 if source.live else len(source) if hasattr(source, "__len__") else 1000
+    return min(max(64 << 10, rows * 2048), 64 << 20)
 
 
 def close_all(closers: list[Callable[[], None]]) -> None:

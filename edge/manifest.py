@@ -2,7 +2,9 @@
 
 Written by `smoothdino export` beside the graphs/engines; the run-time reads nothing else. It refuses, in one
 line, TensorRT engines built by another TensorRT version or for another GPU (serialized engines are not
-portable) and frames of another size than the graphs were exported for (unless asked to resize).
+portable) and frames of another size than the graphs were exported for (unless asked to resize). Every graph
+and engine it lists must have a size/SHA-256 record (`files`), taken by whoever wrote the file (export, build):
+a file without one is refused, never used unchecked.
 """
 
 from __future__ import annotations
@@ -103,8 +105,13 @@ class Manifest:
         """Size, then SHA-256 (once per file and process), against what export recorded."""
         record = self.files.get(name)
         verified = self.__dict__.setdefault("_verified", set())
-        if record is None or name in verified:
+        if name in verified:
             return
+        if record is None:  # nothing to check it against: a hand-made manifest, or one written before records
+            engine = name in {files.engine for files in self.stages.values()}
+            fix = "re-run smoothdino build (or smoothdino export)" if engine else "re-run smoothdino export"
+            raise UserError(f"{path}: listed in {self._where()} without a size/SHA-256 record, so it cannot be "
+                            f"checked; {fix}")
         size = path.stat().st_size
         if size != record["bytes"]:
             raise UserError(f"{path}: {size} bytes, but {record['bytes']} when exported (truncated or replaced); "
@@ -113,6 +120,14 @@ class Manifest:
             raise UserError(f"{path}: contents differ from the export (SHA-256 mismatch: corrupted or replaced); "
                             "copy the export folder again or re-run smoothdino export")
         verified.add(name)
+
+    def record_files(self, folder: Path | None = None) -> None:
+        """Record size and SHA-256 of every listed file that has no record yet: the files the caller has just
+        written. Existing records are kept, so a later save (a gate verdict) never blesses a corrupt file."""
+        folder = Path(folder or self.folder or ".")
+        for name in self._listed_files():
+            if name not in self.files and (folder / name).is_file():
+                self.files[name] = {"bytes": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
 
     def _where(self) -> str:
         return str((self.folder or Path(".")) / MANIFEST)
@@ -172,9 +187,7 @@ class Manifest:
 
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
-        for name in self._listed_files():  # new files only: a later save (a gate verdict) never blesses a corrupt one
-            if name not in self.files and (folder / name).is_file():
-                self.files[name] = {"bytes": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
+        self.record_files(folder)
         data = asdict(self)
         data.pop("folder")
         atomic_write_text(folder / MANIFEST, json.dumps(data, indent=2) + "\n")

@@ -25,7 +25,7 @@ from smoothdino.core.errors import UserError
 from .manifest import Manifest
 from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
 
-STAGE_TIMINGS = ("pre", "motion", "encoder", "adapter", "decoder", "post", "total")
+STAGE_TIMINGS = ("pre", "motion", "encoder", "adapter", "decoder", "post", "propagate", "total")
 
 
 @dataclass
@@ -36,6 +36,9 @@ class FrameResult:
     timings: dict[str, float]  # seconds per stage, see STAGE_TIMINGS
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # host copies, with keep_outputs=True
     nonfinite: int = 0  # NaN/Inf depth pixels (e.g. an FP16 overflow), returned as 0 = no depth
+    keyframe: bool = True  # the network ran on this frame; False: a keyframe's depth carried here (edge.keyframes)
+    age_frames: int = 0  # frames since the keyframe whose depth this is (0 on a keyframe)
+    age_ms: float = 0.0  # how old that depth is, in milliseconds (0 on a keyframe)
 
 
 class FramePipeline:

@@ -13,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, notice
-from smoothdino.core.files import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from smoothdino.core.errors import UserError
+from smoothdino.core.files import DISK_FULL, DiskFull, atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from smoothdino.core.images import resize_depth
 
 from .display import window_unavailable_reason
@@ -105,12 +106,15 @@ def side_by_side(rgb: np.ndarray, depth: np.ndarray, lines: list[str], random_we
 
 
 class VideoSink:
-    """MP4 (mp4v) of side-by-side frames; written under a temporary name and renamed on close."""
+    """MP4 (mp4v) of side-by-side frames, written under a temporary name (with the process id: two runs into one
+    folder never share it) and renamed into place only once it is whole. cv2.VideoWriter reports nothing when the
+    disk fills up, so the finished file is opened again and its frames counted before it may take the final name;
+    a short one is removed and named in one line. `discard()` drops the file (a run that failed)."""
 
     def __init__(self, path: Path, fps: float = 10.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
         self.fps = fps
         self.writer = None
         self.frames = 0
@@ -127,11 +131,40 @@ class VideoSink:
             self.frames += 1
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.release()
-            if self.frames:
-                os.replace(self.tmp, self.path)
-        self.writer = None
+        writer, self.writer = self.writer, None
+        if not writer:
+            return
+        writer.release()
+        if not self.frames:
+            self.tmp.unlink(missing_ok=True)
+            return
+        readable = video_frame_count(self.tmp)
+        if readable != self.frames:
+            self.tmp.unlink(missing_ok=True)
+            raise DiskFull(self.path) if _disk_nearly_full(self.path.parent) else UserError(
+                f"{self.path}: the video came out with {readable} of {self.frames} frames and was not kept; "
+                "check the disk, or pass --no-video")
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer:
+            writer.release()
+        self.tmp.unlink(missing_ok=True)
+
+
+def video_frame_count(path: Path) -> int:
+    """Frames a video file really holds, as a player would find them (0 if it does not open)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
+
+
+def _disk_nearly_full(folder: Path) -> bool:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize < (1 << 20)
 
 
 class WindowSink:
@@ -212,6 +245,15 @@ class WindowSink:
                 pass
 
 
+def _csv_text(rows: list[dict], fields: list[str], header: bool = False) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 class MetricsSink:
     """Per-frame metrics against ground truth (when the source has it) and latency, into metrics.csv and
     metrics.json. Metrics use the depth as written to the PNGs (millimetre steps), so anyone can
@@ -234,7 +276,8 @@ class MetricsSink:
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._latency = np.zeros(self.LATENCY_WINDOW if not keep_rows else 0, np.float32)
-        self._log = None  # live: the open metrics.csv and its writer
+        self._log = None  # live: metrics.csv, open for appending (unbuffered)
+        self._fields: list[str] = []
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, name: str, depth: np.ndarray, gt: np.ndarray | None, timings: dict | None = None, **extra) -> dict:
@@ -250,13 +293,21 @@ class MetricsSink:
         if timings:
             row.update({f"{k}_ms": v * 1000.0 for k, v in timings.items()})
         row.update(extra)
-        self.frames += 1
         if self.keep_rows:
             self.rows.append(row)
         else:
-            self._accumulate(row)
             self._append(row)
+            self._accumulate(row)
+        self.frames += 1
         return row
+
+    def undo_last(self) -> None:
+        """Take the last row back (its frame's other outputs failed): from memory, or cut from the live log."""
+        self.frames -= 1
+        if self.keep_rows:
+            self.rows.pop()
+        elif self._log is not None:
+            self._log.truncate(self._row_start)
 
     def _accumulate(self, row: dict) -> None:
         for key in METRICS + ("temporal",):
@@ -269,13 +320,35 @@ class MetricsSink:
             self._counts["total_ms"] = self._counts.get("total_ms", 0) + 1
 
     def _append(self, row: dict) -> None:
-        if self._log is None:  # columns of the first row, plus the flags a later row may carry
-            fields = list(row) + [k for k in ("nonfinite_pixels",) if k not in row]
-            handle = open(self.folder / "metrics.csv", "w", newline="")
-            self._log = (handle, csv.DictWriter(handle, fieldnames=fields, restval="", extrasaction="ignore"))
-            self._log[1].writeheader()
-        self._log[1].writerow(row)
-        self._log[0].flush()
+        """One row onto the live log, in one unbuffered write; a row cut short by a full disk is cut back out."""
+        new = [k for k in row if k not in self._fields]
+        if new or self._log is None:  # a column no earlier row had (a NaN flag at frame 5000): widen, never drop
+            self._widen(self._fields + new)
+        data = _csv_text([row], self._fields).encode()
+        self._row_start = self._log.tell()
+        try:
+            complete = self._log.write(data) == len(data)
+        except OSError as err:
+            if err.errno not in DISK_FULL:
+                raise
+            complete = False
+        if not complete:
+            self._log.truncate(self._row_start)
+            raise DiskFull(self.folder / "metrics.csv")
+
+    def _widen(self, fields: list[str]) -> None:
+        """metrics.csv again with `fields` as its header (rows so far copied, new cells empty), then opened for
+        appending. Rare (the column set is small), so a days-long log is copied a handful of times at most."""
+        path = self.folder / "metrics.csv"
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=fields, restval="")
+            writer.writeheader()
+            if self._log is not None:  # streamed row by row: the log may be large
+                self._log.close()
+                with open(path, newline="") as f:
+                    writer.writerows(csv.DictReader(f))
+        self._fields = fields
+        self._log = open(path, "ab", buffering=0)
 
     def reset_sequence(self) -> None:
         self._prev = None
@@ -307,15 +380,11 @@ class MetricsSink:
             keys: list[str] = []
             for row in self.rows:
                 keys += [k for k in row if k not in keys]
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-            atomic_write_text(self.folder / "metrics.csv", buffer.getvalue())
+            atomic_write_text(self.folder / "metrics.csv", _csv_text(self.rows, keys, header=True))
             payload["frames"] = self.rows
         else:
             if self._log is not None:
-                self._log[0].close()
+                self._log.close()
                 self._log = None
             payload["frames_file"] = "metrics.csv"  # one row per frame, appended as the stream ran
         atomic_write_text(self.folder / "metrics.json", json_dumps(payload))

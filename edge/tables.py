@@ -44,6 +44,10 @@ def stream_table(reports, title: str) -> Table:
     for col in ("sequence", "frames", "new", "resumed", "skipped", "scene cuts", "FPS", "p50 ms", "MSE (paper)",
                 "RMSE", "AbsRel", "delta1", "temporal"):
         table.add_column(col, justify="right" if col != "sequence" else "left")
+    keyed = any(r.keyframes < r.computed for r in reports)
+    if keyed:  # the network ran on keyframes only: how often, and the two rates
+        for col in ("keyframes", "network FPS"):
+            table.add_column(col, justify="right")
     flagged = any(r.nonfinite or r.reconnects for r in reports)
     if flagged:  # faults a long run met: NaN/Inf frames (written as no depth), cameras that came back
         table.add_column("NaN/Inf frames", justify="right")
@@ -58,5 +62,7 @@ def stream_table(reports, title: str) -> Table:
         cells = [r.name, str(s.get("frames", 0)), str(r.computed), str(r.reused), str(r.skipped),
                  str(r.scene_cuts), f"{r.fps:.2f}", f("latency_p50_ms", "{:.0f}"), f("mse_paper"), f("rmse"),
                  f("abs_rel"), f("delta1"), f("temporal")]
-        table.add_row(*cells, *([str(r.nonfinite), str(r.reconnects)] if flagged else []))
+        share = f"{r.keyframes / r.computed:.0%}" if r.computed else "-"
+        table.add_row(*cells, *([share, f"{r.network_fps:.2f}"] if keyed else []),
+                      *([str(r.nonfinite), str(r.reconnects)] if flagged else []))
     return table

@@ -13,6 +13,15 @@ Threads: pycuda keeps a context stack per thread. The primary context is pushed 
 needs CUDA, and every engine is used only from the thread that created it (run() refuses others in one
 line); the pipeline's motion worker thread only does numpy/OpenCV work and never touches CUDA.
 
+Runtime cache (`tensorrt-rtx` only): TensorRT for RTX compiles its kernels just in time, for the GPU it finds,
+when the execution context is created and on the first frames - at every start, unless they are kept. Each engine
+gets a runtime cache (engine.create_runtime_config() -> runtime_config.create_runtime_cache(), set with
+set_runtime_cache, the context created with that runtime config) and a file beside it, `<engine>.runtime-cache`:
+loaded when present (a cache TensorRT for RTX refuses - another version, GPU or CUDA, or a damaged file - gives
+one notice and is rebuilt), saved atomically after the first frame and again at close when it has changed, so
+later starts skip the compilation. The file is specific to this machine and is not in the manifest's records;
+delete it to compile afresh. Plain TensorRT (10, 11) builds its kernels ahead of time and has no runtime cache.
+
 Importable without TensorRT or a GPU: the imports happen when an engine is created.
 """
 
@@ -28,7 +37,9 @@ import numpy as np
 
 from .engine import TensorSpec
 from .environment import FLAVOUR_TITLES, import_tensorrt
+from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
+from smoothdino.core.files import atomic_write_bytes
 
 _CUDA: dict[str, Any] = {}
 
@@ -88,6 +99,41 @@ def tensorrt_logger(trt):
 
         _LOGGERS[id(trt)] = Logger()
     return _LOGGERS[id(trt)]
+
+
+RUNTIME_CACHE_SUFFIX = ".runtime-cache"
+
+
+def runtime_cache_path(engine_path: Path) -> Path:
+    """Where an engine's TensorRT-for-RTX runtime cache (its just-in-time kernels) is kept: beside the engine."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + RUNTIME_CACHE_SUFFIX)
+
+
+class RuntimeCacheFile:
+    """One engine's runtime cache (a TensorRT-for-RTX IRuntimeCache) and its file: loaded when present, written
+    atomically when its contents have changed (a reader sees the old cache or the new one, never half of one)."""
+
+    def __init__(self, engine_path: Path, runtime_cache):
+        self.path, self.runtime_cache, self.saved = runtime_cache_path(engine_path), runtime_cache, b""
+        if self.path.is_file():
+            blob = self.path.read_bytes()
+            if runtime_cache.deserialize(blob):
+                self.saved = blob
+            else:  # another TensorRT for RTX, GPU or CUDA, or a damaged file: compile afresh, replace it at save
+                runtime_cache.reset()
+                notice(f"{self.path}: runtime cache not usable here; compiling the kernels again (it will be replaced)")
+
+    def save(self) -> None:
+        memory = self.runtime_cache.serialize()
+        blob = bytes(memory) if memory is not None else b""
+        if not blob or blob == self.saved:
+            return
+        self.saved = blob  # also on failure: one notice, not one per save
+        try:
+            atomic_write_bytes(self.path, blob)
+        except (OSError, UserError) as err:  # a read-only or full export folder: the run itself is unaffected
+            notice(f"{self.path}: runtime cache not saved ({err}); the next start compiles the kernels again")
 
 
 class DeviceTensor:
@@ -154,7 +200,18 @@ class TensorRTEngine:
             detail = " ".join(self.logger.errors[-1].split()) if self.logger.errors else "unknown reason"
             raise UserError(f"{self.path}: {FLAVOUR_TITLES[flavour]} cannot load this engine ({detail}); "
                             "re-export on this machine")
-        self.context = self.engine.create_execution_context()
+        self.runtime_config = self.runtime_cache = self.cache_file = None
+        if flavour == "tensorrt-rtx":  # JIT kernels kept beside the engine (see the module docstring)
+            self.runtime_config = self.engine.create_runtime_config()
+            self.runtime_cache = self.runtime_config.create_runtime_cache()
+            self.cache_file = RuntimeCacheFile(self.path, self.runtime_cache)
+            if not self.runtime_config.set_runtime_cache(self.runtime_cache):
+                notice(f"{self.cache_file.path}: TensorRT for RTX refused the runtime cache; kernels are compiled "
+                       "at every start")
+                self.cache_file = None
+            self.context = self.engine.create_execution_context(self.runtime_config)
+        else:  # plain TensorRT: kernels chosen at build time, no runtime cache (and no runtime config on 10.3)
+            self.context = self.engine.create_execution_context()
         if self.context is None:  # out of device memory, or (RTX) a kernel compile failure
             detail = " ".join(self.logger.errors[-1].split()) if self.logger.errors else "unknown reason"
             raise UserError(f"{self.path}: no execution context ({detail}); free GPU memory or re-export")
@@ -178,6 +235,7 @@ class TensorRTEngine:
             {n: DeviceTensor(s.shape, s.dtype) for n, s in self.outputs.items()} for _ in range(max(1, output_sets))
         ]
         self._next_set = 0
+        self._cache_saved = False
 
     @property
     def output_set_count(self) -> int:
@@ -209,9 +267,17 @@ class TensorRTEngine:
             detail = " ".join(self.logger.errors[-1].split()) if self.logger.errors else "no message"
             raise RuntimeError(f"{self.path.name}: execute_async_v3 failed ({detail})")
         self.stream.synchronize()  # per-stage latency stays measurable; stages are serial anyway
+        if self.cache_file is not None and not self._cache_saved:  # the first frame's kernels, even if killed later
+            self._cache_saved = True
+            self.cache_file.save()
         return dict(outputs)
 
     def close(self) -> None:
+        if self.cache_file is not None:  # kernels compiled after the first frame (rewritten only if changed)
+            self.cache_file.save()
         for buffer in list(self._input_buffers.values()) + [t for s in self._output_sets for t in s.values()]:
             buffer.free()
-        self.context = self.engine = self.runtime = None
+        # the context goes before the runtime config and cache it was created with
+        self.context = None
+        self.cache_file = self.runtime_cache = self.runtime_config = None
+        self.engine = self.runtime = None

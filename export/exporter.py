@@ -292,6 +292,7 @@ def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | 
         export_seconds={k: round(v, 3) for k, v in ctx.seconds.items()},
     )
     manifest.folder = out
+    manifest.record_files(out)  # the graphs and engines just written: the gate below opens them checked
     if is_auto(spec.precision) and export_target(spec) == "cpu":
         choose_auto_precision(ctx, manifest, say)
     say(f"precision gate on {spec.calibration_frames} calibration pairs ...")

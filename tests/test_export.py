@@ -149,9 +149,11 @@ def _scaled_copy(src: Path, dst: Path, factor: float) -> None:
     model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(factor, np.float32), "broken_scale"))
     model.graph.node.append(onnx.helper.make_node("Mul", [out + "_unscaled", "broken_scale"], [out]))
     onnx.save(model, str(path))
-    manifest = json.loads((dst / "manifest.json").read_text())  # an edited graph, not a damaged copy:
-    manifest["files"].pop(path.name)  # its record goes, or the run-time refuses the file before the gate runs
-    (dst / "manifest.json").write_text(json.dumps(manifest))
+    from smoothdino.edge.manifest import Manifest
+
+    manifest = Manifest.load(dst)
+    manifest.files.pop(path.name)  # an edited graph, not a damaged copy: save() records it again
+    manifest.save(dst)
 
 
 def test_gate_refuses_a_scaled_graph(small_export, tmp_path):

@@ -3,7 +3,7 @@ not), SIGINT/SIGTERM during `process`, a full disk, a damaged export, and NaN/In
 
 from __future__ import annotations
 
-import errno
+import csv
 import json
 import os
 import shutil
@@ -97,7 +97,7 @@ def test_camera_that_never_returns_ends_live_cleanly_in_one_line(small_export, t
     monkeypatch.setattr(sources.cv2, "VideoCapture", script)
     monkeypatch.setattr(sources.CameraSource.__init__, "__defaults__",
                         (2, 0.02, None, 5.0, False, 8.0))  # retries, retry_delay, ... : a quick give-up
-    result = CliRunner().invoke(app, ["live", "--engines", str(small_export), "--source", "0", "--headless",
+    result = CliRunner().invoke(app, ["live", "--engines", str(small_export), "--source", "0", "--headless", "--no-async",
                                       "--backend", "onnxruntime", "--out", str(tmp_path / "live")])
     assert result.exit_code == 0, result.output
     ended = [line for line in result.output.splitlines() if "reconnect attempts" in line]
@@ -126,78 +126,179 @@ def _pngs(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(folder.glob("*.png"))}
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_during_process_keeps_whole_files_and_resumes_exactly(long_sequence, small_export, uninterrupted,
-                                                                     tmp_path, signum, code):
-    out = tmp_path / "out"
+def _process_child(long_sequence: Path, small_export: Path, out: Path, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "smoothdino.cli", "process", str(long_sequence), "--engines", str(small_export),
-            "--out", str(out), "--backend", "onnxruntime", "--no-video", "--threads", "1"]
-    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    depth = out / "long" / "depth"
-    deadline = time.monotonic() + 120
-    while len(list(depth.glob("*.png"))) < 4 and time.monotonic() < deadline and child.poll() is None:
-        time.sleep(0.02)
-    child.send_signal(signum)
-    _, stderr = child.communicate(timeout=60)
-    assert child.returncode == code, stderr[-1500:]
-    assert "Traceback" not in stderr and "run the same command to resume" in stderr
+            "--out", str(out), "--backend", "onnxruntime", "--threads", "1", *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out.parent)
 
-    written = _pngs(depth)
-    assert 4 <= len(written) < 40, "the signal came too late to test anything"
-    assert not [p for p in (out / "long").rglob("*") if ".tmp" in p.name]  # no half-written file anywhere
-    reference = _pngs(uninterrupted / "depth")
+
+def _png_names(folder: Path) -> set[str]:
+    try:
+        return {entry.name for entry in os.scandir(folder) if entry.name.endswith(".png") and not entry.name.startswith(".")}
+    except FileNotFoundError:
+        return set()
+
+
+def _assert_outputs_whole(folder: Path, reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The invariant after any stop: no temporary file, every PNG whole and equal to the uninterrupted run, and
+    metrics.json listing exactly the PNGs on disk."""
+    assert not [p for p in folder.rglob("*") if ".tmp" in p.name or ".smoothdino-reserve" in p.name]
+    written = _pngs(folder / "depth")
     for name, image in written.items():
         assert image is not None and image.dtype == np.uint16 and image.shape == SMALL, name
-        assert np.array_equal(image, reference[name]), name  # whole, and the same as an uninterrupted run
-    metrics = json.loads((out / "long" / "metrics.json").read_text())
-    assert metrics["run"]["interrupted"] is True
-    assert {f"{row['frame']}.png" for row in metrics["frames"]} == set(written)  # metrics describe the files on disk
+        assert np.array_equal(image, reference[name]), name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert {f"{row['frame']}.png" for row in metrics["frames"]} == set(written), "metrics.json != PNGs on disk"
+    return written
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_signal_right_after_a_png_keeps_every_output_whole_and_resumes_exactly(long_sequence, small_export,
+                                                                              uninterrupted, tmp_path, signum, code):
+    """A real signal sent within a millisecond or two of a new depth PNG appearing (the window where the PNG was
+    once on disk without its metrics row), again and again at different frames; then the same command resumes."""
+    out = tmp_path / "out"
+    depth = out / "long" / "depth"
+    reference = _pngs(uninterrupted / "depth")
+    kills = 0
+    for new_pngs in (1, 2, 3, 1):  # stop after this many new PNGs, each time resuming where the last run stopped
+        before = _png_names(depth)
+        child = _process_child(long_sequence, small_export, out, "--no-video")
+        deadline = time.monotonic() + 120
+        while child.poll() is None and time.monotonic() < deadline and len(_png_names(depth) - before) < new_pngs:
+            time.sleep(0.0005)
+        if child.poll() is not None:
+            break  # finished before the signal (all frames done): nothing left to interrupt
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=60)
+        kills += 1
+        assert child.returncode == code, stderr[-1500:]
+        assert "Traceback" not in stderr and "run the same command to resume" in stderr
+        written = _assert_outputs_whole(out / "long", reference)
+        assert len(written) >= len(before) + new_pngs
+        assert json.loads((out / "long" / "metrics.json").read_text())["run"]["interrupted"] is True
+    assert kills >= 3, "the runs finished before the signals: nothing was tested"
 
     result = CliRunner().invoke(app, ["process", str(long_sequence), "--engines", str(small_export), "--out", str(out),
                                       "--backend", "onnxruntime", "--no-video"])
     assert result.exit_code == 0, result.output
-    resumed = _pngs(depth)
+    resumed = _assert_outputs_whole(out / "long", reference)
     assert resumed.keys() == reference.keys()
-    assert all(np.array_equal(resumed[n], reference[n]) for n in reference)
     metrics = json.loads((out / "long" / "metrics.json").read_text())
     assert len(metrics["frames"]) == 40 and metrics["run"]["interrupted"] is False
 
 
-# -- a full disk -----------------------------------------------------------------------------------
+def test_signal_while_held_is_raised_after_the_unit_and_a_second_one_cannot_cut_the_flush():
+    """The gate itself: a signal inside a held unit waits for it; inside interruptible() it raises at once and
+    closes the gate, so one right behind it is held (the flush after it runs to the end)."""
+    from smoothdino.core.signals import held_signals, interruptible, termination_as_interrupt
 
-def test_full_disk_is_one_line_exit_2_and_no_partial_file(long_sequence, small_export, uninterrupted, tmp_path,
-                                                          monkeypatch):
-    import smoothdino.core.files as files
+    steps: list[str] = []
+    with termination_as_interrupt(), held_signals() as gate:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while held: recorded
+        steps.append("unit written")
+        assert gate.pending == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            with interruptible():  # a pending signal raises on entry, before any work
+                steps.append("never")
+        with pytest.raises(KeyboardInterrupt):
+            with interruptible():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)  # a second signal, during the "flush": held
+        steps.append("flushed")
+        assert gate.pending == signal.SIGINT
+        gate.pending = None
+    assert steps == ["unit written", "flushed"]
 
-    real_write = files.write_file
-    budget = {"pngs": 5}
 
-    def filling_disk(path, data):
-        if path.suffix == ".png":
-            budget["pngs"] -= 1
-        if budget["pngs"] < 0 or (path.suffix != ".png" and budget["pngs"] <= 0):
-            with open(path, "wb") as f:  # what a full disk does: part of the file, then ENOSPC
-                f.write(data[: len(data) // 3])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        real_write(path, data)
+def write_video(path: Path, frames: int) -> Path:
+    """The synthetic scene as a 30 FPS MP4 at the export's size (a camera stand-in `live` replays in real time)."""
+    scene = SyntheticScene(*SMALL, frames=frames)
+    canvases = scene.canvases()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (SMALL[1], SMALL[0]))
+    for i in range(frames):
+        writer.write(cv2.cvtColor(scene.frame(i, canvases)[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
 
-    monkeypatch.setattr(files, "write_file", filling_disk)
-    out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["process", str(long_sequence), "--engines", str(small_export), "--out", str(out),
-                                      "--backend", "onnxruntime", "--no-video"])
+
+# -- a full disk (a real one: a size-limited tmpfs) -----------------------------------------------
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A tmpfs of a few hundred KiB: room for some frames of a 70x98 run, not all. Needs root (mount)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'}): the full-disk tests need root")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _grow(disk: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+
+
+def test_full_disk_during_process_is_one_line_exit_2_nothing_partial_and_resumes(long_sequence, small_export,
+                                                                                 uninterrupted, small_disk):
+    out = small_disk / "out"
+    args = ["process", str(long_sequence), "--engines", str(small_export), "--out", str(out), "--backend", "onnxruntime"]
+    result = CliRunner().invoke(app, args)  # the video is on: it fills the disk too
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "no space left on the device" in errors[0] and "/long/" in errors[0]
-    assert "Traceback" not in result.output
-    assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # the partial file was removed
-    written = _pngs(out / "long" / "depth")
-    assert len(written) == 5 and all(np.array_equal(img, _pngs(uninterrupted / "depth")[n]) for n, img in written.items())
+    assert len(errors) == 1 and "no space left on the device" in errors[0] and str(out / "long") in errors[0], result.output
+    assert "the same command resumes" in errors[0] and "Traceback" not in result.output
+    reference = _pngs(uninterrupted / "depth")
+    written = _assert_outputs_whole(out / "long", reference)  # metrics.json fitted: the reserve kept room for it
+    assert 1 <= len(written) < 40
+    assert not (out / "long" / "video.mp4").exists()  # no video of part of the frames under the final name
 
-    monkeypatch.setattr(files, "write_file", real_write)  # space freed: the same command finishes the job
-    result = CliRunner().invoke(app, ["process", str(long_sequence), "--engines", str(small_export), "--out", str(out),
-                                      "--backend", "onnxruntime", "--no-video"])
+    _grow(small_disk)  # space freed: the same command finishes the job
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert len(_pngs(out / "long" / "depth")) == 40
+    assert _assert_outputs_whole(out / "long", reference).keys() == reference.keys()
+    from smoothdino.edge.sinks import video_frame_count
+
+    assert video_frame_count(out / "long" / "video.mp4") == 40
+
+
+def test_full_disk_during_live_is_one_line_without_a_resume_promise(small_export, small_disk, tmp_path):
+    video = write_video(tmp_path / "camera.mp4", frames=450)  # 15 s at 30 FPS: the disk fills long before
+    out = small_disk / "live"
+    result = CliRunner().invoke(app, ["live", "--engines", str(small_export), "--source", str(video), "--headless",
+                                      "--backend", "onnxruntime", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left on the device" in errors[0] and str(out) in errors[0], result.output
+    assert "resumes" not in result.output and "Traceback" not in result.output
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name or ".smoothdino-reserve" in p.name]
+    pngs = {p.stem for p in (out / "depth").glob("*.png")}
+    assert pngs and all(cv2.imread(str(out / "depth" / f"{n}.png"), cv2.IMREAD_UNCHANGED) is not None for n in pngs)
+    with open(out / "metrics.csv", newline="") as f:  # the log ends on a whole row, one per PNG
+        assert {row["frame"] for row in csv.DictReader(f)} == pngs
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["summary"]["frames"] == len(pngs)
+
+
+def test_live_refuses_a_folder_with_an_earlier_run_unless_overwrite(small_export, tmp_path):
+    video = write_video(tmp_path / "camera.mp4", frames=4)
+    out = tmp_path / "live"
+    args = ["live", "--engines", str(small_export), "--source", str(video), "--headless", "--backend", "onnxruntime",
+            "--out", str(out), "--no-async"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    first = {p.name: p.read_bytes() for p in (out / "depth").glob("*.png")}
+    csv_before = (out / "metrics.csv").read_bytes()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "holds an earlier run" in result.output and "--overwrite" in result.output
+    assert {p.name: p.read_bytes() for p in (out / "depth").glob("*.png")} == first  # nothing of it touched
+    assert (out / "metrics.csv").read_bytes() == csv_before
+    result = CliRunner().invoke(app, args + ["--overwrite"])
+    assert result.exit_code == 0, result.output
+    with open(out / "metrics.csv", newline="") as f:  # only the new run's frames (a live run may drop some)
+        rows = {row["frame"] for row in csv.DictReader(f)}
+    assert rows and {p.stem for p in (out / "depth").glob("*.png")} == rows
 
 
 # -- a damaged export ------------------------------------------------------------------------------

@@ -120,3 +120,24 @@ def test_live_metrics_stay_flat_and_agree_with_the_recorded_path(tmp_path):
     assert float(rows[5]["mse"]) == pytest.approx(recorded.rows[5]["mse"])
     payload = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert payload["frames_file"] == "metrics.csv" and payload["summary"]["frames"] == 300
+
+
+def test_live_log_widens_for_a_column_a_later_row_adds_and_keeps_every_value(tmp_path):
+    """A live stream's metrics.csv is appended row by row; a flag that first appears at a later frame (NaN depth at
+    frame 5000, say) gets its own column, earlier rows keep theirs with an empty cell, nothing is dropped."""
+    import csv
+
+    from smoothdino.edge.sinks import MetricsSink
+
+    sink = MetricsSink(tmp_path, {"source": "camera"}, keep_rows=False)
+    depth = np.full((4, 6), 2.0, np.float32)
+    sink.add("000000", depth, None, {"total": 0.010})
+    sink.add("000001", depth, None, {"total": 0.020}, nonfinite_pixels=7)
+    sink.add("000002", depth, None, {"total": 0.030}, scene_cut=True)
+    sink.write()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["frame"] for r in rows] == ["000000", "000001", "000002"]
+    assert [r["nonfinite_pixels"] for r in rows] == ["", "7", ""]
+    assert [r["scene_cut"] for r in rows] == ["", "", "True"]
+    assert [float(r["total_ms"]) for r in rows] == [10.0, 20.0, 30.0]
