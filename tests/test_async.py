@@ -1,0 +1,95 @@
+"""live --async: every camera frame out at once, the network on the newest frame in its own thread."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from smoothdino.edge.asynchronous import AsyncPipeline
+from smoothdino.edge.loop import StreamOutputs, run_stream
+from smoothdino.edge.pipeline import DepthPipeline
+from smoothdino.edge.sources import open_source
+from smoothdino.edge.synthetic import SyntheticScene
+
+from .conftest import SMALL
+from .test_faults import write_video
+
+
+class SlowPipeline(DepthPipeline):
+    """The real pipeline with a network that takes `delay` seconds longer: a small, slow device."""
+
+    delay = 0.25
+
+    def _encode(self, rgb):
+        time.sleep(self.delay)
+        return super()._encode(rgb)
+
+
+def test_async_outputs_every_frame_while_the_network_is_busy(small_export, tmp_path):
+    video = write_video(tmp_path / "camera.mp4", frames=75)  # 2.5 s at 30 FPS
+    owner: list[threading.Thread] = []
+
+    def open_slow():
+        owner.append(threading.current_thread())
+        return SlowPipeline.from_folder(small_export, backend="onnxruntime", threads=1)
+
+    with AsyncPipeline(open_slow) as pipeline:
+        source = open_source(str(video), live=True)  # paced like a camera: newest frame only, drops counted
+        report = run_stream(pipeline, source, StreamOutputs(folder=tmp_path / "out"))
+    assert owner and owner[0] is not threading.main_thread()  # the worker opened (owns) the engines
+
+    read = source.stats.read
+    assert read >= 60 and source.stats.dropped <= 0.02 * read  # the loop kept up with the camera
+    assert report.computed + report.waiting == read - source.stats.dropped  # every frame out, or counted
+    assert 1 <= report.waiting <= 20  # before the first keyframe (~0.25 s + a pass): no made-up depth
+    assert 2 <= report.keyframes <= read / 6  # the network ran far less often than frames came
+    with open(tmp_path / "out" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == report.computed == len(list((tmp_path / "out" / "depth").glob("*.png")))
+    total_ms = np.array([float(r["total_ms"]) for r in rows])
+    assert np.median(total_ms) < 0.2 * SlowPipeline.delay * 1000  # the output path never waits for the network
+    ages = [int(r["age_frames"]) for r in rows]
+    drops = [i for i in range(1, len(ages)) if ages[i] < ages[i - 1]]
+    assert len(drops) >= 1  # a newer keyframe arrived: the age fell back
+    for i in range(1, len(ages)):  # between keyframe arrivals the age grows by one frame a frame
+        assert ages[i] == ages[i - 1] + 1 or i in drops
+    assert min(ages) >= 1  # measured from the keyframe's capture: an async frame is never its own keyframe
+
+
+def test_async_ctrl_c_ends_within_5_s_with_every_file_whole(small_export, tmp_path):
+    video = write_video(tmp_path / "camera.mp4", frames=600)  # 20 s: far longer than the test
+    out = tmp_path / "live"
+    child = subprocess.Popen([sys.executable, "-m", "smoothdino.cli", "live", "--engines", str(small_export),
+                              "--source", str(video), "--headless", "--backend", "onnxruntime", "--out", str(out),
+                              "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None and len(list((out / "depth").glob("*.png"))) < 10:
+        time.sleep(0.05)
+    assert child.poll() is None, child.communicate()[1][-1500:]
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=30)
+    # Ctrl-C is how a live run ends: a clean stop (exit 0), said in the summary line
+    assert time.monotonic() - sent < 5.0 and child.returncode == 0, stderr[-1500:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    pngs = {p.stem for p in (out / "depth").glob("*.png")}
+    assert all(cv2.imread(str(out / "depth" / f"{n}.png"), cv2.IMREAD_UNCHANGED) is not None for n in pngs)
+    with open(out / "metrics.csv", newline="") as f:
+        assert {r["frame"] for r in csv.DictReader(f)} == pngs
+
+
+def test_async_worker_failure_reaches_the_caller_in_one_line(tmp_path):
+    from smoothdino.core.errors import UserError
+
+    with pytest.raises(UserError, match="no manifest"):
+        AsyncPipeline(lambda: DepthPipeline.from_folder(tmp_path / "nothing"))

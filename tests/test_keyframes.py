@@ -1,0 +1,129 @@
+"""Keyframes: the network on some frames, the keyframe's depth carried by the measured shift to the others."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from smoothdino.cli import app
+from smoothdino.core.errors import UserError
+from smoothdino.edge.keyframes import KeyframePolicy, KeyframeSteps, parse_keyframes, translate_depth
+from smoothdino.edge.pipeline import DepthPipeline
+from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+
+from .conftest import SMALL
+
+
+def _frames(n: int, velocity=(2.0, 1.0)) -> list[np.ndarray]:
+    scene = SyntheticScene(*SMALL, frames=n, velocity=velocity)
+    canvases = scene.canvases()
+    return [scene.frame(i, canvases)[0] for i in range(n)]
+
+
+def test_translate_depth_matches_an_independent_shift_and_zeroes_the_uncovered_strip():
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(1, 5, size=(20, 30)).astype(np.float32)
+    for dx, dy in [(3.4, -2.6), (-5.0, 0.0), (0.2, 7.51), (-29.6, 1.0)]:
+        sx, sy = round(dx), round(dy)
+        expected = np.zeros_like(depth)
+        for y in range(20):  # out(x) = depth(x - d), written out pixel by pixel
+            for x in range(30):
+                if 0 <= y - sy < 20 and 0 <= x - sx < 30:
+                    expected[y, x] = depth[y - sy, x - sx]
+        assert np.array_equal(translate_depth(depth, dx, dy), expected), (dx, dy)
+    assert not translate_depth(depth, 40, 0).any()
+
+
+def test_parse_keyframes_words_numbers_and_one_line_errors():
+    assert parse_keyframes("every").mode == "every" and parse_keyframes("1").mode == "every"
+    assert parse_keyframes("3") == KeyframePolicy(mode="n", n=3)
+    assert parse_keyframes("AUTO").mode == "auto"
+    for bad in ("0", "-2", "2.5", "sometimes"):
+        with pytest.raises(UserError, match="--keyframes"):
+            parse_keyframes(bad)
+
+
+def test_propagated_frame_is_the_keyframe_depth_moved_by_the_measured_shift(small_export):
+    """Frame 1 of a scene moving by a known velocity: its depth is keyframe 0's depth translated by the shift
+    phase correlation measured between the two (close to the known one), and 0 on the strip it uncovers."""
+    frames = _frames(3, velocity=(3.0, 2.0))
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, KeyframePolicy(mode="n", n=3))
+        key = steps.step(frames[0])
+        carried = steps.step(frames[1])
+    assert key.keyframe and key.age_frames == 0
+    assert not carried.keyframe and carried.age_frames == 1
+    assert carried.shift.dx == pytest.approx(-3.0, abs=0.5) and carried.shift.dy == pytest.approx(-2.0, abs=0.5)
+    sx, sy = round(carried.shift.dx), round(carried.shift.dy)  # -3, -2: content moves up-left
+    h, w = SMALL
+    assert np.array_equal(carried.depth[: h + sy, : w + sx], key.depth[-sy:, -sx:])  # covered: the keyframe's depth
+    assert not carried.depth[h + sy:, :].any() and not carried.depth[:, w + sx:].any()  # uncovered strip: no depth
+    assert carried.timings["encoder"] == 0 and carried.timings["decoder"] == 0
+
+
+@pytest.mark.parametrize("n, frames", [(3, 10), (2, 7), (1, 4)])
+def test_every_nth_frame_runs_the_encoder_ceil_n_over_N_times(small_export, n, frames):
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, parse_keyframes(str(n)))
+        results = [steps.step(rgb) for rgb in _frames(frames)]
+    assert pipeline.runs["encoder"] == math.ceil(frames / n) == sum(r.keyframe for r in results)
+    assert [r.age_frames for r in results] == [i % n for i in range(frames)]
+
+
+def test_auto_takes_a_keyframe_at_a_scene_cut_and_past_the_shift_budget(small_export):
+    slow = _frames(8, velocity=(0.5, 0.0))
+    other = np.ascontiguousarray(np.rot90(_frames(1, velocity=(0, 0))[0], 2))  # another view: a scene cut
+    policy = KeyframePolicy(mode="auto", max_shift=0.04, max_age=100)  # 0.04 x 98 px = 3.9 px
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, policy)
+        kinds = [steps.step(rgb).keyframe for rgb in slow]
+        cut = steps.step(other)
+    # 0.5 px a frame: the shift to the keyframe passes 3.9 px at the 8th frame after it, not before
+    assert kinds == [True, False, False, False, False, False, False, False]
+    assert cut.keyframe
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, policy)
+        fast = [steps.step(rgb) for rgb in _frames(6, velocity=(3.0, 0.0))]
+    assert [r.keyframe for r in fast] == [True, False, True, False, True, False]  # 6 px > 3.9: every other frame
+    assert all(abs(r.shift.dx) < 3.9 for r in fast if not r.keyframe)
+
+
+@pytest.mark.parametrize("policy", ["3", "auto"])
+def test_resumed_process_with_keyframes_equals_the_uninterrupted_run_byte_for_byte(small_export, tmp_path, policy):
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=14, velocity=(2.5, 1.0)))
+    common = ["--engines", str(small_export), "--backend", "onnxruntime", "--no-video", "--keyframes", policy]
+    whole = CliRunner().invoke(app, ["process", str(sequence), "--out", str(tmp_path / "whole"), *common])
+    assert whole.exit_code == 0, whole.output
+    for limit in ("5", "9"):  # stopped after frame 5, then 9 (mid-way between keyframes), then to the end
+        part = CliRunner().invoke(app, ["process", str(sequence), "--out", str(tmp_path / "parts"), "--limit", limit, *common])
+        assert part.exit_code == 0, part.output
+    rest = CliRunner().invoke(app, ["process", str(sequence), "--out", str(tmp_path / "parts"), *common])
+    assert rest.exit_code == 0, rest.output
+    names = sorted(p.name for p in (tmp_path / "whole" / "seq" / "depth").glob("*.png"))
+    assert len(names) == 14
+    for name in names:
+        assert (tmp_path / "whole" / "seq" / "depth" / name).read_bytes() == \
+               (tmp_path / "parts" / "seq" / "depth" / name).read_bytes(), name
+    rows = {json.dumps([r["frame"], r["keyframe"], r["age_frames"]]) for r in
+            json.loads((tmp_path / "whole" / "seq" / "metrics.json").read_text())["frames"]}
+    resumed = {json.dumps([r["frame"], r["keyframe"], r["age_frames"]]) for r in
+               json.loads((tmp_path / "parts" / "seq" / "metrics.json").read_text())["frames"]}
+    assert rows == resumed
+    keys = [r for r in json.loads((tmp_path / "whole" / "seq" / "metrics.json").read_text())["frames"] if r["keyframe"]]
+    assert 1 < len(keys) < 14
+
+
+def test_process_table_reports_keyframe_share_and_both_rates(small_export, tmp_path):
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=6))
+    result = CliRunner().invoke(app, ["process", str(sequence), "--out", str(tmp_path / "out"), "--engines",
+                                      str(small_export), "--backend", "onnxruntime", "--no-video", "--keyframes", "3"])
+    assert result.exit_code == 0, result.output
+    assert "keyframes" in result.output and "network FPS" in result.output and "33%" in result.output
+    bad = CliRunner().invoke(app, ["process", str(sequence), "--out", str(tmp_path / "bad"), "--engines",
+                                   str(small_export), "--keyframes", "0"])
+    assert bad.exit_code == 2 and "--keyframes" in bad.output and not (tmp_path / "bad").exists()
