@@ -3,12 +3,17 @@ sink and the Foxglove WebSocket sink (one loopback viewer subscribed to every ch
 
     python -m smoothdino.benchmarks.robotics_overhead --sizes 70x98,480x640 --frames 12
 
-Two measurements per frame size, on synthetic moving frames:
+Two measurements per frame size, on synthetic moving frames generated before any clock starts:
 - sink cost: each sink's own time per frame, called as the loop calls it. The bag and PLY sinks run on the
   loop's thread; the Foxglove sink's loop-side cost is `write` (a mailbox), its building/logging runs on its
-  publisher thread and is reported separately.
-- in the loop: run_stream per-frame wall time, plain and with each sink, on an export at that size (made
-  here with random weights unless --engines SIZE=FOLDER is given; --no-pipeline skips it).
+  publisher thread and is timed there, publish by publish; a publish that raised is counted as failed, never
+  as published, and left out of the times.
+- in the loop: run_stream per-frame time (from the source handing a frame over to the last sink returning),
+  plain and with each sink, on an export at that size (made here with random weights unless --engines
+  SIZE=FOLDER is given; --no-pipeline skips it). One untimed run first warms ONNX Runtime up.
+Percentiles are real percentiles (numpy, linear) of the per-frame times. The first frame of every run (first
+write: files opened; first frame of a stream: no phase correlation) is warm-up: reported apart as first_ms,
+left out of the percentiles.
 Results: <out>/robotics_overhead.json and .md.
 """
 
@@ -31,7 +36,7 @@ from smoothdino.edge.foxglove_live import TOPICS, FoxgloveSink
 from smoothdino.edge.intrinsics import NYU_KINECT, IntrinsicsChoice
 from smoothdino.edge.pointcloud import PlySink
 from smoothdino.edge.sinks import atomic_write_text, json_dumps
-from smoothdino.edge.sources import Frame, SyntheticSource
+from smoothdino.edge.sources import Frame, SourceStats
 from smoothdino.edge.synthetic import SyntheticScene
 
 from .report import markdown_table
@@ -119,13 +124,55 @@ def _viewer_or_recording(folder: Path):
     return sink, viewer
 
 
+def synthetic_frames(size: tuple[int, int], count: int) -> tuple[list[Frame], list[np.ndarray]]:
+    """The synthetic moving frames and their depth, made up front: their generation is never timed."""
+    h, w = size
+    frames, depths = [], []
+    for i, (rgb, depth) in enumerate(SyntheticScene(h, w, count)):
+        frames.append(Frame(rgb, i, f"{i + 1}", i / 10, meta={"intrinsics": NYU_KINECT.scaled(h, w), "frame_id": "camera",
+                                                           "stamp_ns": 1_700_000_000_000_000_000 + i * 100_000_000}))
+        depths.append(depth.astype(np.float32))
+    return frames, depths
+
+
+def per_frame(seconds: list[float]) -> dict:
+    """The first frame apart (warm-up), percentiles of the rest, in ms."""
+    if len(seconds) < 2:
+        raise ValueError("need at least 2 frames: the first is warm-up")
+    return {**percentiles(seconds[1:]), "first_ms": 1000.0 * seconds[0], "timed_frames": len(seconds) - 1}
+
+
+def time_publishes(sink: FoxgloveSink) -> dict:
+    """Time each publish on the sink's publisher thread, and count the ones that raised apart (the sink's own
+    `published` counts a failed publish too). Set before the first write."""
+    stats: dict = {"ok_seconds": [], "failed": 0}
+    publish = sink.publish
+
+    def timed(*args):
+        start = time.perf_counter()
+        try:
+            publish(*args)
+        except Exception:
+            stats["failed"] += 1
+            raise  # the sink reports it, as it would without the benchmark
+        stats["ok_seconds"].append(time.perf_counter() - start)
+
+    sink.publish = timed  # the publisher thread looks it up on the instance for each frame
+    return stats
+
+
+def publisher_row(sink: FoxgloveSink, stats: dict, written: int) -> dict:
+    ok = stats["ok_seconds"]
+    row = {"per_frame": per_frame(ok) if len(ok) >= 2 else {"p50_ms": float("nan"), "p95_ms": float("nan")},
+           "frames_written": written, "published": len(ok), "publish_failed": stats["failed"],
+           "dropped": sink.dropped}
+    row["unaccounted"] = written - len(ok) - stats["failed"] - sink.dropped  # 0: every frame is one of the three
+    return row
+
+
 def sink_costs(size: tuple[int, int], count: int, cloud_stride: int) -> dict:
     """Seconds per frame each sink takes, called as run_stream calls it."""
-    h, w = size
-    frames = [Frame(rgb, i, f"{i:06d}", i / 10, meta={"intrinsics": NYU_KINECT.scaled(h, w), "frame_id": "camera",
-                                                      "stamp_ns": 1_700_000_000_000_000_000 + i * 100_000_000})
-              for i, (rgb, _) in enumerate(SyntheticScene(h, w, count))]
-    depths = [d.astype(np.float32) for _, d in SyntheticScene(h, w, count)]
+    frames, depths = synthetic_frames(size, count)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -140,9 +187,10 @@ def sink_costs(size: tuple[int, int], count: int, cloud_stride: int) -> dict:
                 times.append(time.perf_counter() - start)
             start = time.perf_counter()
             sink.close()
-            rows[name] = {"per_frame": percentiles(times), "close_ms": (time.perf_counter() - start) * 1000.0}
+            rows[name] = {"per_frame": per_frame(times), "close_ms": (time.perf_counter() - start) * 1000.0}
         sink, viewer = _viewer_or_recording(folder)
         sink.cloud_stride = cloud_stride
+        publishes = time_publishes(sink)
         times = []
         for frame, depth in zip(frames, depths):
             start = time.perf_counter()
@@ -151,44 +199,83 @@ def sink_costs(size: tuple[int, int], count: int, cloud_stride: int) -> dict:
             time.sleep(0.05)  # leave the publisher time for each frame, as a real loop's inference would
         sink.close()
         who = "1 loopback viewer" if viewer else "MCAP recording"
-        rows[f"Foxglove sink, loop thread ({who})"] = {"per_frame": percentiles(times)}
-        rows[f"Foxglove sink, publisher thread ({who})"] = {
-            "per_frame": {"p50_ms": 1000.0 * sink.publish_seconds / max(sink.published, 1)},
-            "published": sink.published, "dropped": sink.dropped}
+        rows[f"Foxglove sink, loop thread ({who})"] = {"per_frame": per_frame(times)}
+        rows[f"Foxglove sink, publisher thread ({who})"] = publisher_row(sink, publishes, len(frames))
         if viewer:
             rows[f"Foxglove sink, publisher thread ({who})"]["messages_received"] = viewer.received
             viewer.close()
     return rows
 
 
-def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: int) -> dict:
-    """run_stream wall time per frame: plain, + bag sink, + Foxglove sink with a viewer, plain again."""
+class FrameListSource:
+    """Frames made beforehand, handed to run_stream as a sequence source would; notes when it hands each over."""
+
+    live = False
+    fps = 10.0
+
+    def __init__(self, frames: list[Frame], name: str):
+        self.frames, self.name = frames, name
+        self.stats = SourceStats()
+        self.handed: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        for frame in self.frames:
+            self.stats.read += 1
+            self.handed.append(time.perf_counter())
+            yield frame
+
+    def close(self) -> None:
+        pass
+
+
+def timed_stream(pipeline, frames: list[Frame], sinks: list) -> list[float]:
+    """run_stream over `frames`; per frame, the seconds from the source handing it over to the loop being done
+    with it (pipeline, every sink): generation and the loop's set-up and closing are outside."""
     from smoothdino.edge.loop import StreamOutputs, run_stream
+
+    source = FrameListSource(frames, "synthetic")
+    done: list[float] = []
+    report = run_stream(pipeline, source, StreamOutputs(sinks=sinks), on_frame=lambda _: done.append(time.perf_counter()))
+    if report.computed != len(frames) or len(done) != len(frames):
+        raise RuntimeError(f"run_stream computed {report.computed} of {len(frames)} frames")
+    return [end - start for start, end in zip(source.handed, done)]
+
+
+def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: int) -> dict:
+    """run_stream time per frame: plain, + bag sink, + Foxglove sink with a viewer, plain again (after an
+    untimed warm-up run)."""
     from smoothdino.edge.pipeline import DepthPipeline
 
-    h, w = size
+    frames, _ = synthetic_frames(size, count)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp, DepthPipeline.from_folder(engines, backend="auto") as pipeline:
         folder = Path(tmp)
         description = pipeline.description
+        timed_stream(pipeline, frames[:2], [])  # warm-up: ONNX Runtime's first runs, not timed
         for name in ("plain", "bag sink", "Foxglove sink + viewer", "plain (again)"):
-            viewer = None
+            viewer, publishes = None, None
             if name == "bag sink":
                 sinks = [BagSink(folder / f"bag{len(rows)}", "/camera", IntrinsicsChoice(), cloud_stride)]
             elif name.startswith("Foxglove"):
                 fox, viewer = _viewer_or_recording(folder)
                 fox.cloud_stride = cloud_stride
+                publishes = time_publishes(fox)
                 sinks = [fox]
             else:
                 sinks = []
-            source = SyntheticSource(SyntheticScene(h, w, count))
-            report = run_stream(pipeline, source, StreamOutputs(sinks=sinks))
-            rows[name] = {"per_frame_ms": 1000.0 * report.wall_seconds / max(report.computed, 1), "frames": report.computed}
+            seconds = timed_stream(pipeline, frames, sinks)  # closes the sinks
+            rows[name] = {"per_frame": per_frame(seconds), "frames": len(seconds)}
+            if publishes is not None:
+                publisher = publisher_row(fox, publishes, len(frames))
+                rows[name].update({k: publisher[k] for k in ("published", "publish_failed", "dropped")})
             if viewer:
                 viewer.close()
-    plain = (rows["plain"]["per_frame_ms"] + rows["plain (again)"]["per_frame_ms"]) / 2
+    plain = (rows["plain"]["per_frame"]["p50_ms"] + rows["plain (again)"]["per_frame"]["p50_ms"]) / 2
     for row in rows.values():
-        row["overhead_ms"] = row["per_frame_ms"] - plain
+        row["overhead_p50_ms"] = row["per_frame"]["p50_ms"] - plain
     return {"pipeline": description, "rows": rows}
 
 
@@ -205,17 +292,26 @@ def _export(size: tuple[int, int], out: Path) -> Path:
 def markdown(result: dict) -> str:
     lines = ["# robot outputs: per-frame cost", "",
              (f"Synthetic moving frames, point clouds every {result['cloud_stride']}th pixel each way; random weights "
-              "(the depth values do not matter for the cost)."), ""]
+              "(the depth values do not matter for the cost). Percentiles leave out each run's first frame (warm-up, "
+             "shown as 'first')."), ""]
+
+    def notes(r: dict) -> str:
+        return ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
+                         if k not in ("per_frame", "frames", "overhead_p50_ms"))
+
     for size, entry in result["sizes"].items():
         lines += [f"## {size}", "", "Sink cost (ms per frame):", ""]
-        lines += markdown_table(["sink", "p50", "p95", "notes"], [
-            [name, f"{r['per_frame']['p50_ms']:.2f}", f"{r['per_frame']['p95_ms']:.2f}" if "p95_ms" in r["per_frame"] else "-",
-             ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if k != "per_frame")]
+        lines += markdown_table(["sink", "p50", "p95", "first", "frames timed", "notes"], [
+            [name, f"{r['per_frame']['p50_ms']:.2f}", f"{r['per_frame']['p95_ms']:.2f}",
+             f"{r['per_frame']['first_ms']:.2f}" if "first_ms" in r["per_frame"] else "-",
+             r["per_frame"].get("timed_frames", "-"), notes(r)]
             for name, r in entry["sinks"].items()])
         if "loop" in entry:
             lines += ["", f"In the loop ({entry['loop']['pipeline']}), ms per frame:", ""]
-            lines += markdown_table(["run", "per frame", "overhead vs plain", "frames"], [
-                [name, f"{r['per_frame_ms']:.1f}", f"{r['overhead_ms']:+.1f}", r["frames"]]
+            lines += markdown_table(["run", "p50", "p95", "first", "p50 overhead vs plain", "frames timed", "notes"], [
+                [name, f"{r['per_frame']['p50_ms']:.1f}", f"{r['per_frame']['p95_ms']:.1f}",
+                 f"{r['per_frame']['first_ms']:.1f}", f"{r['overhead_p50_ms']:+.1f}", r["per_frame"]["timed_frames"],
+                 notes(r)]
                 for name, r in entry["loop"]["rows"].items()])
         lines.append("")
     return "\n".join(lines)
@@ -225,12 +321,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="70x98,480x640")
     p.add_argument("--frames", type=int, default=12)
-    p.add_argument("--loop-frames", type=int, default=6, help="frames per run_stream variant")
+    p.add_argument("--loop-frames", type=int, default=8, help="frames per run_stream variant (the first is warm-up)")
     p.add_argument("--cloud-stride", type=int, default=4)
     p.add_argument("--engines", action="append", default=[], help="SIZE=FOLDER, an export at that size (repeat)")
     p.add_argument("--no-pipeline", action="store_true", help="sink costs only")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
     a = p.parse_args(argv)
+    if a.frames < 3 or a.loop_frames < 3:
+        p.error("--frames and --loop-frames: at least 3 (the first frame of each run is warm-up)")
     a.out.mkdir(parents=True, exist_ok=True)
     given = {parse_size(k): Path(v) for k, v in (e.split("=", 1) for e in a.engines)}
     result = {"cloud_stride": a.cloud_stride, "random_weights": True, "sizes": {}}

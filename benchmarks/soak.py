@@ -5,12 +5,17 @@ swept back and forth, with random weights and an export made on the fly, writing
 metrics. Every 50 frames it samples the process's resident memory and open file descriptors; per 500-frame
 window it keeps latency p50/p99. `DIR/soak.json` holds all of it; the goals (RSS growth after warm-up
 <= 16 MiB, constant descriptors, no frame lost) are checked at the end and printed.
+
+"Frames written" counts only this run's frames: the depth PNGs of the frames this run computed, found on disk
+at the end. A `DIR/run/depth` that already holds PNGs (an earlier soak) is refused, so a frame this run lost
+can never be made up for by a file an earlier run left (`DIR/engines`, an earlier export, is reused).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import platform
 import resource
 import time
@@ -39,9 +44,12 @@ def open_descriptors() -> int:
 class SoakProbe:
     """A FrameSink (edge.loop) that samples memory, descriptors and latency as frames go by."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, sample_every: int = SAMPLE_EVERY, window: int = WINDOW) -> None:
         self.total = total
+        self.sample_every = max(1, sample_every)
+        self.window = max(1, window)
         self.frames = 0
+        self.computed: list[str] = []  # names of the frames this run computed (their PNGs were written before)
         self.rss: list[list[float]] = []
         self.fds: list[list[int]] = []
         self.windows: list[dict] = []
@@ -52,10 +60,11 @@ class SoakProbe:
         self.frames += 1
         if result is not None:
             self._latency.append(result.timings["total"] * 1000.0)
-        if self.frames % SAMPLE_EVERY == 0 or self.frames in (1, self.total):  # in the loop, files open
+            self.computed.append(frame.name)
+        if self.frames % self.sample_every == 0 or self.frames in (1, self.total):  # in the loop, files open
             self.rss.append([self.frames, round(rss_mib(), 2)])
             self.fds.append([self.frames, open_descriptors()])
-        if self.frames % WINDOW == 0:
+        if self.frames % self.window == 0:
             self._close_window()
 
     def _close_window(self) -> None:
@@ -74,21 +83,27 @@ def verdict(result: dict, warmup: int) -> dict:
     after = [mib for frame, mib in result["rss_mib"] if frame >= warmup] or [result["rss_mib"][-1][1]]
     fds_after = [n for frame, n in result["open_fds"] if frame >= warmup] or [result["open_fds"][-1][1]]
     windows = result["latency_windows"]
+    growth = round(max(after) - after[0], 2)
+    fds_constant = min(fds_after) == max(fds_after)
+    no_frame_lost = (result["frames_written"] == result["frames_computed"] == result["frames"]
+                     == result["pngs_in_folder"] and not result["errors"])
     return {
         "warmup_frames": warmup,
         "rss_after_warmup_mib": after[0],
         "rss_end_mib": result["rss_mib"][-1][1],
-        "rss_growth_mib": round(max(after) - after[0], 2),
-        "rss_growth_ok": max(after) - after[0] <= RSS_GROWTH_GOAL_MIB,
+        "rss_growth_mib": growth,
+        "rss_growth_ok": growth <= RSS_GROWTH_GOAL_MIB,
         "fds_min_max": [min(fds_after), max(fds_after)],
-        "fds_constant": min(fds_after) == max(fds_after),
-        "no_frame_lost": result["frames_written"] == result["frames"] and not result["errors"],
+        "fds_constant": fds_constant,
+        "no_frame_lost": no_frame_lost,
+        "goals_met": growth <= RSS_GROWTH_GOAL_MIB and fds_constant and no_frame_lost,
         "latency_p50_first_last_ms": [windows[0]["p50_ms"], windows[-1]["p50_ms"]] if windows else None,
     }
 
 
 def main(argv=None) -> dict:
     from smoothdino.core.console import console, random_weights_notice
+    from smoothdino.core.errors import UserError
     from smoothdino.core.images import parse_size
     from smoothdino.edge.loop import StreamOutputs, run_stream
     from smoothdino.edge.pipeline import DepthPipeline
@@ -104,8 +119,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=500, help="frames before the RSS baseline")
     ap.add_argument("--engines", type=Path, default=None, help="an existing export of --size (default: export one)")
+    ap.add_argument("--sample-every", type=int, default=SAMPLE_EVERY, help="frames between RSS/descriptor samples")
+    ap.add_argument("--window", type=int, default=WINDOW, help="frames per latency p50/p99 window")
     args = ap.parse_args(argv)
     size = parse_size(args.size)
+    depth_folder = args.out / "run" / "depth"
+    stale = sum(1 for _ in depth_folder.glob("*.png")) if depth_folder.is_dir() else 0
+    if stale:  # they would count as written by this run
+        raise UserError(f"{depth_folder}: {stale} depth PNGs from an earlier run; the soak counts the frames it "
+                        f"writes itself: give an empty --out, or delete {args.out / 'run'}")
 
     random_weights_notice()
     engines = args.engines or args.out / "engines"
@@ -115,7 +137,7 @@ def main(argv=None) -> dict:
         spec = ExportSpec(arch="vits14", adapter="temporal", size=size, precision=args.precision,
                           backend="onnxruntime", random_weights=True, calibration_frames=2)
         ensure_export(spec, engines, progress=lambda msg: None)
-    probe = SoakProbe(args.frames)
+    probe = SoakProbe(args.frames, args.sample_every, args.window)
     errors: list[str] = []
     source = SyntheticSource(SyntheticScene(*size, frames=120), total=args.frames, live=True)
     start = time.perf_counter()
@@ -129,12 +151,16 @@ def main(argv=None) -> dict:
     result = {
         "frames": args.frames,
         "frames_computed": report.computed if report else probe.frames,
-        "frames_written": len(list((args.out / "run" / "depth").glob("*.png"))),
+        # this run's frames whose PNG is on disk (the folder held none before: refused above)
+        "frames_written": sum(1 for name in dict.fromkeys(probe.computed) if (depth_folder / f"{name}.png").is_file()),
+        "pngs_in_folder": sum(1 for _ in depth_folder.glob("*.png")),
         "size": list(size),
         "precision": args.precision,
         "backend": "onnxruntime",
         "random_weights": True,
         "wall_seconds": round(time.perf_counter() - start, 1),
+        "sample_every": probe.sample_every,
+        "window": probe.window,
         "rss_mib": probe.rss,
         "open_fds": probe.fds,
         "latency_windows": probe.windows,
@@ -155,4 +181,11 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from smoothdino.core.console import error_line
+    from smoothdino.core.errors import UserError
+
+    try:
+        main()
+    except UserError as err:
+        error_line(str(err))
+        sys.exit(2)

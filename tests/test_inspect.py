@@ -53,8 +53,18 @@ def test_pca_recovers_a_known_three_component_structure():
     for k in range(3):
         assert abs(np.corrcoef(colours[:, k], latents[:, k])[0, 1]) > 0.95
         assert colours[:, k].min() == 0 and colours[:, k].max() == 255
-    # one basis for the sequence: a frame gets the same colours whatever other frames it is shown with
-    np.testing.assert_array_equal(pca.to_uint8(maps[0]), pca.to_uint8(maps[0].copy()))
+    # one fixed scaling: a cell's colour depends on its feature vector only, not on the other cells of its map
+    # (a map whose right half is one repeated cell has a much narrower spread: a per-map scaling would recolour it)
+    mixed = maps[0].copy()
+    mixed[:, :, 12:] = maps[0][:, :1, :1]
+    colours = pca.to_uint8(mixed)
+    np.testing.assert_array_equal(colours[:, :12], pca.to_uint8(maps[0])[:, :12])
+    assert (colours[:, 12:] == pca.to_uint8(maps[0])[0, 0]).all()
+    # and the colour is the documented map: (projection - low) / (high - low) * 255, clipped, by hand
+    cell = maps[1][:, 4, 7].astype(np.float64)
+    by_hand = (cell - pca.mean) @ pca.components.T.astype(np.float64)
+    expected = np.round(np.clip((by_hand - pca.low) / (pca.high - pca.low), 0, 1) * 255)
+    np.testing.assert_allclose(pca.to_uint8(maps[1])[4, 7], expected, atol=1)
 
 
 def test_pca_image_is_frame_sized_with_the_padding_cropped():
@@ -69,6 +79,77 @@ def test_pca_image_is_frame_sized_with_the_padding_cropped():
     # cell column 1 covers padded x 14..27 = frame x 8..21: the block edges sit there, not at multiples of 14
     columns = np.abs(np.diff(image.astype(int), axis=1)).sum(axis=(0, 2))
     assert set(np.flatnonzero(columns)) == {7, 21}
+
+
+class _FeaturePipeline:
+    """A stand-in FramePipeline whose patch maps (before and after the adapter) are chosen by the test: few
+    channels, so a colour can be traced back to its feature vector. Values are multiples of 1/8 (float16-exact,
+    as inspect keeps them)."""
+
+    frame_size = (70, 98)  # a 5 x 7 grid, no padding
+    keep_outputs = True
+    random_weights = False
+    has_adapter = True
+
+    def __init__(self, before: list[np.ndarray], after: list[np.ndarray], level: int):
+        self.before, self.after, self.level, self.index = before, after, level, 0
+
+    def reset(self):
+        self.index = 0
+
+    def step(self, rgb):
+        from types import SimpleNamespace
+
+        k, self.index = self.index, self.index + 1
+        return SimpleNamespace(outputs={f"patch{self.level}": self.before[k][None], f"fused_patch{self.level}": self.after[k][None]},
+                               shift=SimpleNamespace(dx=0.0, dy=0.0, confidence=1.0), scene_cut=False,
+                               depth=np.full(self.frame_size, 2.0, np.float32), nonfinite=0)
+
+
+def test_inspect_colours_one_basis_and_one_scaling_for_the_whole_sequence(tmp_path):
+    """The README: "One basis ... and one 8-bit scaling per sequence, so a colour means the same in every frame,
+    before and after". Frames whose features spread along different channels and with different strengths: the
+    same feature vector gets the same colour in every PNG, and every PNG's colours are one affine function of the
+    features (what a single projection and scaling give), which a per-frame or per-map fit would not be."""
+    from smoothdino.edge.inspect import inspect_sequence
+    from smoothdino.edge.sources import SyntheticSource
+    from smoothdino.edge.synthetic import SyntheticScene
+
+    rng = np.random.default_rng(11)
+    frames, channels, (h, w) = 4, 6, (5, 7)
+    spread = [np.array(v) for v in ([4, 1, 1, 2, 1, 1], [1, 4, 2, 1, 1, 1], [1, 1, 1, 1, 4, 2], [2, 2, 4, 1, 1, 3])]
+    before = [(rng.integers(-16, 17, (channels, h, w)) * spread[k][:, None, None] * (k + 1)).astype(np.float32) / 8
+              for k in range(frames)]
+    after = [(rng.integers(-16, 17, (channels, h, w)) * spread[(k + 2) % frames][:, None, None]).astype(np.float32) / 8
+             for k in range(frames)]
+    shared = np.array([3, -2, 1, 0, 2, -1], np.float32) / 8  # near the centre: unsaturated colours
+    placed = [("pca", 0, (0, 0)), ("pca", 2, (3, 5)), ("pca_fused", 1, (2, 2)), ("pca_fused", 3, (4, 6))]
+    for sub, k, (y, x) in placed:
+        (before if sub == "pca" else after)[k][:, y, x] = shared
+
+    source = SyntheticSource(SyntheticScene(70, 98, frames=frames))
+    folder = tmp_path / "inspect"
+    inspect_sequence(_FeaturePipeline(before, after, level=2), source, folder, 2)
+
+    def cell_colours(sub, k):  # RGB at each 14x14 block's centre
+        image = cv2.cvtColor(cv2.imread(str(folder / sub / f"{k + 1}.png")), cv2.COLOR_BGR2RGB)
+        assert image.shape == (70, 98, 3)
+        return image[7::14, 7::14].astype(np.float64)  # [5, 7, 3]
+
+    colours = {(sub, k): cell_colours(sub, k) for sub in ("pca", "pca_fused") for k in range(frames)}
+    same = [colours[(sub, k)][y, x] for sub, k, (y, x) in placed]
+    assert all(np.array_equal(c, same[0]) for c in same), same
+    assert ((same[0] > 0) & (same[0] < 255)).all()  # not a saturated colour that any scaling would give
+
+    features = np.concatenate([m.reshape(channels, -1).T for m in before + after]).astype(np.float64)
+    rgb = np.concatenate([colours[(sub, k)].reshape(-1, 3) for sub in ("pca", "pca_fused") for k in range(frames)])
+    design = np.column_stack([features, np.ones(len(features))])
+    for c in range(3):
+        inside = (rgb[:, c] > 0) & (rgb[:, c] < 255)  # the clipped ends carry no information
+        assert inside.sum() > 0.8 * len(rgb)
+        fit, *_ = np.linalg.lstsq(design[inside], rgb[inside, c], rcond=None)
+        assert np.abs(design[inside] @ fit - rgb[inside, c]).max() <= 0.75  # 8-bit rounding, nothing more
+        assert np.abs(fit[:channels]).max() > 1.0  # the colour really follows the features
 
 
 # -- stability ---------------------------------------------------------------------------------------
@@ -235,3 +316,25 @@ def test_inspect_on_nyu_frames_resized_to_the_engines(small_export, nyu_scene, t
     assert image.shape == (480, 640, 3)  # written at the input frames' size
     payload = _check_stability_json(folder, 5, has_after=True)
     assert all(r["confidence"] > 0 for r in payload["rows"][1:])  # phase correlation found the motion
+
+
+def test_inspect_with_keyframes_looks_at_the_frames_the_network_ran_on(small_export, tmp_path):
+    """--keyframes 3 over 7 frames: features of frames 1, 4, 7 only, each compared with the previous keyframe, by the
+    shift phase correlation measures between the two keyframes (3 frames of motion apart)."""
+    from smoothdino.edge.motion import phase_shift, to_grey
+    from smoothdino.edge.synthetic import SyntheticScene
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["inspect", "synthetic:70x98:7", "--engines", str(small_export), "--keyframes", "3",
+                                 "--level", "3", "--out", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    folder = out / "synthetic_70x98"
+    assert sorted(int(p.stem) for p in (folder / "pca").glob("*.png")) == [1, 4, 7]
+    payload = json.loads((folder / "stability.json").read_text())
+    frames = payload["rows"]
+    assert payload["frames"] == 3 and [f["frame"] for f in frames] == ["1", "4", "7"]
+    scene = SyntheticScene(70, 98, 7)
+    canvases = scene.canvases()
+    expected = phase_shift(to_grey(scene.frame(0, canvases)[0]), to_grey(scene.frame(3, canvases)[0]))
+    assert frames[1]["dx"] == pytest.approx(expected.dx, abs=1e-3)  # keyframe 4 against keyframe 1
+    assert abs(expected.dx) > 6  # three frames of motion, not one
