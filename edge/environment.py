@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from functools import lru_cache
 
+from smoothdino.core.errors import UserError
+
 PACKAGES = {
     "smoothdino": "smoothdino",
     "torch": "torch",
@@ -68,16 +70,68 @@ def _importable_rtx_module() -> str | None:
     return None
 
 
+# TensorRT below 10 has no strongly typed networks (NetworkDefinitionCreationFlag.STRONGLY_TYPED), which every
+# engine build uses (DESIGN.md, "Precision and TensorRT versions"). On a Jetson that is JetPack 6.0 and older.
+MIN_TENSORRT_MAJOR = 10
+JETPACK_FOR_OLD_TENSORRT = {"8.6": "JetPack 6.0 (L4T 36.2/36.3)", "8.5": "JetPack 5.1.x (L4T 35)",
+                            "8.4": "JetPack 5.0.x (L4T 34/35.1)", "8.2": "JetPack 4.6.x (L4T 32.7)"}
+
+
+class TensorRTTooOld(UserError, ImportError):
+    """An importable TensorRT that cannot build or run our engines. A UserError (one line, exit 2) and an
+    ImportError, so code that falls back when TensorRT is missing falls back here too."""
+
+
+def tensorrt_version_problem(version: str | None) -> str | None:
+    """The one line that refuses a TensorRT `version` older than 10, naming the JetPack to use; None when it
+    will do (or the version is unknown: nothing is refused on a guess)."""
+    match = re.match(r"\s*(\d+)\.(\d+)", str(version or ""))
+    if match is None or int(match[1]) >= MIN_TENSORRT_MAJOR:
+        return None
+    jetpack = JETPACK_FOR_OLD_TENSORRT.get(f"{match[1]}.{match[2]}")
+    shipped = f", the TensorRT of {jetpack}," if jetpack else ""
+    return (f"TensorRT {version}{shipped} is too old: smoothdino builds strongly typed networks, which need "
+            f"TensorRT {MIN_TENSORRT_MAJOR} or newer; on a Jetson flash JetPack 6.1 or 6.2 (L4T 36.4, TensorRT 10.3) "
+            "and build the image on l4t-jetpack:r36.4.0, elsewhere install TensorRT 10; or run with --backend "
+            "onnxruntime")
+
+
+def check_tensorrt_module(module, flavour: str = "tensorrt"):
+    """The module itself, or TensorRTTooOld. TensorRT for RTX has its own numbering (1.x) and is not checked."""
+    if flavour == "tensorrt":
+        problem = tensorrt_version_problem(getattr(module, "__version__", None))
+        if problem:
+            raise TensorRTTooOld(problem)
+    return module
+
+
 def import_tensorrt(flavour: str = "tensorrt"):
-    """The flavour's Python module. Raises ImportError (or OSError from missing libraries) when absent."""
+    """The flavour's Python module. Raises ImportError (or OSError from missing libraries) when absent, and
+    TensorRTTooOld (an ImportError and a UserError) for TensorRT below 10, so export, build and the run-time
+    all refuse it in the same line."""
     _check_flavour(flavour)
     first_error: Exception | None = None
     for module in FLAVOUR_MODULES[flavour]:
         try:
-            return importlib.import_module(module)
+            loaded = importlib.import_module(module)
         except Exception as err:  # ImportError, OSError (libnvinfer missing)
             first_error = first_error or err
+            continue
+        return check_tensorrt_module(loaded, flavour)
     raise first_error  # type: ignore[misc]
+
+
+def tensorrt_installed_version(flavour: str = "tensorrt") -> str | None:
+    """The installed version even where import_tensorrt refuses it (too old): what `doctor` reports."""
+    for module in FLAVOUR_MODULES[flavour]:
+        try:
+            return getattr(importlib.import_module(module), "__version__", None) or "installed"
+        except Exception:
+            try:
+                return importlib.metadata.version(module.replace("_", "-"))
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return None
 
 
 def tensorrt_version(flavour: str = "tensorrt") -> str | None:
@@ -138,6 +192,8 @@ def tensorrt_usable(flavour: str = "tensorrt") -> tuple[bool, str]:
     for RTX also needs an RTX-class GPU."""
     try:
         import_tensorrt(flavour)
+    except TensorRTTooOld as err:
+        return False, str(err)
     except Exception as err:
         module = " or ".join(FLAVOUR_MODULES[flavour])
         return False, f"{module} not importable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"

@@ -3,6 +3,10 @@
 names in /etc/nvpmodel.conf) and whether the clocks are locked (what `jetson_clocks` does: every CPU's and the
 GPU's minimum frequency raised to the maximum). Latency figures mean little without these.
 
+Docker hides the device tree from a container (/proc/device-tree points into /sys/firmware, which Docker masks), so
+the module's name is also read from a host copy mounted into the container, where jetson-containers puts it:
+`cat /proc/device-tree/model > /tmp/nv_jetson_model` on the host, `-v /tmp/nv_jetson_model:/tmp/nv_jetson_model:ro`.
+
 Every parser takes text and every reader takes a root folder, so tests feed fixture files; a missing or
 unreadable file gives None, never an exception. No subprocess, no root rights (nvpmodel -q and
 jetson_clocks --show want sudo on some releases; the files they read do not)."""
@@ -20,6 +24,11 @@ JETPACK_FOR_L4T = {
     "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1", "36.4.7": "6.2.1",
 }
 JETPACK_MAJOR_FOR_L4T_MAJOR = {32: "4", 34: "5", 35: "5", 36: "6", 38: "7"}
+
+DEVICE_TREE_MODEL = "proc/device-tree/model"
+HOST_MODEL_COPY = "tmp/nv_jetson_model"  # the host's device-tree model, mounted into a container
+MODEL_MOUNT_HINT = ("a container does not see the device tree: on the host `cat /proc/device-tree/model > "
+                    "/tmp/nv_jetson_model`, then add -v /tmp/nv_jetson_model:/tmp/nv_jetson_model:ro to docker run")
 
 
 def read_text(path: Path) -> str | None:
@@ -103,11 +112,23 @@ def clocks_locked(root: Path) -> bool | None:
     return all(known) if known else None
 
 
+def module_model(root: Path | str = "/") -> str | None:
+    """The module's name from the device tree, else from the host copy mounted into a container. The device tree
+    is read through /sys too: /proc/device-tree is an absolute link into /sys, which points into the container's
+    own (masked) /sys when the host's root is mounted elsewhere (`doctor` with the host's / at /host)."""
+    root = Path(root)
+    for path in (DEVICE_TREE_MODEL, "sys/firmware/devicetree/base/model", HOST_MODEL_COPY):
+        model = parse_module_model(read_text(root / path))
+        if model:
+            return model
+    return None
+
+
 def jetson_info(root: Path | str = "/") -> dict | None:
     """Module, L4T, JetPack, power mode and clock lock of the Jetson whose file system is at `root`; None off
     a Jetson."""
     root = Path(root)
-    module = parse_module_model(read_text(root / "proc/device-tree/model"))
+    module = module_model(root)
     release = parse_tegra_release(read_text(root / "etc/nv_tegra_release"))
     if module is None and release is None:
         return None
@@ -121,7 +142,7 @@ def describe(info: dict) -> dict[str, str]:
     clocks = {True: "locked (jetson_clocks)", False: "not locked: run `sudo jetson_clocks` before timing",
               None: "unknown (no cpufreq/devfreq files)"}[info.get("clocks_locked")]
     return {
-        "Jetson module": info.get("module") or "unknown",
+        "Jetson module": info.get("module") or f"unknown ({MODEL_MOUNT_HINT})",
         "JetPack / L4T": f"JetPack {info.get('jetpack') or '?'} (L4T {info.get('l4t') or '?'})",
         "power mode (nvpmodel)": (f"{mode['name'] or '?'} (id {mode['id']}, {mode['source']})" if mode else "unknown"),
         "clocks": clocks,

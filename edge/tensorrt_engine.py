@@ -182,6 +182,8 @@ class TensorRTEngine:
     def __init__(self, path: Path, output_sets: int = 1, flavour: str = "tensorrt"):
         try:
             trt = import_tensorrt(flavour)
+        except UserError:
+            raise  # already one line with its fix (e.g. TensorRT 8.6: which JetPack to use)
         except Exception as err:
             raise UserError(f"{path}: {FLAVOUR_TITLES[flavour]} is not importable here ({type(err).__name__}); "
                             "use --backend onnxruntime") from None

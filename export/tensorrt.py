@@ -43,6 +43,8 @@ _NO_DRIVER_MESSAGE = "CUDA driver version is insufficient"
 def require_tensorrt(flavour: str = "tensorrt"):
     try:
         return import_tensorrt(flavour)
+    except UserError:
+        raise  # already one line with its fix (e.g. TensorRT 8.6: which JetPack to use)
     except Exception as err:
         hint = ("pip install tensorrt-rtx-cu12-libs tensorrt-rtx-cu12-bindings" if flavour == "tensorrt-rtx"
                 else "install it from NVIDIA (JetPack ships it)")
