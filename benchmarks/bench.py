@@ -39,6 +39,7 @@ from smoothdino.edge.loop import ResumableSteps
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.edge.pipeline import STAGE_TIMINGS
 from smoothdino.edge.sinks import DepthPngSink, json_dumps, to_millimetres
+from smoothdino.edge.keyframes import parse_keyframes
 from smoothdino.edge.sources import FolderSource
 
 from .report import PAPER_FIGURES, plot_accuracy_vs_latency, write_markdown
@@ -71,6 +72,7 @@ class BenchSpec:
     random_weights: bool = False
     seed: int = 0
     min_confidence: float = 0.1
+    keyframes: list[str] = field(default_factory=lambda: ["every"])  # edge.keyframes policies: every, N, auto
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Runner:
     weight_mib: float
     device_load_mib: float | None
     description: str = ""  # kept: a closed pipeline no longer knows its engines
+    keyframes: str = "every"  # the policy it steps with (its own pipeline: each policy keeps its own state)
 
 
 def _open_runner(spec: BenchSpec, config: Config, backend: str, precision: str, size, calibration) -> Runner:
@@ -122,27 +125,29 @@ def _open_runners(spec: BenchSpec, size, say, calibration: list[Path]) -> tuple[
             if backend == "auto":
                 raise UserError(f"--backends auto: name them ({', '.join(BENCH_BACKENDS)})")
             for precision in ["fp32"] if backend == "torch" else spec.precisions:
-                key = f"{config.name}@{backend}/{precision}"
-                if key in runners:
-                    continue
-                if backend in ("tensorrt", "tensorrt-rtx"):
-                    usable, why = tensorrt_usable(backend)
-                    if not usable:
-                        skipped[key] = f"{backend} unavailable: {why}"
+                for keyframes in spec.keyframes:
+                    key = f"{config.name}@{backend}/{precision}" + ("" if keyframes == "every" else f"/keyframes={keyframes}")
+                    if key in runners:
                         continue
-                if backend == "torch":
-                    try:
-                        import torch  # noqa: F401
-                    except ImportError:
-                        skipped[key] = "torch not installed"
+                    if backend in ("tensorrt", "tensorrt-rtx"):
+                        usable, why = tensorrt_usable(backend)
+                        if not usable:
+                            skipped[key] = f"{backend} unavailable: {why}"
+                            continue
+                    if backend == "torch":
+                        try:
+                            import torch  # noqa: F401
+                        except ImportError:
+                            skipped[key] = "torch not installed"
+                            continue
+                    say(f"loading {key}")
+                    runner = _open_runner(spec, config, backend, precision, size, calibration)
+                    if runner.backend != backend:
+                        skipped[key] = f"{backend} fell back to {runner.backend}"
+                        runner.pipeline.close()
                         continue
-                say(f"loading {key}")
-                runner = _open_runner(spec, config, backend, precision, size, calibration)
-                if runner.backend != backend:
-                    skipped[key] = f"{backend} fell back to {runner.backend}"
-                    runner.pipeline.close()
-                    continue
-                runners[key] = runner
+                    runner.key, runner.keyframes = key, keyframes
+                    runners[key] = runner
     if not runners:
         raise UserError("no configuration could run on the requested back-ends: " + "; ".join(skipped.values()))
     return runners, skipped
@@ -272,7 +277,8 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
             steps, previous = {}, {}
             for key, r in runners.items():
                 pngs = DepthPngSink(spec.out / "depth" / key.replace("@", "_at_").replace("/", "_") / source.name)
-                steps[key] = (ResumableSteps(r.pipeline, sink.reader(r, pngs, source.name)), pngs)
+                steps[key] = (ResumableSteps(r.pipeline, sink.reader(r, pngs, source.name),
+                                             parse_keyframes(r.keyframes)), pngs)
             for position in range(len(source)):
                 frame = source.load(position)
                 if frame is None:
@@ -288,7 +294,8 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
                         pngs.write(frame.name, depth)
                         depth = to_millimetres(depth).astype(np.float32) / 1000.0  # what the PNG holds
                         computed[key] += 1
-                        record = {"warmup": computed[key] <= spec.warmup, "timings": result.timings}
+                        record = {"warmup": computed[key] <= spec.warmup, "timings": result.timings,
+                                  "keyframe": result.keyframe}
                         if frame.depth_gt is not None:
                             record["metrics"] = depth_metrics(depth, frame.depth_gt)
                             if key in previous:
@@ -324,6 +331,9 @@ def _aggregate(spec, runners, skipped, sink: BenchSink, sources, seconds, condit
         timed = [rec["timings"] for rec in records if not rec.get("warmup")]
         latency = {stage: percentiles([t[stage] for t in timed]) for stage in STAGE_TIMINGS}
         p50 = latency["total"]["p50_ms"]
+        # with keyframes the frame times are bimodal (a network pass or ~1 ms): the rate is 1 / mean, not 1 / p50
+        mean_ms = 1000.0 * float(np.mean([t["total"] for t in timed])) if timed else float("nan")
+        keyframe_share = float(np.mean([rec.get("keyframe", True) for rec in records])) if records else float("nan")
         gate = r.gate or {}
         rows[key] = {
             "config": r.config.name, "arch": r.config.arch, "adapter": r.config.adapter, "backend": r.backend,
@@ -334,7 +344,8 @@ def _aggregate(spec, runners, skipped, sink: BenchSink, sources, seconds, condit
                                                  "rmse_vs_reference_mm": gate.get("rmse_vs_reference_mm"),
                                                  "tolerance_mm": gate.get("tolerance_mm")},
             "accuracy": summarize(metric_rows, METRICS + ("temporal",)) if metric_rows else {},
-            "latency": latency, "fps": 1000.0 / p50 if p50 == p50 and p50 > 0 else float("nan"),
+            "latency": latency, "keyframes": r.keyframes, "keyframe_share": keyframe_share, "mean_ms": mean_ms,
+            "fps": (1000.0 / p50 if r.keyframes == "every" else 1000.0 / mean_ms) if p50 == p50 and p50 > 0 else float("nan"),
             "memory": {"weights_mib": r.weight_mib, "device_load_mib": r.device_load_mib},
         }
     for key, row in rows.items():  # relative change against the vits14 row of the same back-end and precision

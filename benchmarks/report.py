@@ -62,7 +62,9 @@ def write_markdown(results: dict, path: Path) -> Path:
         a, lat = row["accuracy"], row["latency"]
         delta = row.get("vs_vits14", {}).get("mse_paper")
         lines.append("| " + " | ".join([
-            row["config"], row["backend"], row["precision"], _gate(row["gate"]), _f(a.get("mse_paper")), _f(a.get("mse")), _f(a.get("rmse")),
+            row["config"] + ("" if row.get("keyframes", "every") == "every"
+                             else f" (keyframes {row['keyframes']}: {row['keyframe_share']:.0%})"),
+            row["backend"], row["precision"], _gate(row["gate"]), _f(a.get("mse_paper")), _f(a.get("mse")), _f(a.get("rmse")),
             _f(a.get("abs_rel")), _f(a.get("log10")), _f(a.get("delta1"), "{:.3f}"), _f(a.get("delta2"), "{:.3f}"),
             _f(a.get("delta3"), "{:.3f}"), _f(a.get("temporal")), _f(delta, "{:+.1f} %"),
             _f(lat["total"]["p50_ms"], "{:.0f}"), _f(lat["total"]["p95_ms"], "{:.0f}"), _f(lat["total"]["max_ms"], "{:.0f}"),

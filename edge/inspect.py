@@ -25,6 +25,7 @@ from smoothdino.core.images import resize_depth
 
 from .graph_io import NUM_LEVELS
 from .grid import FeatureGrid
+from .keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
 from .lineplot import BLUE, GREY, ORANGE, Panel, Series, line_plot
 from .loop import fit_frame
 from .pca import FeaturePCA
@@ -105,9 +106,11 @@ def stability_plot(rows: list[dict], title: str, random_weights: bool) -> np.nda
 
 
 def inspect_sequence(pipeline: FramePipeline, source, folder: Path, level: int, *, resize: bool = True,
-                     run_info: dict | None = None, on_frame: Callable[[int], None] | None = None) -> dict:
+                     run_info: dict | None = None, on_frame: Callable[[int], None] | None = None,
+                     keyframes: KeyframePolicy = EVERY_FRAME) -> dict:
     """Run `source` through `pipeline` (opened with keep_outputs=True) and write the inspection into
-    `folder`; returns what stability.json holds."""
+    `folder`; returns what stability.json holds. With keyframes, only the frames the network ran on are
+    inspected (carried frames have no features), each against the previous keyframe: what the adapter fuses."""
     check_level(level)
     if not pipeline.keep_outputs:
         raise ValueError("inspect_sequence needs a pipeline opened with keep_outputs=True")
@@ -116,7 +119,7 @@ def inspect_sequence(pipeline: FramePipeline, source, folder: Path, level: int, 
     random_weights = pipeline.random_weights
     before_key, after_key = f"patch{level}", f"fused_patch{level}"
 
-    pipeline.reset()
+    steps = KeyframeSteps(pipeline, keyframes)  # resets the pipeline
     tracker: StabilityTracker | None = None
     grid: FeatureGrid | None = None
     kept: list[dict] = []
@@ -126,7 +129,9 @@ def inspect_sequence(pipeline: FramePipeline, source, folder: Path, level: int, 
             notice(f"{source.name}: frames are {frame.rgb.shape[0]}x{frame.rgb.shape[1]}, the engines "
                    f"{size[0]}x{size[1]}: resizing (images are resized back)")
             warned_resize = True
-        result = pipeline.step(fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline))
+        result = steps.step(fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline))
+        if not result.keyframe:
+            continue
         before, after = result.outputs[before_key][0], result.outputs.get(after_key)
         after = None if after is None else after[0]
         if grid is None:

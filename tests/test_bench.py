@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from smoothdino.cli import app
 from .conftest import NYU
 
 CONFIGS = "vits14,vits14+paper,vits14+temporal,vitb14"
+BENCH_WALL_SECONDS: dict = {}  # out folder -> the bench_run command's wall time, measured here
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,9 @@ def bench_run(tmp_path_factory):
     args = ["bench", *data, "--data", "synthetic:70x98", "--frames", "3", "--size", "70x98", "--configs", CONFIGS,
             "--backends", "torch,onnxruntime,tensorrt", "--warmup", "1", "--threads", "2", "--random-weights",
             "--out", str(out)]
+    start = time.perf_counter()
     result = CliRunner().invoke(app, args)
+    BENCH_WALL_SECONDS[out] = time.perf_counter() - start
     assert result.exit_code == 0, result.output
     return out, args, result
 
@@ -77,11 +81,41 @@ def test_latency_rows_for_every_runner_that_ran(bench_run):
         runs_adapter = row["adapter"] == "temporal" or (row["adapter"] == "paper" and row["backend"] == "torch")
         assert (lat["adapter"]["p50_ms"] > 0) == runs_adapter, key  # paper is folded away in the export
         assert row["fps"] == pytest.approx(1000.0 / lat["total"]["p50_ms"])
+    _check_latency_against_frame_records(out, results)
     ratios = {r["small"] for r in results["small_vs_base"]}
     assert "vits14+temporal@onnxruntime/fp32" in ratios and "vits14+paper@torch/fp32" in ratios
     assert results["threads"] == 2 and results["cpu_model"] and len(results["load_average_before"]) == 3
     md = (out / "results.md").read_text()
     assert "vits14+temporal" in md and "-23.8" in md and "RANDOM WEIGHTS" in md and "2 threads pinned" in md
+
+
+def _check_latency_against_frame_records(out, results):
+    """Latency figures recomputed from frames.jsonl (one record per computed frame, seconds per stage) and
+    bounded by the wall time of the run: per-stage times add up to each frame's total, the frame counts are
+    the frames computed, the percentiles are those of the timed frames, and all the frames' time fits in the run."""
+    records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines() if line.strip()]
+    per_sequence = 3
+    for key, row in results["rows"].items():
+        mine = [r for r in records if r["runner"] == key and r["identity"] == f"{key}|{row['identity']}"]
+        assert len(mine) == row["frames"] == per_sequence * len(_folders(out)), key  # every frame, computed once
+        assert [r["warmup"] for r in mine] == [True] + [False] * (len(mine) - 1), key  # --warmup 1: the first
+        timed = [r["timings"] for r in mine if not r["warmup"]]
+        assert len(timed) == row["timed_frames"]
+        for stage, figures in row["latency"].items():
+            ms = np.array([t[stage] for t in timed]) * 1000.0
+            assert figures["p50_ms"] == pytest.approx(np.percentile(ms, 50), rel=1e-9, abs=1e-9), (key, stage)
+            assert figures["p95_ms"] == pytest.approx(np.percentile(ms, 95), rel=1e-9, abs=1e-9), (key, stage)
+            assert figures["max_ms"] == pytest.approx(ms.max(), rel=1e-9, abs=1e-9), (key, stage)
+        for r in mine:
+            t = r["timings"]
+            # motion runs beside the encoder on another thread; every other stage is a consecutive slice of total
+            serial = t["pre"] + t["encoder"] + t["adapter"] + t["decoder"] + t["post"]
+            assert serial <= t["total"] + 1e-6, (key, t)
+            assert t["total"] - serial <= t["motion"] + 0.005 + 0.05 * t["total"], (key, t)  # waiting on motion
+    frames_time = sum(r["timings"]["total"] for r in records if r["identity"] in
+                      {f"{k}|{row['identity']}" for k, row in results["rows"].items()})
+    assert frames_time <= results["wall_seconds"] <= BENCH_WALL_SECONDS.get(out, float("inf"))
+    assert frames_time >= 0.5 * results["wall_seconds"]  # the loop's time is mostly the frames' own
 
 
 def test_plot_is_a_png(bench_run):
@@ -158,3 +192,63 @@ def test_int8_without_frames_left_for_calibration_is_one_line(tmp_path):
     error = result.output[result.output.index("error:"):].strip()
     assert "synthetic_70x98: no frame pair left for INT8 calibration" in " ".join(error.split())
     assert "--calibration" in error
+
+
+def test_torn_last_frame_record_is_recomputed_and_a_corrupt_one_refused(tmp_path):
+    """A bench killed mid-write leaves half a line at the end of frames.jsonl: the next bench drops it (one notice),
+    computes that frame again and ends with the same results. A damaged line before the end is one error line."""
+    out = tmp_path / "bench"
+    args = ["bench", "--data", "synthetic:70x98", "--frames", "3", "--configs", "vits14", "--backends", "onnxruntime",
+            "--warmup", "1", "--threads", "2", "--random-weights", "--out", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    frames = out / "frames.jsonl"
+    lines = frames.read_text().splitlines(keepends=True)
+    assert len(lines) == 3 and all(line.endswith("\n") for line in lines)
+    results = json.loads((out / "results.json").read_text())
+    torn = json.loads(lines[-1])
+    frames.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # killed halfway through the write
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and again.exception is None, again.output
+    assert "Traceback" not in again.output
+    said = " ".join(again.output.split())
+    assert said.count("frames.jsonl") == 1 and "torn" in said
+    records = [json.loads(line) for line in frames.read_text().splitlines()]
+    assert len(records) == 3 and frames.read_text().endswith("\n")
+    assert [json.loads(line) for line in lines[:-1]] == records[:2]  # the whole records are kept as they were
+    assert (records[2]["sequence"], records[2]["frame"]) == (torn["sequence"], torn["frame"])  # computed again
+    after = json.loads((out / "results.json").read_text())
+    assert {k: r["accuracy"] for k, r in after["rows"].items()} == {k: r["accuracy"] for k, r in results["rows"].items()}
+
+    damaged = frames.read_text().splitlines(keepends=True)
+    frames.write_text(damaged[0] + damaged[1][:20] + "\n" + damaged[2])  # a damaged record that is not the last
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    errors = [line for line in refused.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{frames}:2" in " ".join(refused.output.split()), refused.output
+
+
+def test_keyframes_axis_adds_a_row_per_policy_with_its_share_and_rate(tmp_path):
+    """--keyframes every,3: a second row whose network ran on frames 1, 4, 7 of 9; only frame 1 equals the every
+    row (later keyframes fuse the previous keyframe, not the previous frame; the others are carried)."""
+    import cv2
+
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "--data", "synthetic:70x98", "--frames", "9", "--configs",
+                                      "vits14+temporal", "--backends", "onnxruntime", "--keyframes", "every,3",
+                                      "--warmup", "0", "--threads", "2", "--random-weights", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    every, third = rows["vits14+temporal@onnxruntime/fp32"], rows["vits14+temporal@onnxruntime/fp32/keyframes=3"]
+    assert every["keyframe_share"] == 1.0 and abs(third["keyframe_share"] - 3 / 9) < 1e-9
+    records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    mine = [r for r in records if r["runner"].endswith("keyframes=3")]
+    assert [r["keyframe"] for r in sorted(mine, key=lambda r: int(r["frame"]))] == [True, False, False] * 3
+    folder = {k: out / "depth" / k.replace("@", "_at_").replace("/", "_") / "synthetic_70x98" for k in rows}
+    for frame in range(1, 10):
+        a, b = (cv2.imread(str(folder[k] / f"{frame}.png"), cv2.IMREAD_UNCHANGED) for k in rows)
+        assert np.array_equal(a, b) == (frame == 1), frame
+    mean_ms = 1000 * np.mean([r["timings"]["total"] for r in mine])
+    assert abs(third["fps"] - 1000 / mean_ms) < 1e-6 * third["fps"]  # the rate of a bimodal stream: 1 / mean
+    assert "keyframes 3: 33%" in (out / "results.md").read_text()

@@ -1,0 +1,273 @@
+"""Keyframes against the network on every frame: `python -m smoothdino.benchmarks.keyframes [--data SEQ ...]`.
+
+For each policy (every, 2, 3, 4, auto) over the same frames, with one pipeline (ONNX Runtime CPU):
+- mean ms per output frame and the output rate; network passes;
+- drift: depth RMSE against the `every` output of the same run (what carrying a keyframe costs);
+- depth against ground truth (RMSE, delta1) on the pixels that have depth, and that coverage;
+- the propagation floor: the keyframe's ground truth carried by the same measured shift to frame t, against
+  frame t's ground truth (the error the method adds with a perfect network), median and p90;
+- flicker: the temporal metric (edge.metrics.temporal_error), lower is steadier.
+Then `--async`: the frames replayed at 30 FPS through edge.asynchronous.AsyncPipeline, as `live` runs them:
+frames output, frames the output path dropped, the output path's ms per frame (p50, p95), the depth's age.
+
+Writes keyframes.json and keyframes.md into --out. Random weights (no download here): rates, drift and the
+floor are real; accuracy against ground truth is not metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from smoothdino.core.images import parse_size, resize_depth, resize_rgb
+
+from .report import markdown_table
+
+NYU = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu2_sample"
+
+
+def load_frames(sequence: Path, count: int, size) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    from smoothdino.edge.sources import FolderSource
+
+    frames = []
+    for frame in FolderSource(sequence, limit=count):
+        gt = resize_depth(frame.depth_gt, size, ground_truth=True) if frame.depth_gt is not None else None
+        frames.append((resize_rgb(frame.rgb, size), gt))
+    return frames
+
+
+def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a[mask] - b[mask]) ** 2))) if mask.any() else float("nan")
+
+
+def run_policy(pipeline, frames, policy) -> dict:
+    from smoothdino.edge.keyframes import KeyframeSteps
+
+    steps = KeyframeSteps(pipeline, policy)
+    out = {"depth": [], "ms": [], "keyframe": [], "key_index": [], "shift": []}
+    key = 0
+    for i, (rgb, _) in enumerate(frames):
+        start = time.perf_counter()
+        result = steps.step(rgb)
+        out["ms"].append(1000 * (time.perf_counter() - start))
+        key = i if result.keyframe else key
+        for name, value in (("depth", result.depth), ("keyframe", result.keyframe), ("key_index", key),
+                            ("shift", (result.shift.dx, result.shift.dy))):
+            out[name].append(value)
+    return out
+
+
+def policy_figures(run: dict, every: dict, frames) -> dict:
+    from smoothdino.edge.keyframes import translate_depth
+    from smoothdino.edge.metrics import temporal_error
+
+    drift, floor, gt_rmse, delta1, coverage, flicker = [], [], [], [], [], []
+    for i, (depth, (_, gt)) in enumerate(zip(run["depth"], frames)):
+        has = depth > 0
+        drift.append(1000 * rmse(depth, every["depth"][i], has))
+        if gt is None:
+            continue
+        valid = gt > 0.001
+        coverage.append(float((has & valid).sum() / max(valid.sum(), 1)))
+        both = has & valid
+        gt_rmse.append(rmse(depth, gt, both))
+        ratio = np.maximum(depth[both] / gt[both], gt[both] / np.maximum(depth[both], 1e-3))
+        delta1.append(float(np.mean(ratio < 1.25)) if both.any() else float("nan"))
+        if not run["keyframe"][i]:  # a perfect network's keyframe, carried the same way
+            carried = translate_depth(frames[run["key_index"][i]][1], *run["shift"][i])
+            mask = (carried > 0.001) & valid
+            if mask.sum() > 1000:
+                floor.append(rmse(carried, gt, mask))
+        if i > 0 and frames[i - 1][1] is not None:
+            flicker.append(temporal_error(depth, run["depth"][i - 1], gt, frames[i - 1][1]))
+    ms = float(np.mean(run["ms"]))
+
+    def stat(values, fn=np.nanmean):
+        return round(float(fn(values)), 4) if len(values) else None
+
+    return {"ms_per_frame": round(ms, 2), "output_fps": round(1000 / ms, 2), "network_passes": int(sum(run["keyframe"])),
+            "frames": len(run["ms"]), "drift_mm": stat(drift), "rmse_m": stat(gt_rmse), "delta1": stat(delta1),
+            "coverage": stat(coverage), "flicker_m": stat(flicker),
+            "floor_median_m": stat(floor, np.median), "floor_p90_m": stat(floor, lambda v: np.percentile(v, 90)),
+            "floor_frames": len(floor)}
+
+
+def floor_sweep(sequences, size, policies) -> list[dict]:
+    """The auto policy's limits chosen on ground truth alone (no network): for each policy, the share of frames
+    that become keyframes and the propagation floor (a keyframe's GT carried by the measured shift vs frame t's GT)
+    over every frame of the sequences."""
+    from smoothdino.edge.keyframes import translate_depth
+    from smoothdino.edge.motion import phase_shift, to_grey
+
+    scenes = [[(to_grey(rgb), gt) for rgb, gt in load_frames(s, 100_000, size)] for s in sequences]
+    rows = []
+    for policy in policies:
+        floor, keys, total = [], 0, 0
+        for frames in scenes:
+            key = None
+            age = 0
+            for grey, gt in frames:
+                total += 1
+                shift = phase_shift(key[0], grey) if key is not None else None
+                if key is None or policy.wants_keyframe(age + 1, shift, size[1]):
+                    key, age, keys = (grey, gt), 0, keys + 1
+                    continue
+                age += 1
+                carried = translate_depth(key[1], shift.dx, shift.dy)
+                mask = (carried > 0.001) & (gt > 0.001)
+                if mask.sum() > 0.01 * mask.size:  # frames with almost no measured depth say nothing
+                    floor.append(rmse(carried, gt, mask))
+        rows.append({"keyframes": policy.label if policy.mode != "auto" else
+                     f"auto(shift {policy.max_shift:g}, conf {policy.min_confidence:g}, age {policy.max_age})",
+                     "keyframe_share": round(keys / total, 3), "floor_median_m": round(float(np.median(floor)), 3),
+                     "floor_p90_m": round(float(np.percentile(floor, 90)), 3), "frames": total})
+    return rows
+
+
+def replay_async(open_pipeline, frames, every: dict, fps: float = 30.0) -> dict:
+    """The frames at `fps` as a camera delivers them; the output path steps each one it has time for."""
+    from smoothdino.edge.asynchronous import AsyncPipeline
+
+    period = 1.0 / fps
+    path_ms, ages_frames, ages_ms, drift = [], [], [], []
+    dropped = waiting = 0
+    with AsyncPipeline(open_pipeline) as pipeline:
+        start = time.perf_counter()
+        i = 0
+        while i < len(frames):
+            due = start + i * period
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
+            elif now > due + period:  # a camera keeps only the newest frame: the late ones are gone
+                late = min(int((now - due) / period), len(frames) - 1 - i)
+                dropped += late
+                i += late
+            mark = time.perf_counter()
+            result = pipeline.step(frames[i][0], timestamp=start + i * period)
+            if result is None:
+                waiting += 1
+            else:
+                path_ms.append(1000 * (time.perf_counter() - mark))
+                ages_frames.append(result.age_frames)
+                ages_ms.append(result.age_ms)
+                drift.append(1000 * rmse(result.depth, every["depth"][i], result.depth > 0))
+            i += 1
+        passes = pipeline.passes
+    return {"frames_in": len(frames), "output": len(path_ms), "waiting_for_first_keyframe": waiting,
+            "dropped_by_output_path": dropped, "dropped_share": round(dropped / len(frames), 4),
+            "output_path_ms_p50": round(float(np.median(path_ms)), 2),
+            "output_path_ms_p95": round(float(np.percentile(path_ms, 95)), 2),
+            "network_passes": passes, "age_frames_p50": float(np.median(ages_frames)),
+            "age_ms_p50": round(float(np.median(ages_ms)), 1), "drift_mm": round(float(np.nanmean(drift)), 1)}
+
+
+def main(argv=None) -> dict:
+    from smoothdino.edge.keyframes import parse_keyframes
+    from smoothdino.edge.pipeline import DepthPipeline
+
+    from .int8_speed import export
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, action="append", help="NYUv2 sequence folders (default: the shared sample)")
+    ap.add_argument("--frames", type=int, default=60, help="frames per sequence")
+    ap.add_argument("--size", default="224x294")
+    ap.add_argument("--precision", default="int8", help="fp32 or int8 (the INT8 plan, --force past its gate)")
+    ap.add_argument("--policies", default="every,2,3,4,auto")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--async", dest="asynchronous", action="store_true", help="also replay at 30 FPS through live --async")
+    ap.add_argument("--async-size", default="480x640")
+    ap.add_argument("--async-precision", default="fp32")
+    ap.add_argument("--async-frames", type=int, default=150)
+    ap.add_argument("--async-threads", default="1,2", help="network threads to try in async mode")
+    ap.add_argument("--sweep", action="store_true", help="only the ground-truth sweep behind auto's defaults (no network)")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-keyframes")
+    args = ap.parse_args(argv)
+    sequences = args.data or sorted(p for p in NYU.iterdir() if p.is_dir())
+    if args.sweep:
+        from smoothdino.edge.keyframes import KeyframePolicy
+
+        policies = [KeyframePolicy(mode="n", n=n) for n in (2, 3, 4)] + [
+            KeyframePolicy(mode="auto", max_shift=s, min_confidence=c, max_age=a)
+            for s in (0.02, 0.04, 0.06) for c in (0.25, 0.4) for a in (3, 4)]
+        rows = floor_sweep(sequences, parse_size(args.size), policies)
+        lines = markdown_table(["keyframes", "keyframe share", "floor median (m)", "floor p90 (m)", "frames"],
+                               [list(r.values()) for r in rows])
+        print("\n".join(lines))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "keyframes_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
+        return {"sweep": rows}
+    size = parse_size(args.size)
+    manifest = export("vits14", "temporal", size, args.precision, args.out / f"engines_{args.size}_{args.precision}",
+                      sequences, 3)
+    report = {"size": args.size, "precision": manifest.precision, "threads": args.threads, "random_weights": True,
+              "frames_per_sequence": args.frames, "sequences": [s.name for s in sequences], "policies": {}}
+    per_policy: dict[str, list[dict]] = {}
+    with DepthPipeline(manifest, backend="onnxruntime", threads=args.threads) as pipeline:
+        for sequence in sequences:
+            frames = load_frames(sequence, args.frames, size)
+            runs = {}
+            for word in args.policies.split(","):
+                runs[word] = run_policy(pipeline, frames, parse_keyframes(word))
+            for word, run in runs.items():
+                figures = policy_figures(run, runs["every"], frames)
+                per_policy.setdefault(word, []).append(figures)
+                print(json.dumps({"sequence": sequence.name, "keyframes": word, **figures}), flush=True)
+    for word, rows in per_policy.items():  # frame-weighted means over the sequences
+        keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
+        report["policies"][word] = {k: round(float(np.nanmean([r[k] for r in rows if r[k] is not None])), 4)
+                                    for k in keys if any(r[k] is not None for r in rows)}
+        report["policies"][word]["network_passes"] = sum(r["network_passes"] for r in rows)
+        report["policies"][word]["frames"] = sum(r["frames"] for r in rows)
+    every_fps = report["policies"]["every"]["output_fps"]
+    for word in report["policies"]:
+        report["policies"][word]["speed_vs_every"] = round(report["policies"][word]["output_fps"] / every_fps, 2)
+
+    if args.asynchronous:
+        async_size = parse_size(args.async_size)
+        async_manifest = export("vits14", "temporal", async_size, args.async_precision,
+                                args.out / f"engines_{args.async_size}_{args.async_precision}", sequences, 3)
+        frames = load_frames(sequences[0], args.async_frames, async_size)
+        with DepthPipeline(async_manifest, backend="onnxruntime", threads=2) as pipeline:
+            every = run_policy(pipeline, frames, parse_keyframes("every"))
+        report["async"] = {"size": args.async_size, "precision": async_manifest.precision, "sequence": sequences[0].name,
+                           "runs": {}}
+        for threads in [int(t) for t in args.async_threads.split(",")]:
+            figures = replay_async(lambda threads=threads: DepthPipeline(async_manifest, backend="onnxruntime",
+                                                                         threads=threads, motion_downscale=2),
+                                   frames, every)
+            report["async"]["runs"][str(threads)] = figures
+            print(json.dumps({"async_threads": threads, **figures}), flush=True)
+
+    lines = [f"Keyframes, vits14+temporal {report['precision']} {args.size}, ONNX Runtime CPU {args.threads} threads, "
+             f"{len(sequences)} NYUv2 sequences x {args.frames} frames, random weights", ""]
+    lines += markdown_table(
+        ["keyframes", "ms / output frame", "output FPS", "x every", "network passes", "drift vs every (mm)",
+         "RMSE vs GT (m)", "coverage", "flicker (m)", "floor median (m)", "floor p90 (m)"],
+        [[w, p["ms_per_frame"], p["output_fps"], p["speed_vs_every"], p["network_passes"], p.get("drift_mm"),
+          p.get("rmse_m"), p.get("coverage"), p.get("flicker_m"), p.get("floor_median_m"), p.get("floor_p90_m")]
+         for w, p in report["policies"].items()])
+    if "async" in report:
+        a = report["async"]
+        lines += ["", f"live --async replay at 30 FPS, {a['size']} {a['precision']}, {a['sequence']}", ""]
+        lines += markdown_table(
+            ["network threads", "frames in", "output", "before 1st keyframe", "dropped by output path",
+             "output path p50 ms", "p95 ms", "network passes", "age p50 (frames)", "age p50 (ms)", "drift vs every (mm)"],
+            [[t, r["frames_in"], r["output"], r["waiting_for_first_keyframe"], f"{r['dropped_by_output_path']} "
+              f"({100 * r['dropped_share']:.1f} %)", r["output_path_ms_p50"], r["output_path_ms_p95"],
+              r["network_passes"], r["age_frames_p50"], r["age_ms_p50"], r["drift_mm"]] for t, r in a["runs"].items()])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "keyframes.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "keyframes.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    main()
