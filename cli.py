@@ -182,6 +182,7 @@ Intrinsics = Annotated[Optional[str], typer.Option(help="Camera fx,fy,cx,cy in p
 CloudStride = Annotated[int, typer.Option(help="Point clouds keep every Nth pixel in each direction.")]
 EnginesOrExport = Annotated[Path | None, typer.Option("--engines", help="Export folder; without it, export on the fly into <out>/engines.")]
 ExportSize = Annotated[str | None, typer.Option("--size", help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size).")]
+Keyframes = Annotated[str, typer.Option(help="When the network runs: every (every frame, exact), N (every N-th frame), or auto (when the camera moved too far from the last keyframe, the views overlap poorly, or it is 4 frames old). Other frames get the last keyframe's depth moved by the camera shift.")]
 ResizeFrames = Annotated[bool, typer.Option("--resize/--no-resize", help="Resize frames of another size to the engines' (--no-resize: refuse).")]
 
 
@@ -345,7 +346,7 @@ def _first_frame_size(sequences: list[Path], robot=None) -> tuple[int, int]:
 
 
 def _process_sequences(pipeline, sequences: list[Path], out: Path, *, video: bool, resize: bool, resume: bool,
-                       limit: Optional[int], robot=None) -> None:
+                       limit: Optional[int], robot=None, keyframes=None) -> None:
     """Every sequence through the streaming loop, with a progress bar; the report table at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -373,7 +374,7 @@ def _process_sequences(pipeline, sequences: list[Path], out: Path, *, video: boo
             reports.append(run_stream(
                 pipeline, source, StreamOutputs(folder=folder, video=folder / "video.mp4" if video else None,
                                                 resume=resume, sinks=sinks),
-                resize=resize, run_info=run_info,
+                resize=resize, run_info=run_info, **({"keyframes": keyframes} if keyframes else {}),
                 on_frame=lambda r, task=task: bar.update(task, completed=r.computed + r.reused + r.skipped,
                                                          rate=f"{r.fps:.2f} FPS")))
             bar.update(task, completed=len(source))
@@ -406,11 +407,15 @@ def process(
     intrinsics: Intrinsics = None,
     points: Annotated[bool, typer.Option("--points", help="Also write <sequence>/points/<frame>.ply (coloured point clouds, metres).")] = False,
     cloud_stride: CloudStride = 4,
+    keyframes: Keyframes = "every",
 ):
     """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth. A ROS bag
     in gives a ROS 2 bag out (<sequence>/depth_bag: 32FC1 depth, CameraInfo, PointCloud2)."""
     from smoothdino.edge.robotics import RobotOptions, check_sequence
 
+    from smoothdino.edge.keyframes import parse_keyframes
+
+    policy = parse_keyframes(keyframes)
     robot = RobotOptions(topic=topic, intrinsics=intrinsics, points=points, cloud_stride=cloud_stride)
     for seq in sequences:
         check_sequence(Path(seq), robot)
@@ -420,7 +425,8 @@ def process(
         adapter_weights=adapter_weights, random_weights=random_weights, seed=seed, calibration_frames=2)
     pipeline = _open_pipeline(engines, spec, out, backend, min_confidence=min_confidence,
                               motion_downscale=motion_downscale, threads=threads)
-    _process_sequences(pipeline, sequences, out, video=video, resize=resize, resume=resume, limit=limit, robot=robot)
+    _process_sequences(pipeline, sequences, out, video=video, resize=resize, resume=resume, limit=limit, robot=robot,
+                       keyframes=policy)
 
 
 @app.command()
@@ -438,6 +444,7 @@ def inspect(
     resize: ResizeFrames = True,
     min_confidence: MinConfidence = 0.1,
     threads: Threads = None,
+    keyframes: Keyframes = "every",
 ):
     """What the adapter does: feature PCA images before/after it, and frame-to-frame stability (aligned)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -450,7 +457,10 @@ def inspect(
         stability_table,
     )
 
+    from smoothdino.edge.keyframes import parse_keyframes
+
     check_level(level)
+    policy = parse_keyframes(keyframes)
     sources = [open_sequence(seq, frames) for seq in sequences]  # every bad argument refused before any work
     spec = None if engines else _export_spec(
         arch=arch, head=head, adapter=adapter, size=size or first_frame_size(sequences[0]), precision=precision,
@@ -472,7 +482,8 @@ def inspect(
         for source in sources:
             task = bar.add_task(source.name, total=len(source))
             payloads.append(inspect_sequence(pipeline, source, Path(out) / source.name, level, resize=resize,
-                                             run_info=run_info, on_frame=lambda n, task=task: bar.update(task, completed=n)))
+                                             run_info=run_info, keyframes=policy,
+                                             on_frame=lambda n, task=task: bar.update(task, completed=n)))
             source.close()
     console.print(stability_table(payloads, f"feature stability, level {level} -> {out}"))
     console.print("cosine: frame t vs frame t-1 shifted by the phase-correlation shift (1 = unchanged), mean over "
@@ -492,7 +503,8 @@ def live(
     headless: Annotated[bool, typer.Option(help="No window.")] = False,
     snapshots: Annotated[Path, typer.Option(help="Where the window's s key saves RGB, 16-bit depth (mm) and colour depth PNGs.")] = Path("snapshots"),
     record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here (.mp4), or the Foxglove channels (.mcap).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Also write depth PNGs and metrics here.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write depth PNGs and metrics into this folder. A live run never resumes: a folder holding an earlier run is refused unless --overwrite.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier run's depth PNGs and metrics in --out.")] = False,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     min_confidence: MinConfidence = 0.1,
     motion_downscale: Annotated[int, typer.Option(help="Phase correlation on frames shrunk by this factor.")] = 2,
@@ -500,16 +512,29 @@ def live(
     foxglove: Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Serve RGB, coloured and raw depth, point cloud and per-stage latency over Foxglove's WebSocket protocol. Binds 127.0.0.1 (this machine only) unless a HOST is given: 0.0.0.0:8765 serves every interface. A slow viewer gets frames dropped, never slows the loop.")] = None,
     intrinsics: Intrinsics = None,
     cloud_stride: CloudStride = 4,
+    asynchronous: Annotated[bool, typer.Option("--async/--no-async", help="The network in its own thread on the newest frame; every camera frame is output at once with the latest keyframe's depth moved by the camera shift (its age is shown). --no-async: the network on the frames --keyframes picks, in the loop (the camera waits).")] = True,
+    keyframes: Keyframes = "every",
 ):
     """Live depth from a camera: window with FPS and per-stage latency; q (or Ctrl-C) ends cleanly, s saves a snapshot."""
-    from smoothdino.edge.loop import StreamOutputs, run_stream
+    from smoothdino.edge.loop import StreamOutputs, claim_live_folder, run_stream
     from smoothdino.edge.robotics import RobotOptions, live_address, live_sink
     from smoothdino.edge.sources import open_source
 
     robot, address = RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), live_address(foxglove)  # refused early
+    if out is not None:
+        claim_live_folder(out, overwrite)
     mcap = record is not None and record.suffix.lower() == ".mcap"
-    pipeline = _open_pipeline(engines, None, Path("."), backend, min_confidence=min_confidence,
+    from smoothdino.edge.asynchronous import AsyncPipeline
+    from smoothdino.edge.keyframes import parse_keyframes
+
+    policy = parse_keyframes(keyframes)
+
+    def open_pipeline():
+        return _open_pipeline(engines, None, Path("."), backend, min_confidence=min_confidence,
                               motion_downscale=motion_downscale, threads=threads)
+
+    # async: the worker thread opens the engines and is the only one to touch them (TensorRT contexts are per thread)
+    pipeline = AsyncPipeline(open_pipeline) if asynchronous else open_pipeline()
     if pipeline.random_weights:
         random_weights_notice()
     stream = open_source(source, live=True, limit=max_frames)
@@ -521,8 +546,11 @@ def live(
         report = run_stream(pipeline, stream, StreamOutputs(folder=out, video=None if mcap else record, window=not headless,
                                                             resume=False, sinks=[viewer] if viewer else [],
                                                             snapshots=snapshots),
-                            run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights})
+                            run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights},
+                            keyframes=policy)
     console.print(f"live: {report.computed} frames, {report.fps:.2f} FPS, {report.dropped} dropped by the camera thread"
+                  + (f", network {report.keyframes} passes ({report.network_fps:.2f}/s)" if report.keyframes < report.computed else "")
+                  + (f", {report.waiting} before the first keyframe" if report.waiting else "")
                   + (f", {report.reconnects} camera reconnects" if report.reconnects else "")
                   + (f", {report.nonfinite} frames with NaN/Inf depth (written as 0)" if report.nonfinite else "")
                   + (", interrupted" if report.interrupted else "") + (f"; video {record}" if record and not mcap else "")
@@ -570,17 +598,20 @@ def bench(
     threads: Threads = None,
     weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None, random_weights: RandomWeights = False,
     seed: Seed = 0,
+    keyframes: Annotated[str, typer.Option(help="Comma-separated keyframe policies, each a row per configuration: every, N, auto (see process --keyframes).")] = "every",
 ):
     """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base: every back-end and precision, same frames."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from smoothdino.benchmarks.bench import BenchSpec, run_bench
+    from smoothdino.edge.keyframes import parse_keyframes
 
     spec = BenchSpec(data=[d if d.startswith("synthetic") else Path(d) for d in data], out=out,
                      configs=[c for c in configs.split(",") if c], backends=[b for b in backends.split(",") if b],
                      precisions=[p for p in precisions.split(",") if p], frames=frames,
                      size=parse_size(size) if size else None, warmup=warmup, threads=threads, weights_dir=weights_dir,
-                     adapter_weights=adapter_weights, random_weights=random_weights, seed=seed)
+                     adapter_weights=adapter_weights, random_weights=random_weights, seed=seed,
+                     keyframes=[parse_keyframes(k).label for k in keyframes.split(",") if k])
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("bench", total=None)
@@ -648,6 +679,25 @@ def train(
                   f"{result.cache_hits} hits / {result.cache_misses} misses; checkpoint {result.checkpoint}")
     if result.interrupted:
         raise typer.Exit(130)
+
+
+# -- doctor -----------------------------------------------------------------------------------------
+
+@app.command()
+@user_errors
+def doctor(
+    engines: Annotated[Optional[Path], typer.Option(help="Also check this export folder (manifest.json) against this machine's TensorRT.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Grab one frame from it: csi://0 | 0 | /dev/video0 | a GStreamer pipeline | a video file.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for that frame.")] = 10.0,
+    root: Annotated[Optional[Path], typer.Option(hidden=True, envvar="SMOOTHDINO_SYSTEM_ROOT", help="Read the system files under this folder (tests).")] = None,
+):
+    """First thing to run on a Jetson, on the host and in the container: one line per check, each problem with its fix; exit 2 if any."""
+    from smoothdino.edge.doctor import run_doctor
+
+    report = run_doctor(root, engines=engines, source=source, timeout=timeout)
+    for line in report.lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(report.exit_code)
 
 
 def main() -> None:  # python -m smoothdino.cli
