@@ -1,42 +1,51 @@
-"""The run-time: engines (TensorRT via pycuda, ONNX Runtime), the three-stage pipeline, phase correlation,
-sources, sinks and the loop. It never imports torch: a Jetson runs it with numpy, OpenCV and TensorRT."""
+"""The run-time: live metric depth from frames, with no PyTorch (numpy, OpenCV, ONNX Runtime, TensorRT + pycuda).
 
-from smoothdino.core.backends import BACKENDS
+The frame method lives at the top of this folder; each room below it has one concern (ARCHITECTURE.md):
 
-from .engine import Engine, TensorSpec, open_engine, resolve_backend, to_host
-from smoothdino.core.errors import UserError
-from .graph_io import IO, level_names
-from .loop import StreamOutputs, StreamReport, run_stream
-from .manifest import Manifest, StageFiles
-from .metrics import depth_metrics, temporal_error
-from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
-from .pipeline import DepthPipeline, FramePipeline, FrameResult
-from .sinks import DepthPngSink, MetricsSink, VideoSink, WindowSink
-from .sources import CameraSource, FolderSource, Frame, SyntheticSource, VideoSource, open_source
-from .synthetic import SyntheticScene, write_sequence
-from .grid import FeatureGrid
-from .pca import FeaturePCA
-from .stability import StabilityTracker, aligned_depth_change_mm, aligned_feature_similarity
-from .lineplot import Panel, Series, line_plot
-from .inspect import inspect_sequence, stability_table
-# robots (rosbags / foxglove-sdk are imported only when a bag or a live view is opened)
-from .intrinsics import NYU_KINECT, Intrinsics, IntrinsicsChoice, parse_intrinsics
-from .pointcloud import PlySink, PointCloud, depth_to_points, ply_bytes
-from .bags import BagSink, BagSource, is_bag
-from .foxglove_live import FoxgloveSink
-# the machine: can a window open here, and which Jetson is this
-from .display import window_unavailable_reason
-from .jetson import jetson_info
+    pipeline.py     FramePipeline / DepthPipeline: encoder -> adapter -> decoder, phase correlation beside it
+    motion.py       phase_shift, the scene-cut rule
+    keyframes.py    the network on keyframes, their depth carried to the frames between
+    asynchronous.py live --async: the network in its own thread, every frame out at once
+    loop.py         run_stream: frames from a source, through the pipeline, into the sinks (resumable)
+    metrics.py      depth metrics against ground truth
+    engines/        ONNX Runtime and TensorRT engines, the factory, the graphs' I/O and manifest.json
+    sources/        where frames come from: folders, videos, cameras, ROS bags, the synthetic scene
+    sinks/          where depth goes: PNGs, metrics, video, window, ROS bags, point clouds, Foxglove
+    inspection/     what `smoothdino inspect` computes
+    machine/        what this machine is and can run; `smoothdino doctor`
+    commands/       what the `process`, `live` and `inspect` commands do, from one options object each
 
-__all__ = [
-    "BACKENDS", "Engine", "TensorSpec", "open_engine", "resolve_backend", "to_host", "UserError", "IO",
-    "level_names", "StreamOutputs", "StreamReport", "run_stream", "Manifest", "StageFiles", "depth_metrics",
-    "temporal_error", "NO_SHIFT", "Shift", "phase_shift", "scene_cut", "to_grey", "DepthPipeline", "FramePipeline", "FrameResult",
-    "DepthPngSink", "MetricsSink", "VideoSink", "WindowSink", "CameraSource", "FolderSource", "Frame",
-    "SyntheticSource", "VideoSource", "open_source", "SyntheticScene", "write_sequence",
-    "FeatureGrid", "FeaturePCA", "StabilityTracker", "aligned_depth_change_mm", "aligned_feature_similarity",
-    "Panel", "Series", "line_plot", "inspect_sequence", "stability_table",
-    "NYU_KINECT", "Intrinsics", "IntrinsicsChoice", "parse_intrinsics", "PlySink", "PointCloud", "depth_to_points",
-    "ply_bytes", "BagSink", "BagSource", "is_bag", "FoxgloveSink",
-    "window_unavailable_reason", "jetson_info",
-]
+Importing this package is cheap: the names below load their module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> module (relative to this package) that defines it: what a user of the run-time imports
+_PUBLIC = {
+    "DepthPipeline": "pipeline", "FramePipeline": "pipeline", "FrameResult": "pipeline",
+    "KeyframePolicy": "keyframes", "KeyframeSteps": "keyframes", "parse_keyframes": "keyframes",
+    "translate_depth": "keyframes",
+    "AsyncPipeline": "asynchronous",
+    "run_stream": "loop", "StreamOutputs": "loop", "StreamReport": "loop", "ResumableSteps": "loop",
+    "Shift": "motion", "phase_shift": "motion", "scene_cut": "motion",
+    "depth_metrics": "metrics", "temporal_error": "metrics",
+    "Manifest": "engines", "open_engine": "engines",
+    "Frame": "sources", "open_source": "sources", "SyntheticScene": "sources",
+    "Intrinsics": "sources", "depth_to_points": "sinks",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value  # once: later lookups are plain attribute reads
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -223,7 +223,8 @@ class BagSink:
     """A FrameSink writing a ROS 2 bag (MCAP storage, rosbag2 metadata) at `path` (a folder, as `ros2 bag`
     writes them): <namespace>/depth (Image 32FC1, metres, NaN where there is no depth, per REP 118),
     <namespace>/depth/camera_info and <namespace>/depth/points (PointCloud2 x y z rgb, every `cloud_stride`-th
-    pixel). Written in a hidden folder beside `path` and moved into place when the stream ends."""
+    pixel). Written in a hidden folder beside `path` and moved into place when the stream ends; the earlier bag
+    there is removed only once the new one is in place, and kept when a resumed run stopped short of it."""
 
     def __init__(self, path: Path, namespace: str, intrinsics: IntrinsicsChoice, cloud_stride: int = 4,
                  random_weights: bool = False):
@@ -234,6 +235,7 @@ class BagSink:
         self.cloud_stride = max(1, int(cloud_stride))
         self.typestore = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)  # JetPack 6 ships Ubuntu 22.04: Humble
         self.staging = self.path.parent / f".{self.path.name}.{os.getpid()}.tmp"
+        self._restore_previous()
         if self.staging.exists():
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
@@ -250,6 +252,7 @@ class BagSink:
             "points": self.writer.add_connection(self.topics["points"], POINTCLOUD2, typestore=self.typestore),
         }
         self.frames = 0
+        self.reused = 0  # frames read back from an earlier run's PNGs (a resumed run)
 
     def _put(self, key: str, msg, log_time: int) -> None:
         self.writer.write(self.connections[key], log_time, self.typestore.serialize_cdr(msg, msg.__msgtype__))
@@ -279,6 +282,30 @@ class BagSink:
             header=header, height=1, width=len(cloud), fields=fields, is_bigendian=False, point_step=POINT_STEP,
             row_step=POINT_STEP * len(cloud), data=cloud.packed(alpha=0).view(np.uint8), is_dense=True), log_time)
         self.frames += 1
+        self.reused += result is None
+
+    @property
+    def _aside(self) -> str:
+        return f"{self.path.name}.previous"
+
+    def _restore_previous(self) -> None:
+        """A run killed (SIGKILL, power) between moving the old bag aside and the new one in left no bag at `path`:
+        the old one, whole, is moved back."""
+        if self.path.exists():
+            return
+        for aside in sorted(self.path.parent.glob(f".{self.path.name}.*.tmp/{self._aside}")):
+            os.replace(aside, self.path)
+            shutil.rmtree(aside.parent, ignore_errors=True)
+            return
+
+    def _frames_in(self, path: Path) -> int:
+        """Depth frames in the bag at `path`; 0 for none, another camera's, or one that cannot be read."""
+        _, rosbag2, _ = _rosbags()
+        try:
+            with rosbag2.Reader(path) as reader:
+                return sum(c.msgcount for c in reader.connections if c.topic == self.topics["depth"])
+        except Exception:  # noqa: BLE001 - a damaged bag is replaced, whatever rosbags says about it
+            return 0
 
     def close(self) -> None:
         if self.writer is None:
@@ -286,8 +313,17 @@ class BagSink:
         writer, self.writer = self.writer, None
         try:
             writer.close()
-            if self.path.exists():  # an earlier run's bag: replaced whole (this run wrote every frame again)
-                shutil.rmtree(self.path)
+            self._restore_previous()
+            earlier = self._frames_in(self.path) if self.path.exists() else 0
+            # A resumed run writes every frame again (read back from the PNGs), so a shorter bag means it was
+            # stopped part way: the earlier, longer one stays. (--no-resume rewrote the PNGs: its bag replaces.)
+            if self.frames < earlier and (self.reused or not self.frames):
+                notice(f"{self.path}: kept the bag already there ({earlier} frames; this run stopped after "
+                       f"{self.frames}); run the same command to the end to rewrite it")
+                return
+            # the earlier bag is moved aside, not deleted, until the new one is in place: never no bag, never half
+            if self.path.exists():
+                os.replace(self.path, self.staging / self._aside)
             os.replace(self.staging / self.path.name, self.path)
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)

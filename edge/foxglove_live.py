@@ -28,6 +28,7 @@ from .sources import Frame
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless asked: a robot's Wi-Fi is not a place for an open port
 STOP_WAIT_S = 2.0
+CLOSE_NOTICE_S = 10.0  # close() says it is still waiting for the publisher's last frame after this long
 DEFAULT_BACKLOG = 8  # messages per client the server buffers before it drops the oldest
 TOPICS = {"rgb": "/camera/rgb/compressed", "depth_colour": "/depth/colour/compressed", "depth": "/depth/raw",
           "calibration": "/depth/calibration", "points": "/depth/points", "latency": "/smoothdino/latency"}
@@ -112,6 +113,7 @@ class FoxgloveSink:
         self._wake = threading.Condition()
         self._closing = False
         self._error: str | None = None
+        self._close_error: BaseException | None = None  # raised by close(): e.g. the disk filled at the end
         self._thread = threading.Thread(target=self._publisher, name="foxglove-publisher", daemon=True)
         self._thread.start()
 
@@ -128,6 +130,16 @@ class FoxgloveSink:
             self._wake.notify()
 
     def _publisher(self) -> None:
+        try:
+            self._publish_until_closed()
+        finally:
+            # the outputs are closed here, after the last log: never under a publish, however slow it is
+            try:
+                self._stop_outputs()
+            except BaseException as err:  # noqa: BLE001 - handed to close(), which raises it
+                self._close_error = err
+
+    def _publish_until_closed(self) -> None:
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._mailbox is not None or self._closing)
@@ -191,7 +203,8 @@ class FoxgloveSink:
     def _stop_outputs(self) -> None:
         try:
             if self.mcap is not None:
-                self.mcap.close()
+                mcap, self.mcap = self.mcap, None
+                mcap.close()
             self._recording.close()  # the recording appears under its name only now, complete
         finally:
             if self.server is not None:
@@ -210,5 +223,11 @@ class FoxgloveSink:
         with self._wake:
             self._closing = True
             self._wake.notify()
-        self._thread.join(timeout=10.0)  # publishes the last frame left in the mailbox
-        self._stop_outputs()
+        # the publisher sends the frame left in the mailbox, then closes the recording and the server itself
+        self._thread.join(timeout=CLOSE_NOTICE_S)
+        if self._thread.is_alive():
+            notice(f"foxglove: the last frame is still being published after {CLOSE_NOTICE_S:g} s; waiting for it, "
+                   "so that the recording is whole")
+            self._thread.join()
+        if self._close_error is not None:
+            raise self._close_error

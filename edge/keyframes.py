@@ -161,7 +161,8 @@ class KeyframeSteps:
                 self._sync(self._rgb)
                 self._synced = True
             result = self.pipeline.step(rgb)
-            result.timings["motion"] += motion
+            if motion:  # the decision's own phase correlation (every and N measure none)
+                result.timings["motion"] += motion
             self._new_keyframe(rgb, grey, result.depth, timestamp)
             return result
         if self._depth is None:  # the keyframe was replayed: compute it again, exactly as the first run did

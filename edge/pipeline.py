@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import TENSORRT_BACKENDS, open_engine, resolve_backend, to_host
+from .engines import TENSORRT_BACKENDS, Manifest, open_engine, resolve_backend, to_host
 from smoothdino.core.errors import UserError
-from .manifest import Manifest
 from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
 
 STAGE_TIMINGS = ("pre", "motion", "encoder", "adapter", "decoder", "post", "propagate", "total")
@@ -203,7 +202,7 @@ class DepthPipeline(FramePipeline):
         self.backend = resolve_backend(backend, have_engines and self.precision == manifest.precision,
                                        manifest.tensorrt_flavour)
         if self.backend in TENSORRT_BACKENDS:
-            from .environment import gpu, tensorrt_version
+            from .machine.environment import gpu, tensorrt_version
 
             manifest.check_tensorrt(tensorrt_version(self.backend), gpu(), flavour=self.backend)
         self.engines, self.files = {}, {}  # stage -> engine, and the graph/engine file it was opened from

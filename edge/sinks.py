@@ -17,7 +17,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.files import DISK_FULL, DiskFull, atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from smoothdino.core.images import resize_depth
 
-from .display import window_unavailable_reason
+from smoothdino.edge.machine.display import window_unavailable_reason
 from .metrics import METRICS, depth_metrics, summarize, temporal_error
 
 DISPLAY_RANGE = (0.0, 10.0)  # metres mapped onto the colour map: fixed, so colours mean the same everywhere

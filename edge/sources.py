@@ -199,16 +199,21 @@ class CameraSource:
     A capture thread reads continuously and keeps only the newest frame. A camera that stops delivering (a
     loose cable, a restarted driver) is reopened with exponential back-off: `retry_delay`, twice that, ...
     up to `max_retry_delay`, at most `retries` times in a row; a camera that comes back resumes the stream
-    (counted in `stats.reconnects`), one that never does ends it with one line."""
+    (counted in `stats.reconnects`), one that never does ends it with one line. The capture thread decides that
+    the camera is gone: while it is blocked in a read (V4L2 gives up one after about 10 s) or backing off, the
+    consumer keeps waiting; `read_timeout` only ends a stream whose capture thread is neither, and `hung_read`
+    one whose single read has blocked that long (a driver that never returns)."""
 
     live = True
 
     def __init__(self, spec: str, retries: int = 6, retry_delay: float = 0.5, limit: int | None = None,
-                 read_timeout: float = 5.0, pace: bool = False, max_retry_delay: float = 8.0):
+                 read_timeout: float = 5.0, pace: bool = False, max_retry_delay: float = 8.0, *,
+                 hung_read: float = 60.0):
         self.spec = spec
         self.pace = pace  # a recorded video replayed as a camera: deliver at its own frame rate
         self.retries, self.retry_delay, self.read_timeout = retries, retry_delay, read_timeout
         self.max_retry_delay = max_retry_delay
+        self.hung_read = hung_read
         self.limit = limit
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)[:40] or "camera"
         self.stats = SourceStats()
@@ -218,6 +223,7 @@ class CameraSource:
         self._stop = threading.Event()
         self._failed = False
         self._reconnecting = False  # the reader is backing off: silence is expected, not a hung camera
+        self._reading_since: float | None = None  # when the read() the capture thread is blocked in began
         self.capture = self._open()
         self._thread = threading.Thread(target=self._reader, name="capture", daemon=True)
         self._thread.start()
@@ -236,8 +242,10 @@ class CameraSource:
         else:
             capture = cv2.VideoCapture(spec)
         if not capture.isOpened():
-            hint = " (this OpenCV has no GStreamer: use JetPack's OpenCV)" if ("!" in spec or spec.startswith("csi://")) else ""
-            raise UserError(f"{spec}: cannot open the camera{hint}; check the device and that no other program holds it")
+            # one line saying what is known: GStreamer missing, the element missing, Argus not answering, no device
+            from smoothdino.edge.machine.doctor import camera_open_failure
+
+            raise UserError(camera_open_failure(spec))
         self.fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
         return capture
 
@@ -252,6 +260,10 @@ class CameraSource:
                 self._failed = True
                 self._fresh.notify_all()
 
+    def backoff(self, attempt: int) -> float:
+        """Seconds waited before reconnect try `attempt` (from 0): `retry_delay` doubling, at most `max_retry_delay`."""
+        return min(self.retry_delay * 2 ** attempt, self.max_retry_delay)
+
     def _reconnect(self, attempt: int) -> int | None:
         """Reopen with back-off, counting on from `attempt` (attempts since the last delivered frame, so a camera
         that opens but never delivers still runs out of tries): the attempts used, or None to end the stream."""
@@ -264,7 +276,7 @@ class CameraSource:
             while attempt < self.retries:
                 self.capture.release()
                 self.stats.reconnect_attempts += 1
-                if self._stop.wait(min(self.retry_delay * 2 ** attempt, self.max_retry_delay)):
+                if self._stop.wait(self.backoff(attempt)):
                     return None
                 attempt += 1
                 try:
@@ -286,7 +298,9 @@ class CameraSource:
             if self.pace:
                 next_due += 1.0 / self.fps
                 time.sleep(max(0.0, next_due - time.monotonic()))
+            self._reading_since = time.monotonic()  # a blocked read is the camera's to end, not the consumer's
             ok, bgr = self.capture.read()
+            self._reading_since = None
             if not ok:
                 attempts = self._reconnect(attempts)
                 if attempts is None:
@@ -306,10 +320,20 @@ class CameraSource:
         while self.limit is None or index < self.limit:
             with self._fresh:
                 ready = lambda: self._latest is not None or self._failed  # noqa: E731
+                told = False
                 while not self._fresh.wait_for(ready, timeout=self.read_timeout):
-                    if not self._reconnecting:
-                        notice(f"{self.spec}: no frame for {self.read_timeout:.0f} s, ending the stream")
+                    if self._reconnecting:
+                        continue
+                    blocked = self._reading_since
+                    if blocked is None:
+                        notice(f"{self.spec}: no frame for {self.read_timeout:g} s, ending the stream")
                         return
+                    if time.monotonic() - blocked >= self.hung_read:
+                        notice(f"{self.spec}: a camera read has not returned for {self.hung_read:g} s, ending the stream")
+                        return
+                    if not told:  # the read fails by itself (then the capture thread reconnects) or delivers
+                        notice(f"{self.spec}: no frame for {self.read_timeout:g} s; waiting for the camera read to return")
+                        told = True
                 if self._latest is None:
                     return  # the reader gave up after its retries (and said so)
                 bgr, stamp = self._latest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .manifest import Manifest
+from smoothdino.edge.engines.manifest import Manifest
 
 GATE_FIGURES = (
     ("rmse_vs_reference_mm", "depth drift vs FP32 (RMSE, mm)"),

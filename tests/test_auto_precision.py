@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.engines.manifest import Manifest
 from smoothdino.export.stage_precision import (
     INT8_PLAN,
     choose_auto_plan,

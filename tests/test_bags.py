@@ -4,7 +4,10 @@ rosbags and checked against the depth PNGs, the input's stamps and hand-computed
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -214,3 +217,55 @@ def test_without_the_robotics_extra_one_line_names_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "rosbags", None)  # as if not installed
     with pytest.raises(UserError, match=r"ROS bags needs the 'robotics' extra .*pip install 'smoothdino-edge\[robotics\]'"):
         BagSource(tmp_path / "bag")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_resume_keeps_the_complete_bag(tmp_path, small_export, signum, code):
+    """A complete bag is never replaced by a shorter one from a resumed run that was stopped part way."""
+    stamps = write_bag(tmp_path / "robot_run", _frames(10), "rgb8")
+    out = tmp_path / "out"
+    args = ["process", str(tmp_path / "robot_run"), "--engines", str(small_export), "--out", str(out),
+            "--backend", "onnxruntime", "--no-video"]
+    assert runner.invoke(app, args).exit_code == 0
+    folder = out / "robot_run"
+    complete = [msg.data.tobytes() for _, msg in _read_bag(folder / "depth_bag")["/cam/color/depth"]]
+    assert len(complete) == 10
+    # three depth PNGs lost: the same command recomputes them (reusing the others) and is stopped after the first,
+    # while its own bag holds frames 0..7 at most
+    lost = [folder / "depth" / f"{name}.png" for name in ("000002", "000006", "000007")]
+    for png in lost:
+        png.unlink()
+    child = subprocess.Popen([sys.executable, "-m", "smoothdino.cli", *args, "--threads", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not lost[0].exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.01)
+    child.send_signal(signum)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == code, stderr[-1500:]
+    assert lost[0].exists() and not lost[2].exists(), "the signal did not land while lost frames were recomputed"
+
+    written = _read_bag(folder / "depth_bag")  # rosbags reads it back whole: the complete bag, untouched
+    depth = written["/cam/color/depth"]
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in depth] == stamps
+    assert [m.data.tobytes() for _, m in depth] == complete
+    assert len(written["/cam/color/depth/points"]) == 10 == len(written["/cam/color/depth/camera_info"])
+    assert not list(folder.glob(".depth_bag*")) and "kept the bag already there (10 frames" in stderr
+
+    # run to the end, the same command replaces the bag with its own (same frames: the PNGs match)
+    assert runner.invoke(app, args).exit_code == 0
+    depth = _read_bag(folder / "depth_bag")["/cam/color/depth"]
+    assert len(depth) == 10 and not list(folder.glob(".depth_bag*"))
+
+
+def test_bag_moved_aside_by_a_killed_swap_is_put_back(tmp_path):
+    """SIGKILL between moving the old bag aside and the new one in leaves no bag: the next run puts it back."""
+    from smoothdino.edge.bags import BagSink
+    from smoothdino.edge.intrinsics import IntrinsicsChoice
+
+    depth = "/cam/color/depth"
+    stamps = write_bag(tmp_path / ".depth_bag.99999.tmp" / "depth_bag.previous", _frames(2), topic=depth)
+    sink = BagSink(tmp_path / "depth_bag", "/cam/color", IntrinsicsChoice())
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in _read_bag(tmp_path / "depth_bag")[depth]] == stamps
+    sink.close()  # no frame written: the bag stays as it was
+    assert len(_read_bag(tmp_path / "depth_bag")[depth]) == 2 and not list(tmp_path.glob(".depth_bag*"))

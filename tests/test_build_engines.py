@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from smoothdino.cli import app
-from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.engines.manifest import Manifest
 from smoothdino.core.files import sha256_of
 
 NO_TORCH = "import sys; sys.modules['torch'] = None; from smoothdino.cli import app; app()"
@@ -29,7 +29,7 @@ def onnx_export(small_export, tmp_path) -> Path:
 
 
 def test_build_makes_engines_without_torch(onnx_export, tmp_path):
-    from smoothdino.edge.environment import import_tensorrt
+    from smoothdino.edge.machine.environment import import_tensorrt
 
     try:
         import_tensorrt("tensorrt-rtx")
@@ -58,7 +58,7 @@ def test_build_makes_engines_without_torch(onnx_export, tmp_path):
 def test_build_refusals_are_one_line_and_change_nothing(onnx_export, args, says):
     before = {p.name: p.read_bytes() for p in onnx_export.iterdir()}
     if args[1] == "tensorrt":
-        from smoothdino.edge.environment import import_tensorrt
+        from smoothdino.edge.machine.environment import import_tensorrt
 
         try:
             import_tensorrt("tensorrt")

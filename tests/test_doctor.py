@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 from smoothdino.core.errors import UserError
-from smoothdino.edge import doctor
-from smoothdino.edge.doctor import ROOT_ENV, camera_open_failure, captured_stderr, run_doctor, tls_problem
-from smoothdino.edge.environment import (TensorRTTooOld, check_tensorrt_module, import_tensorrt,
+from smoothdino.edge.machine import doctor
+from smoothdino.edge.machine.doctor import ROOT_ENV, camera_open_failure, captured_stderr, run_doctor, tls_problem
+from smoothdino.edge.machine.environment import (TensorRTTooOld, check_tensorrt_module, import_tensorrt,
                                          tensorrt_usable, tensorrt_version_problem)
 from typer.testing import CliRunner
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from smoothdino.calibration import GateError, calibration_pairs, run_gate
 from smoothdino.cli import app
 from smoothdino.core.errors import UserError
-from smoothdino.edge.graph_io import IO
-from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.engines.graph_io import IO
+from smoothdino.edge.engines.manifest import Manifest
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.export import AdapterGraph, DecoderGraph, EncoderGraph, ExportSpec, compare_with_torch, export_graph, export_model
 from smoothdino.export.onnx import run_onnx
@@ -149,7 +149,7 @@ def _scaled_copy(src: Path, dst: Path, factor: float) -> None:
     model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(factor, np.float32), "broken_scale"))
     model.graph.node.append(onnx.helper.make_node("Mul", [out + "_unscaled", "broken_scale"], [out]))
     onnx.save(model, str(path))
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.engines.manifest import Manifest
 
     manifest = Manifest.load(dst)
     manifest.files.pop(path.name)  # an edited graph, not a damaged copy: save() records it again

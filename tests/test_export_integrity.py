@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from smoothdino.cli import app
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import sha256_of
-from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.engines.manifest import Manifest
 
 from .test_tensorrt import BINDINGS, bindings_text, names_missing
 
@@ -134,7 +134,7 @@ def test_gate_refuses_a_real_fp16_overflow_and_counts_it(small_export, tmp_path)
 
 # -- 4. TensorRT for RTX runtime cache --------------------------------------------------------------
 
-ENGINE_MODULE = ROOT / "edge" / "tensorrt_engine.py"
+ENGINE_MODULE = ROOT / "edge" / "engines" / "tensorrt_engine.py"
 # The runtime-cache calls: on the engine (create_runtime_config, create_execution_context(runtime_config)), the
 # runtime config (create_runtime_cache, set_runtime_cache) and the cache (serialize, deserialize, reset).
 RUNTIME_CACHE_API = {"create_runtime_config", "create_runtime_cache", "set_runtime_cache", "create_execution_context",
@@ -195,7 +195,7 @@ class StandInRuntimeCache:
 
 
 def test_runtime_cache_file_beside_the_engine_is_loaded_and_saved_atomically(tmp_path, capsys):
-    from smoothdino.edge.tensorrt_engine import RuntimeCacheFile, runtime_cache_path
+    from smoothdino.edge.engines.tensorrt_engine import RuntimeCacheFile, runtime_cache_path
 
     engine = tmp_path / "decoder.fp16.engine"
     engine.write_bytes(b"engine")

@@ -333,7 +333,7 @@ def test_damaged_export_file_is_named_in_one_line(small_export, long_sequence, t
 
 def test_damaged_engine_is_refused_before_tensorrt_sees_it(small_export, tmp_path):
     """TensorRT engines get the same record: a truncated .engine is refused by the manifest (no GPU needed)."""
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.engines.manifest import Manifest
 
     copy = tmp_path / "export"
     shutil.copytree(small_export, copy)

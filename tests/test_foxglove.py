@@ -3,7 +3,9 @@ a client that stops reading (or vanishes) never holds the depth loop back."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import socket
 import threading
 import time
@@ -64,13 +66,50 @@ def test_live_refuses_bad_address_and_busy_port_in_one_line(small_export, tmp_pa
     assert "Traceback" not in result.output
 
 
+def _listening(port: int) -> list[str]:
+    """The local addresses of the TCP sockets listening on `port`, from the kernel's own tables."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            local, _, state = row.split()[1:4]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # IPv4 is one little-endian word; IPv6 four of them
+                words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]
+                found.append(str(ipaddress.ip_address(b"".join(words))))
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads Linux's /proc/net/tcp")
+def test_foxglove_port_alone_listens_on_loopback_only(small_export, tmp_path):
+    """README: `--foxglove PORT` binds 127.0.0.1 only; a robot's Wi-Fi never sees the port unless a host is given."""
+    video = _video(tmp_path / "walk.mp4", 45)  # 3 s in real time: the server is up for that long
+    port = _free_port()
+    outcome, seen = {}, []
+    live = threading.Thread(target=lambda: outcome.update(result=runner.invoke(app, [
+        "live", "--source", str(video), "--engines", str(small_export), "--headless", "--foxglove", str(port)])))
+    live.start()
+    deadline = time.monotonic() + 60
+    while not seen and live.is_alive() and time.monotonic() < deadline:
+        seen = _listening(port)
+        time.sleep(0.02)
+    live.join(timeout=60)
+    assert outcome["result"].exit_code == 0, outcome["result"].output
+    assert seen == ["127.0.0.1"]  # not 0.0.0.0, not ::, nothing else
+
+
 def test_live_foxglove_serves_every_channel(small_export, tmp_path):
     video = _video(tmp_path / "walk.mp4", 75)
     port, record = _free_port(), tmp_path / "run.mcap"
     outcome = {}
     live = threading.Thread(target=lambda: outcome.update(result=runner.invoke(app, [
         "live", "--source", str(video), "--engines", str(small_export), "--headless", "--foxglove", str(port),
-        "--record", str(record)])))
+        "--record", str(record), "--no-async"])))
     live.start()
     try:
         viewer = LoopbackViewer(port)
@@ -144,3 +183,42 @@ def test_a_stalled_or_vanished_viewer_never_holds_the_loop():
     assert float(np.median(write_seconds)) < 0.002 and max(write_seconds) < 0.02
     assert close_seconds < 5.0  # the publisher was never stuck on a socket
     assert sink.published + sink.dropped == 40 and sink.published >= 5 and sink._error is None
+
+
+class SlowPublisher(FoxgloveSink):
+    """Stand-in for a publisher on a starved CPU: the colour-depth JPEG (the second channel of a frame) takes
+    `pause` s, so a publish is in progress that long: the RGB JPEG is logged, the other five channels are not yet.
+    (A real frame that slow would need gigabytes: 1080p with every pixel in the cloud takes 0.4 s here.)"""
+
+    def __init__(self, *args, pause: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pause, self.encoded, self.publishing = pause, 0, threading.Event()
+
+    def _jpeg(self, bgr):
+        self.encoded += 1
+        if self.encoded == 2:
+            self.publishing.set()
+            time.sleep(self.pause)
+        return super()._jpeg(bgr)
+
+
+def test_close_during_a_slow_publish_leaves_a_whole_recording(tmp_path):
+    mcap_reader = pytest.importorskip("mcap.reader")
+    record = tmp_path / "run.mcap"
+    # 11 s: longer than close() ever waited before handing the recording's close to no one (10 s)
+    sink = SlowPublisher(None, record, cloud_stride=1, pause=11.0)
+    rgb, depth = SyntheticScene(70, 98, frames=1).frame(0)
+    sink.write(Frame(rgb, 0, "000000", 0.0), depth, None, None)
+    assert sink.publishing.wait(10)
+    sink.close()  # mid-publish
+    assert sink.published == 1 and sink._error is None and not sink._thread.is_alive()
+    with open(record, "rb") as f:  # whole: every record read in order, chunk CRCs checked, footer and magic
+        messages = list(mcap_reader.NonSeekingReader(f, validate_crcs=True).iter_messages())
+    with open(record, "rb") as f:
+        summary = mcap_reader.make_reader(f).get_summary()
+    assert summary is not None and summary.statistics.message_count == len(messages) == len(TOPICS)
+    assert all(schema is not None and schema.data for schema, _, _ in messages)  # every message has its schema
+    assert sorted(channel.topic for _, channel, _ in messages) == sorted(TOPICS.values())  # the whole frame
+    points = next(m for _, c, m in messages if c.topic == TOPICS["points"])
+    assert len(points.data) > 70 * 98 * 16  # every pixel's point (16 bytes each) made it in
+    assert not list(tmp_path.glob(".run*"))

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 from smoothdino.cli import app
-from smoothdino.edge.grid import FeatureGrid
-from smoothdino.edge.pca import FeaturePCA
-from smoothdino.edge.stability import (
+from smoothdino.edge.inspection.grid import FeatureGrid
+from smoothdino.edge.inspection.pca import FeaturePCA
+from smoothdino.edge.inspection.stability import (
     aligned_depth_change_mm,
     aligned_feature_similarity,
 )
@@ -98,12 +98,13 @@ class _FeaturePipeline:
         self.index = 0
 
     def step(self, rgb):
-        from types import SimpleNamespace
+        from smoothdino.edge.motion import Shift
+        from smoothdino.edge.pipeline import FrameResult
 
         k, self.index = self.index, self.index + 1
-        return SimpleNamespace(outputs={f"patch{self.level}": self.before[k][None], f"fused_patch{self.level}": self.after[k][None]},
-                               shift=SimpleNamespace(dx=0.0, dy=0.0, confidence=1.0), scene_cut=False,
-                               depth=np.full(self.frame_size, 2.0, np.float32), nonfinite=0)
+        return FrameResult(outputs={f"patch{self.level}": self.before[k][None], f"fused_patch{self.level}": self.after[k][None]},
+                           shift=Shift(0.0, 0.0, 1.0), scene_cut=False, timings={},
+                           depth=np.full(self.frame_size, 2.0, np.float32))
 
 
 def test_inspect_colours_one_basis_and_one_scaling_for_the_whole_sequence(tmp_path):
@@ -111,7 +112,7 @@ def test_inspect_colours_one_basis_and_one_scaling_for_the_whole_sequence(tmp_pa
     before and after". Frames whose features spread along different channels and with different strengths: the
     same feature vector gets the same colour in every PNG, and every PNG's colours are one affine function of the
     features (what a single projection and scaling give), which a per-frame or per-map fit would not be."""
-    from smoothdino.edge.inspect import inspect_sequence
+    from smoothdino.edge.inspection.sequence import inspect_sequence
     from smoothdino.edge.sources import SyntheticSource
     from smoothdino.edge.synthetic import SyntheticScene
 

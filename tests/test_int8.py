@@ -12,7 +12,7 @@ import pytest
 from smoothdino.calibration import calibration_pairs
 from smoothdino.calibration.int8 import int8_summary
 from smoothdino.core.errors import UserError
-from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.engines.manifest import Manifest
 from smoothdino.export.stage_precision import INT8_PLAN, parse_precision, precision_text
 
 from .conftest import NYU, SMALL

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from smoothdino.edge.jetson import (
+from smoothdino.edge.machine.jetson import (
     jetpack_for,
     jetson_info,
     parse_module_model,
@@ -139,7 +139,7 @@ def test_missing_power_and_clock_files_are_unknown_not_errors(tmp_path):
 def test_module_from_the_host_copy_in_a_container(tmp_path):
     """Docker masks the device tree; run.sh mounts the host's model at /tmp/nv_jetson_model (jetson-containers'
     place), and without it `info` says how to get it."""
-    from smoothdino.edge.jetson import describe
+    from smoothdino.edge.machine.jetson import describe
 
     files = {k: v for k, v in ORIN_NANO_JP62.items() if k != "proc/device-tree/model"}
     bare = jetson_info(make_root(tmp_path / "bare", files))
@@ -164,8 +164,7 @@ def test_not_a_jetson(tmp_path):
 
 def test_info_shows_the_jetson(tmp_path, monkeypatch):
     from smoothdino.cli import app
-    from smoothdino.edge import environment
-
+    from smoothdino.edge.machine import environment
     root = make_root(tmp_path, AGX_XAVIER_JP512)
     monkeypatch.setattr(environment, "jetson", lambda: jetson_info(root))
     monkeypatch.setenv("COLUMNS", "200")
@@ -180,8 +179,7 @@ def test_info_shows_the_jetson(tmp_path, monkeypatch):
 
 def test_info_off_a_jetson_says_no(monkeypatch):
     from smoothdino.cli import app
-    from smoothdino.edge import environment
-
+    from smoothdino.edge.machine import environment
     monkeypatch.setattr(environment, "jetson", lambda: None)
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, ["info"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from smoothdino.edge.manifest import Manifest
+from smoothdino.edge.engines.manifest import Manifest
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.edge.synthetic import SyntheticScene
 from smoothdino.models import TorchPipeline

@@ -1,5 +1,5 @@
 """The TensorRT run-time and the names it relies on, for both flavours (`tensorrt`, `tensorrt-rtx`):
-- every TensorRT name export/tensorrt.py and edge/tensorrt_engine.py use is checked against the compiled
+- every TensorRT name export/tensorrt.py and edge/engines/tensorrt_engine.py use is checked against the compiled
   bindings of TensorRT 11 (tensorrt-cu13-bindings: its module cannot import here, but its names are readable
   in it) and of TensorRT for RTX (tensorrt-rtx-cu12-bindings), with the RTX-only ones listed;
 - the manifest's refusals, the back-end choice and the host-feed check run here;
@@ -21,7 +21,7 @@ import pytest
 from smoothdino.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-TRT_MODULES = [ROOT / "export" / "tensorrt.py", ROOT / "edge" / "tensorrt_engine.py"]
+TRT_MODULES = [ROOT / "export" / "tensorrt.py", ROOT / "edge" / "engines" / "tensorrt_engine.py"]
 # Variables that hold TensorRT objects in those modules (builder, network, parser error, engine, ...).
 TRT_OBJECTS = {"trt", "builder", "network", "parser", "config", "error", "engine", "context", "runtime", "cache",
                "serialized", "logger", "tensor"}
@@ -105,9 +105,9 @@ def test_removed_apis_are_not_used():
 
 
 def test_modules_import_without_tensorrt():
-    import smoothdino.edge.tensorrt_engine  # noqa: F401
+    import smoothdino.edge.engines.tensorrt_engine  # noqa: F401
     import smoothdino.export.tensorrt as t
-    from smoothdino.edge.environment import import_tensorrt
+    from smoothdino.edge.machine.environment import import_tensorrt
 
     try:
         import_tensorrt("tensorrt")
@@ -118,8 +118,8 @@ def test_modules_import_without_tensorrt():
 
 def test_host_feed_must_have_the_exact_shape_and_dtype():
     """A same-size NCHW array must not be reshaped into an NHWC input (it was, silently)."""
-    from smoothdino.edge.engine import TensorSpec
-    from smoothdino.edge.tensorrt_engine import check_host_feed
+    from smoothdino.edge.engines.engine import TensorSpec
+    from smoothdino.edge.engines.tensorrt_engine import check_host_feed
 
     spec = TensorSpec((1, 70, 98, 3), "uint8")
     check_host_feed("encoder.engine", "image", spec, np.zeros((1, 70, 98, 3), np.uint8))
@@ -131,7 +131,7 @@ def test_host_feed_must_have_the_exact_shape_and_dtype():
 
 
 def test_environment_reports_both_flavours():
-    from smoothdino.edge.environment import tensorrt_flavours, tensorrt_usable, tensorrt_version
+    from smoothdino.edge.machine.environment import tensorrt_flavours, tensorrt_usable, tensorrt_version
 
     rows = {r["flavour"]: r for r in tensorrt_flavours()}
     assert set(rows) == {"tensorrt", "tensorrt-rtx"}
@@ -143,15 +143,13 @@ def test_environment_reports_both_flavours():
 
 
 def test_rtx_runs_on_rtx_class_gpus_only():
-    from smoothdino.edge import environment as env
-
+    from smoothdino.edge.machine import environment as env
     assert env.rtx_runs_on("8.6") and env.rtx_runs_on("12.0") and env.rtx_runs_on("7.5")
     assert not env.rtx_runs_on("8.7") and not env.rtx_runs_on("9.0") and not env.rtx_runs_on(None)
 
 
 def test_backend_falls_back_in_one_notice(monkeypatch, capsys):
-    from smoothdino.edge import engine
-
+    from smoothdino.edge.engines import factory as engine
     monkeypatch.setattr(engine, "tensorrt_usable", lambda flavour="tensorrt": (False, f"no {flavour} here"))
     assert engine.resolve_backend("auto", True, "tensorrt-rtx") == "onnxruntime"
     assert engine.resolve_backend("tensorrt-rtx", True) == "onnxruntime"
@@ -166,7 +164,7 @@ def test_manifest_refuses_another_flavour_version_or_gpu(small_export, tmp_path)
     import json
     import shutil
 
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.engines.manifest import Manifest
 
     folder = tmp_path / "m"
     shutil.copytree(small_export, folder)
@@ -201,7 +199,7 @@ def test_manifest_refuses_another_flavour_version_or_gpu(small_export, tmp_path)
 # -- on a machine with TensorRT (or TensorRT for RTX on an RTX GPU), pycuda and a GPU ---------------
 
 def _gpu_tensorrt(flavour: str):
-    from smoothdino.edge.environment import tensorrt_usable
+    from smoothdino.edge.machine.environment import tensorrt_usable
 
     usable, why = tensorrt_usable(flavour)
     if not usable:
@@ -216,12 +214,12 @@ def test_engines_ping_pong_and_match_onnxruntime(small_export, tmp_path, flavour
     _gpu_tensorrt(flavour)
     import shutil
 
-    from smoothdino.edge.environment import gpu, tensorrt_version
-    from smoothdino.edge.manifest import Manifest
-    from smoothdino.edge.onnxruntime_engine import OnnxRuntimeEngine
+    from smoothdino.edge.machine.environment import gpu, tensorrt_version
+    from smoothdino.edge.engines.manifest import Manifest
+    from smoothdino.edge.engines.onnxruntime_engine import OnnxRuntimeEngine
     from smoothdino.edge.pipeline import DepthPipeline
     from smoothdino.edge.synthetic import SyntheticScene
-    from smoothdino.edge.tensorrt_engine import TensorRTEngine
+    from smoothdino.edge.engines.tensorrt_engine import TensorRTEngine
     from smoothdino.export.tensorrt import build_engine, resolve_compute_capabilities
 
     folder = tmp_path / "trt"

@@ -25,7 +25,7 @@ TARGET = ["8.6"]
 
 @pytest.fixture(scope="session")
 def rtx():
-    from smoothdino.edge.environment import import_tensorrt
+    from smoothdino.edge.machine.environment import import_tensorrt
 
     try:
         return import_tensorrt("tensorrt-rtx")
@@ -43,7 +43,7 @@ def _graphs(tmp_path_factory, arch, adapter, size, stages=None) -> dict:
 @pytest.fixture(scope="session")
 def shipped_graphs(small_export, rtx, tmp_path_factory) -> dict:
     """{(arch, adapter): {stage: (folder, StageFiles)}}: vits14 and vitb14 x none, paper, temporal at 70x98."""
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.engines.manifest import Manifest
 
     manifest = Manifest.load(small_export)
     graphs = {("vits14", "temporal"): {stage: (small_export, files) for stage, files in manifest.stages.items()},
@@ -134,7 +134,7 @@ def test_refused_graph_names_node_and_op_in_one_line(rtx, tmp_path):
 
 
 def test_io_unlike_the_manifest_is_refused(small_export, rtx, tmp_path):
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.engines.manifest import Manifest
     from smoothdino.export.tensorrt import build_engine
 
     files = Manifest.load(small_export).stages["adapter"]
@@ -164,7 +164,7 @@ def test_compute_capabilities(rtx):
 def test_tensorrt_rtx_export_writes_an_engine_per_stage(rtx, tmp_path):
     """`--backend tensorrt-rtx` on a machine without a GPU: engines for every stage, the manifest records the
     flavour, version and targets, and the gate (which cannot run the engines here) falls back to ONNX Runtime."""
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.engines.manifest import Manifest
     from smoothdino.export import ExportSpec, export_model
     from smoothdino.export.tensorrt import PORTABLE_COMPUTE_CAPABILITIES
 

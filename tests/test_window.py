@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from smoothdino.edge.display import (
+from smoothdino.edge.machine.display import (
     parse_x_display,
     window_unavailable_reason,
     x_server_reachable,
@@ -332,7 +332,7 @@ def test_parse_x_display(text, parsed):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X sockets and the $DISPLAY check are Linux's")
 def test_x_server_reachable_needs_a_listener(tmp_path, monkeypatch):
-    monkeypatch.setattr("smoothdino.edge.display.X11_SOCKETS", str(tmp_path))
+    monkeypatch.setattr("smoothdino.edge.machine.display.X11_SOCKETS", str(tmp_path))
     number = 4000 + os.getpid() % 1000  # no abstract socket of this name exists on a test machine
     assert not x_server_reachable(f":{number}")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:

@@ -23,15 +23,15 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_text
 from smoothdino.core.images import resize_depth
 
-from .graph_io import NUM_LEVELS
+from smoothdino.edge.engines.graph_io import NUM_LEVELS
 from .grid import FeatureGrid
-from .keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
+from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
 from .lineplot import BLUE, GREY, ORANGE, Panel, Series, line_plot
-from .loop import fit_frame
+from smoothdino.edge.loop import fit_frame
 from .pca import FeaturePCA
-from .pipeline import FramePipeline
-from .sinks import VideoSink, atomic_imwrite, colorize, json_dumps
-from .sources import open_source
+from smoothdino.edge.pipeline import FramePipeline
+from smoothdino.edge.sinks import VideoSink, atomic_imwrite, colorize, json_dumps
+from smoothdino.edge.sources import open_source
 from .stability import StabilityTracker
 
 RANDOM_WEIGHTS_NOTE = "random weights: these numbers show that the tool works, not what the adapter method does"

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .engine import TensorSpec
-from .environment import FLAVOUR_TITLES, import_tensorrt
+from smoothdino.edge.machine.environment import FLAVOUR_TITLES, import_tensorrt
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_bytes
