@@ -131,8 +131,7 @@ def weights_verify(
 @user_errors
 def info():
     """Versions, GPU, usable back-ends, the weights cache; on a Jetson its module, JetPack, power mode and clocks."""
-    from smoothdino.edge import environment as env
-
+    from smoothdino.edge.machine import environment as env
     table = Table(title="smoothdino info", show_header=False)
     table.add_column("what")
     table.add_column("value")
@@ -153,7 +152,7 @@ def info():
     if jetson is None:
         table.add_row("Jetson", "no")
     else:
-        from smoothdino.edge.jetson import describe
+        from smoothdino.edge.machine.jetson import describe
 
         for what, value in describe(jetson).items():
             table.add_row(what, value)
@@ -253,7 +252,7 @@ def calibrate(
     tolerance_mm: Annotated[Optional[float], typer.Option(help="Tolerance on the depth RMSE change (mm).")] = None,
 ):
     """Run the precision gate again (e.g. with real weights, on the target device) and record it."""
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.engines.manifest import Manifest
 
     _gate_and_record(Manifest.load(engines), Path(engines), backend, calibration, frames, tolerance_mm)
 
@@ -290,8 +289,8 @@ def build(
     tolerance_mm: Annotated[Optional[float], typer.Option(help="Tolerance on the depth RMSE change (mm).")] = None,
 ):
     """TensorRT engines for an ONNX export, built on the target without PyTorch (export on a PC, build on the Jetson)."""
-    from smoothdino.edge.environment import FLAVOUR_TITLES, gpu, tensorrt_usable, tensorrt_version
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.machine.environment import FLAVOUR_TITLES, gpu, tensorrt_usable, tensorrt_version
+    from smoothdino.edge.engines.manifest import Manifest
     from smoothdino.export.tensorrt import build_stage_engines, engines_record, require_tensorrt
 
     folder = Path(engines)
@@ -448,7 +447,7 @@ def inspect(
 ):
     """What the adapter does: feature PCA images before/after it, and frame-to-frame stability (aligned)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from smoothdino.edge.inspect import (
+    from smoothdino.edge.inspection.sequence import (
         RANDOM_WEIGHTS_NOTE,
         check_level,
         first_frame_size,
@@ -692,7 +691,7 @@ def doctor(
     root: Annotated[Optional[Path], typer.Option(hidden=True, envvar="SMOOTHDINO_SYSTEM_ROOT", help="Read the system files under this folder (tests).")] = None,
 ):
     """First thing to run on a Jetson, on the host and in the container: one line per check, each problem with its fix; exit 2 if any."""
-    from smoothdino.edge.doctor import run_doctor
+    from smoothdino.edge.machine.doctor import run_doctor
 
     report = run_doctor(root, engines=engines, source=source, timeout=timeout)
     for line in report.lines():

@@ -28,13 +28,13 @@ from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, console, notice
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_text
 from smoothdino.core.images import resize_rgb
-from smoothdino.edge.environment import (
+from smoothdino.edge.machine.environment import (
     device_description,
     gpu,
     tensorrt_usable,
     versions,
 )
-from smoothdino.edge.jetson import jetson_info
+from smoothdino.edge.machine.jetson import jetson_info
 from smoothdino.edge.loop import ResumableSteps
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.edge.pipeline import STAGE_TIMINGS

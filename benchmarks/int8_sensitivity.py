@@ -44,8 +44,8 @@ def main(argv=None) -> dict:
     import onnx
     from smoothdino.calibration import calibration_pairs
     from smoothdino.calibration.int8 import METHODS, quantize_stage, stage_feeds
-    from smoothdino.edge.manifest import Manifest
-    from smoothdino.edge.onnxruntime_engine import OnnxRuntimeEngine
+    from smoothdino.edge.engines.manifest import Manifest
+    from smoothdino.edge.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)

@@ -23,7 +23,7 @@ NYU = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu2_sample"
 
 def time_graph(path: Path, feeds: dict, repeats: int = 3, threads: int = 2) -> float:
     """Seconds per run of one graph (min of `repeats` after a warm-up), ONNX Runtime CPU."""
-    from smoothdino.edge.onnxruntime_engine import OnnxRuntimeEngine
+    from smoothdino.edge.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     engine = OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"], threads=threads)
     engine.run(feeds)
@@ -39,7 +39,7 @@ def time_graph(path: Path, feeds: dict, repeats: int = 3, threads: int = 2) -> f
 def real_feeds(folder: Path, pair) -> dict[str, dict]:
     """Each stage's inputs for one frame pair through the export's FP32 graphs."""
     from smoothdino.calibration.int8 import stage_feeds
-    from smoothdino.edge.manifest import Manifest
+    from smoothdino.edge.engines.manifest import Manifest
 
     manifest = Manifest.load(folder)
     feeds = stage_feeds({s: manifest.onnx_path(s, "fp32") for s in manifest.stage_names}, [pair])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smoothdino.core.files import atomic_path
-from smoothdino.edge.jetson import describe as describe_jetson
+from smoothdino.edge.machine.jetson import describe as describe_jetson
 from smoothdino.edge.sinks import atomic_write_text
 
 # What the papers published, for the table beside ours (different protocols: read the notes).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smoothdino.edge.graph_io import STAGES
+from smoothdino.edge.engines.graph_io import STAGES
 
 BENCH_BACKENDS = ("torch", "onnxruntime", "tensorrt", "tensorrt-rtx")
 
@@ -75,7 +75,7 @@ def cpu_model() -> str:
 
 def device_used_mib() -> float | None:
     """GPU memory in use on device 0 (MiB), None without a GPU. Through torch when it has CUDA, else pycuda."""
-    from smoothdino.edge.environment import gpu
+    from smoothdino.edge.machine.environment import gpu
 
     if gpu() is None:
         return None
@@ -88,7 +88,7 @@ def device_used_mib() -> float | None:
     except ImportError:
         pass
     try:
-        from smoothdino.edge.tensorrt_engine import cuda_runtime
+        from smoothdino.edge.engines.tensorrt_engine import cuda_runtime
 
         cuda, _, _ = cuda_runtime()
         free, total = cuda.mem_get_info()

@@ -87,7 +87,7 @@ def main(argv=None):
                    help="TensorRT for RTX targets (default: the portable set, less Turing for FP32)")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
     a = p.parse_args(argv)
-    from smoothdino.edge.environment import tensorrt_version
+    from smoothdino.edge.machine.environment import tensorrt_version
     from smoothdino.export.tensorrt import (
         require_tensorrt,
         resolve_compute_capabilities,

@@ -64,7 +64,7 @@ def stage_feeds(fp32_graphs: dict[str, Path], pairs: list[CalibrationPair], min_
                 threads: int | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
     """Each stage's inputs for each pair, through the FP32 graphs as the pipeline runs them (prime t-1, step t)."""
     from smoothdino.edge.motion import phase_shift, scene_cut, to_grey
-    from smoothdino.edge.onnxruntime_engine import OnnxRuntimeEngine
+    from smoothdino.edge.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     if not pairs:
         raise UserError("INT8 calibration: no calibration frames could be read")

@@ -25,10 +25,10 @@ import torch
 
 from smoothdino.calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
 from smoothdino.core.console import console, notice
-from smoothdino.edge.environment import gpu, tensorrt_usable, versions
+from smoothdino.edge.machine.environment import gpu, tensorrt_usable, versions
 from smoothdino.core.errors import UserError
-from smoothdino.edge.graph_io import IO, io_shapes
-from smoothdino.edge.manifest import Manifest, StageFiles
+from smoothdino.edge.engines.graph_io import IO, io_shapes
+from smoothdino.edge.engines.manifest import Manifest, StageFiles
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.models.adapter import load_adapter
 from smoothdino.models.archs import get_arch, patch_grid
@@ -325,7 +325,7 @@ def _built_tensorrt_version(wanted: list[str], spec: ExportSpec | None = None) -
     None for ONNX-only and TensorRT for RTX exports (manifest.tensorrt records those)."""
     if "tensorrt" not in wanted or (spec is not None and _tensorrt_flavour(spec) != "tensorrt"):
         return None
-    from smoothdino.edge.environment import tensorrt_version
+    from smoothdino.edge.machine.environment import tensorrt_version
 
     return tensorrt_version("tensorrt")
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from smoothdino.edge.graph_io import IO
+from smoothdino.edge.engines.graph_io import IO
 from smoothdino.core.files import atomic_path
 
 OPSET = 17

@@ -45,7 +45,7 @@ class ExportSpec:
 
     def fingerprint(self) -> dict:
         """Everything that changes the exported numbers (not where files go, not the gate's options)."""
-        from smoothdino.edge.environment import versions
+        from smoothdino.edge.machine.environment import versions
 
         tools = versions()
         return {

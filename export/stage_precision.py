@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from smoothdino.core.errors import UserError
-from smoothdino.edge.graph_io import STAGES  # the one stage list
+from smoothdino.edge.engines.graph_io import STAGES  # the one stage list
 
 PRECISIONS = ("fp32", "fp16", "int8")
 AUTO = "auto"
@@ -124,7 +124,7 @@ def time_stage_graphs(graphs: dict[str, dict[str, Path]], feeds: dict[str, list[
                       threads: int | None = None) -> dict[str, dict[str, float]]:
     """{stage: {precision: ms}}: each graph in ONNX Runtime (CPU, the same threads for all) on the stage's
     feeds, best of `repeats` after one warm-up run; the best run is the least disturbed by other processes."""
-    from smoothdino.edge.onnxruntime_engine import OnnxRuntimeEngine
+    from smoothdino.edge.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     timings: dict[str, dict[str, float]] = {}
     for stage, paths in graphs.items():

@@ -26,9 +26,9 @@ import numpy as np
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_bytes
-from smoothdino.edge.environment import (FLAVOUR_MODULES, FLAVOUR_TITLES, RTX_COMPUTE_CAPABILITIES, gpu,
+from smoothdino.edge.machine.environment import (FLAVOUR_MODULES, FLAVOUR_TITLES, RTX_COMPUTE_CAPABILITIES, gpu,
                                          import_tensorrt, rtx_runs_on)
-from smoothdino.edge.tensorrt_engine import tensorrt_logger
+from smoothdino.edge.engines.tensorrt_engine import tensorrt_logger
 
 # What a `tensorrt-rtx` export targets when no GPU here says otherwise: every architecture RTX supports.
 # Turing (7.5) has no FP32 GEMM in TensorRT for RTX ("FP32 GEMM is not supported" for SM75), so FP32
@@ -191,7 +191,7 @@ def build_stage_engines(folder: Path, stages: Mapping, precisions: Mapping[str, 
 
 def engines_record(flavour: str, compute_capabilities: Iterable[str], precisions: Iterable[str]) -> dict:
     """manifest.tensorrt: the engines' flavour, version and (RTX) target compute capabilities."""
-    from smoothdino.edge.environment import tensorrt_version
+    from smoothdino.edge.machine.environment import tensorrt_version
 
     precision = "fp32" if "fp32" in set(precisions) else "fp16"  # an FP32 stage leaves Turing out (NO_FP32_GEMM)
     return {"flavour": flavour, "version": tensorrt_version(flavour),

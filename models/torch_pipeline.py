@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothdino.edge.graph_io import level_names
+from smoothdino.edge.engines.graph_io import level_names
 from smoothdino.edge.motion import Shift
 from smoothdino.edge.pipeline import FramePipeline
 
