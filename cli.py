@@ -21,7 +21,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.extras import missing_extra
 from smoothdino.core.images import parse_size
 from smoothdino.core.signals import interrupt_exit_code, termination_as_interrupt
-from smoothdino.edge.tables import gate_table, stream_table
+from smoothdino.edge.commands.tables import gate_table, stream_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Live metric depth from a moving camera: DINOv2 + temporal adapter on TensorRT / ONNX Runtime.")
@@ -93,7 +93,7 @@ def weights_fetch(
     """Download release files into the cache: resumable, atomic, accepted only after a strict load."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from smoothdino.models.checkpoints import fetch
+    from smoothdino.models.weights import fetch
 
     files = _selected_files(archs or ["vits14", "vitb14"], kind or ["backbone", "dpt"])
     with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
@@ -110,7 +110,8 @@ def weights_verify(
     weights_dir: Optional[Path] = typer.Option(None, help="Folder with files copied by hand."),
 ):
     """Strict-load every release file present and check its SHA-256 against the pin."""
-    from smoothdino.models.checkpoints import find_local, verify
+    from smoothdino.models.checkpoints import find_local
+    from smoothdino.models.weights import verify
 
     checked = 0
     for f in _selected_files(archs, None):
@@ -333,7 +334,7 @@ def _first_frame_size(sequences: list[Path], robot=None) -> tuple[int, int]:
     from smoothdino.edge.sources import FolderSource
 
     if robot is not None:  # a folder or a bag
-        from smoothdino.edge.robotics import first_frame_size
+        from smoothdino.edge.commands.robotics import first_frame_size
 
         return first_frame_size(sequences[0], robot)
     source = FolderSource(sequences[0])
@@ -362,7 +363,7 @@ def _process_sequences(pipeline, sequences: list[Path], out: Path, *, video: boo
                             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
         for seq in sequences:
             if robot is not None:  # bags in, bags / point clouds out
-                from smoothdino.edge.robotics import open_sequence, process_sinks
+                from smoothdino.edge.commands.robotics import open_sequence, process_sinks
 
                 source = open_sequence(seq, robot, limit)
                 sinks = process_sinks(source, Path(out) / source.name, robot, pipeline.random_weights)
@@ -410,7 +411,7 @@ def process(
 ):
     """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth. A ROS bag
     in gives a ROS 2 bag out (<sequence>/depth_bag: 32FC1 depth, CameraInfo, PointCloud2)."""
-    from smoothdino.edge.robotics import RobotOptions, check_sequence
+    from smoothdino.edge.commands.robotics import RobotOptions, check_sequence
 
     from smoothdino.edge.keyframes import parse_keyframes
 
@@ -516,7 +517,7 @@ def live(
 ):
     """Live depth from a camera: window with FPS and per-stage latency; q (or Ctrl-C) ends cleanly, s saves a snapshot."""
     from smoothdino.edge.loop import StreamOutputs, claim_live_folder, run_stream
-    from smoothdino.edge.robotics import RobotOptions, live_address, live_sink
+    from smoothdino.edge.commands.robotics import RobotOptions, live_address, live_sink
     from smoothdino.edge.sources import open_source
 
     robot, address = RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), live_address(foxglove)  # refused early
@@ -566,7 +567,7 @@ def demo(
     arch: Arch = "vits14", backend: Backend = "auto",
 ):
     """The whole path on a fresh machine: synthetic moving sequence -> export -> process -> video, PNGs, metrics."""
-    from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+    from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
     from smoothdino.models.checkpoints import find_local, official_file
 
     height, width = parse_size(size)
@@ -691,7 +692,7 @@ def doctor(
     root: Annotated[Optional[Path], typer.Option(hidden=True, envvar="SMOOTHDINO_SYSTEM_ROOT", help="Read the system files under this folder (tests).")] = None,
 ):
     """First thing to run on a Jetson, on the host and in the container: one line per check, each problem with its fix; exit 2 if any."""
-    from smoothdino.edge.machine.doctor import run_doctor
+    from smoothdino.edge.commands.doctor import run_doctor
 
     report = run_doctor(root, engines=engines, source=source, timeout=timeout)
     for line in report.lines():

@@ -158,7 +158,7 @@ def _sequences(spec: BenchSpec) -> list[FolderSource]:
     for d in spec.data:
         if str(d).startswith("synthetic"):
             from smoothdino.core.images import parse_size
-            from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+            from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
             _, _, text = str(d).partition(":")
             h, w = parse_size(text or "480x640", "--data synthetic:")

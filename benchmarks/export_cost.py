@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from smoothdino.core.images import parse_size
-from smoothdino.edge.sinks import atomic_write_text, json_dumps
+from smoothdino.core.files import atomic_write_text
+from smoothdino.edge.sinks import json_dumps
 
 
 def main(argv=None):

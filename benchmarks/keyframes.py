@@ -46,21 +46,30 @@ def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a[mask] - b[mask]) ** 2))) if mask.any() else float("nan")
 
 
-def run_policy(pipeline, frames, policy) -> dict:
-    from smoothdino.edge.keyframes import KeyframeSteps
+def run_policies(open_pipeline, frames, words: list[str]) -> dict[str, dict]:
+    """Every policy over the same frames, each with its own pipeline (its own temporal state), interleaved frame by
+    frame in a rotating order, so other load on the machine hits every policy alike."""
+    from smoothdino.edge.keyframes import KeyframeSteps, parse_keyframes
 
-    steps = KeyframeSteps(pipeline, policy)
-    out = {"depth": [], "ms": [], "keyframe": [], "key_index": [], "shift": []}
-    key = 0
-    for i, (rgb, _) in enumerate(frames):
-        start = time.perf_counter()
-        result = steps.step(rgb)
-        out["ms"].append(1000 * (time.perf_counter() - start))
-        key = i if result.keyframe else key
-        for name, value in (("depth", result.depth), ("keyframe", result.keyframe), ("key_index", key),
-                            ("shift", (result.shift.dx, result.shift.dy))):
-            out[name].append(value)
-    return out
+    pipelines = {w: open_pipeline() for w in words}
+    steps = {w: KeyframeSteps(pipelines[w], parse_keyframes(w)) for w in words}
+    runs = {w: {"depth": [], "ms": [], "keyframe": [], "key_index": [], "shift": []} for w in words}
+    keys = dict.fromkeys(words, 0)
+    try:
+        for i, (rgb, _) in enumerate(frames):
+            for w in words[i % len(words):] + words[: i % len(words)]:
+                start = time.perf_counter()
+                result = steps[w].step(rgb)
+                out = runs[w]
+                out["ms"].append(1000 * (time.perf_counter() - start))
+                keys[w] = i if result.keyframe else keys[w]
+                for name, value in (("depth", result.depth), ("keyframe", result.keyframe), ("key_index", keys[w]),
+                                    ("shift", (result.shift.dx, result.shift.dy))):
+                    out[name].append(value)
+    finally:
+        for pipeline in pipelines.values():
+            pipeline.close()
+    return runs
 
 
 def policy_figures(run: dict, every: dict, frames) -> dict:
@@ -209,16 +218,16 @@ def main(argv=None) -> dict:
     report = {"size": args.size, "precision": manifest.precision, "threads": args.threads, "random_weights": True,
               "frames_per_sequence": args.frames, "sequences": [s.name for s in sequences], "policies": {}}
     per_policy: dict[str, list[dict]] = {}
-    with DepthPipeline(manifest, backend="onnxruntime", threads=args.threads) as pipeline:
-        for sequence in sequences:
-            frames = load_frames(sequence, args.frames, size)
-            runs = {}
-            for word in args.policies.split(","):
-                runs[word] = run_policy(pipeline, frames, parse_keyframes(word))
-            for word, run in runs.items():
-                figures = policy_figures(run, runs["every"], frames)
-                per_policy.setdefault(word, []).append(figures)
-                print(json.dumps({"sequence": sequence.name, "keyframes": word, **figures}), flush=True)
+    words = [parse_keyframes(w).label for w in args.policies.split(",")]
+    if "every" not in words:
+        words.insert(0, "every")  # the reference for drift and speed
+    for sequence in sequences:
+        frames = load_frames(sequence, args.frames, size)
+        runs = run_policies(lambda: DepthPipeline(manifest, backend="onnxruntime", threads=args.threads), frames, words)
+        for word, run in runs.items():
+            figures = policy_figures(run, runs["every"], frames)
+            per_policy.setdefault(word, []).append(figures)
+            print(json.dumps({"sequence": sequence.name, "keyframes": word, **figures}), flush=True)
     for word, rows in per_policy.items():  # frame-weighted means over the sequences
         keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
         report["policies"][word] = {k: round(float(np.nanmean([r[k] for r in rows if r[k] is not None])), 4)
@@ -234,8 +243,8 @@ def main(argv=None) -> dict:
         async_manifest = export("vits14", "temporal", async_size, args.async_precision,
                                 args.out / f"engines_{args.async_size}_{args.async_precision}", sequences, 3)
         frames = load_frames(sequences[0], args.async_frames, async_size)
-        with DepthPipeline(async_manifest, backend="onnxruntime", threads=2) as pipeline:
-            every = run_policy(pipeline, frames, parse_keyframes("every"))
+        every = run_policies(lambda: DepthPipeline(async_manifest, backend="onnxruntime", threads=2), frames,
+                             ["every"])["every"]
         report["async"] = {"size": args.async_size, "precision": async_manifest.precision, "sequence": sequences[0].name,
                            "runs": {}}
         for threads in [int(t) for t in args.async_threads.split(",")]:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from smoothdino.core.images import parse_size, resize_rgb
 from smoothdino.edge.pipeline import STAGE_TIMINGS, DepthPipeline
-from smoothdino.edge.sinks import atomic_write_text, json_dumps
+from smoothdino.core.files import atomic_write_text
+from smoothdino.edge.sinks import json_dumps
 from smoothdino.edge.sources import FolderSource
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 
 from .report import markdown_table
 from .runners import percentiles

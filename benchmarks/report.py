@@ -6,7 +6,7 @@ from pathlib import Path
 
 from smoothdino.core.files import atomic_path
 from smoothdino.edge.machine.jetson import describe as describe_jetson
-from smoothdino.edge.sinks import atomic_write_text
+from smoothdino.core.files import atomic_write_text
 
 # What the papers published, for the table beside ours (different protocols: read the notes).
 PAPER_FIGURES = {

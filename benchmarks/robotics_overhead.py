@@ -31,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 from smoothdino.core.images import parse_size
-from smoothdino.edge.bags import BagSink
-from smoothdino.edge.foxglove_live import TOPICS, FoxgloveSink
-from smoothdino.edge.intrinsics import NYU_KINECT, IntrinsicsChoice
-from smoothdino.edge.pointcloud import PlySink
-from smoothdino.edge.sinks import atomic_write_text, json_dumps
+from smoothdino.edge.sinks.bag import BagSink
+from smoothdino.edge.sinks.foxglove import TOPICS, FoxgloveSink
+from smoothdino.edge.sources.intrinsics import NYU_KINECT, IntrinsicsChoice
+from smoothdino.edge.sinks.pointcloud import PlySink
+from smoothdino.core.files import atomic_write_text
+from smoothdino.edge.sinks import json_dumps
 from smoothdino.edge.sources import Frame, SourceStats
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 
 from .report import markdown_table
 from .runners import percentiles

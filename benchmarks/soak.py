@@ -107,9 +107,10 @@ def main(argv=None) -> dict:
     from smoothdino.core.images import parse_size
     from smoothdino.edge.loop import StreamOutputs, run_stream
     from smoothdino.edge.pipeline import DepthPipeline
-    from smoothdino.edge.sinks import atomic_write_text, json_dumps
+    from smoothdino.core.files import atomic_write_text
+    from smoothdino.edge.sinks import json_dumps
     from smoothdino.edge.sources import SyntheticSource
-    from smoothdino.edge.synthetic import SyntheticScene
+    from smoothdino.edge.sources.synthetic import SyntheticScene
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=10000)

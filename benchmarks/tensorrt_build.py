@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from smoothdino.core.errors import UserError
-from smoothdino.edge.sinks import atomic_write_text, json_dumps
+from smoothdino.core.files import atomic_write_text
+from smoothdino.edge.sinks import json_dumps
 
 from .report import markdown_table
 

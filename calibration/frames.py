@@ -15,7 +15,7 @@ import numpy as np
 
 from smoothdino.core.console import notice
 from smoothdino.edge.sources import FolderSource
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 from smoothdino.core.errors import UserError
 from smoothdino.edge.metrics import valid_mask
 from smoothdino.edge.pipeline import DepthPipeline, FrameResult
-from smoothdino.edge.sinks import atomic_write_text
+from smoothdino.core.files import atomic_write_text
 
 from .frames import CalibrationPair
 

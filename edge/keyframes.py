@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 from smoothdino.core.errors import UserError
 
 from .motion import Shift, phase_shift, to_grey

@@ -12,17 +12,26 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
-from smoothdino.core.files import DiskFull, SpaceReserve
-from smoothdino.core.signals import held_signals, interruptible, termination_as_interrupt
+from smoothdino.core.files import DiskFull, SpaceReserve, atomic_write_text
+from smoothdino.core.images import resize_depth, resize_rgb
+from smoothdino.core.signals import (
+    held_signals,
+    interruptible,
+    termination_as_interrupt,
+)
+
 from .asynchronous import AsyncPipeline
 from .keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
 from .pipeline import FramePipeline, FrameResult
-from smoothdino.core.images import resize_depth, resize_rgb
-
-from .sinks import DepthPngSink, MetricsSink, VideoSink, WindowSink, atomic_write_text, side_by_side
+from .sinks import (
+    DepthPngSink,
+    MetricsSink,
+    VideoSink,
+    WindowSink,
+    side_by_side,
+)
 from .sources import Frame
 
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from smoothdino.core.errors import UserError
 
 from .engines import TENSORRT_BACKENDS, Manifest, open_engine, resolve_backend, to_host
-from smoothdino.core.errors import UserError
 from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
 
 STAGE_TIMINGS = ("pre", "motion", "encoder", "adapter", "decoder", "post", "propagate", "total")

@@ -183,7 +183,7 @@ def example_frame(size: tuple[int, int], calibration: list[Path]) -> np.ndarray:
     pairs = calibration_pairs(calibration, 1, size) if calibration else []
     if pairs:
         return pairs[0].current
-    from smoothdino.edge.synthetic import SyntheticScene
+    from smoothdino.edge.sources.synthetic import SyntheticScene
 
     return SyntheticScene(size[0], size[1], frames=1).frame(0)[0]
 

@@ -164,7 +164,7 @@ def test_min_confidence_below_0_1_takes_effect_in_torch_pipeline(monkeypatch, te
 
 def test_min_confidence_below_0_1_takes_effect_in_exported_pipeline(monkeypatch, small_export_fp32):
     from smoothdino.edge.pipeline import DepthPipeline
-    from smoothdino.edge.synthetic import SyntheticScene
+    from smoothdino.edge.sources.synthetic import SyntheticScene
 
     _confident_shift(monkeypatch, 0.07)
     frames = [rgb for rgb, _ in SyntheticScene(70, 98, frames=2)]

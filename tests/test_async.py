@@ -18,7 +18,7 @@ from smoothdino.edge.asynchronous import AsyncPipeline
 from smoothdino.edge.loop import StreamOutputs, run_stream
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.edge.sources import open_source
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 
 from .conftest import SMALL
 from .test_faults import write_video

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from smoothdino.cli import app
 from smoothdino.core.errors import UserError
-from smoothdino.edge.bags import BagSource, camera_namespace, is_bag
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.bag import BagSource, camera_namespace, is_bag
+from smoothdino.edge.sources.synthetic import SyntheticScene
 from typer.testing import CliRunner
 
 rosbags = pytest.importorskip("rosbags")
@@ -260,8 +260,8 @@ def test_interrupted_resume_keeps_the_complete_bag(tmp_path, small_export, signu
 
 def test_bag_moved_aside_by_a_killed_swap_is_put_back(tmp_path):
     """SIGKILL between moving the old bag aside and the new one in leaves no bag: the next run puts it back."""
-    from smoothdino.edge.bags import BagSink
-    from smoothdino.edge.intrinsics import IntrinsicsChoice
+    from smoothdino.edge.sinks.bag import BagSink
+    from smoothdino.edge.sources.intrinsics import IntrinsicsChoice
 
     depth = "/cam/color/depth"
     stamps = write_bag(tmp_path / ".depth_bag.99999.tmp" / "depth_bag.previous", _frames(2), topic=depth)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from smoothdino.models import CheckpointError, load_decoder, load_encoder
-from smoothdino.models.checkpoints import OFFICIAL_FILES, official_file, resolve, verify
+from smoothdino.models.checkpoints import OFFICIAL_FILES, official_file, resolve
+from smoothdino.models.weights import verify
 
 from .spec_keys import save_official
 

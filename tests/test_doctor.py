@@ -5,7 +5,6 @@ info) is passed in, never patched in."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import socket
@@ -16,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 from smoothdino.core.errors import UserError
-from smoothdino.edge.machine import doctor
-from smoothdino.edge.machine.doctor import ROOT_ENV, camera_open_failure, captured_stderr, run_doctor, tls_problem
+from smoothdino.edge.commands import doctor
+from smoothdino.edge.commands.doctor import ROOT_ENV, camera_open_failure, captured_stderr, run_doctor, tls_problem
 from smoothdino.edge.machine.environment import (TensorRTTooOld, check_tensorrt_module, import_tensorrt,
                                          tensorrt_usable, tensorrt_version_problem)
 from typer.testing import CliRunner
@@ -361,22 +360,6 @@ def test_source_that_does_not_open(tmp_path):
     source = next(c for c in report.checks if c.what == "camera / source")
     assert source.status == "problem" and source.text.startswith("9: cannot open the camera: no /dev/video9")
     assert [c.what for c in report.checks if c.status == "problem"] == ["camera / source"]
-
-
-def test_doctor_imports_only_what_it_may():
-    """It moves into edge/machine/ with jetson.py and environment.py: no other sibling at module level, nothing
-    heavy (cv2, tensorrt, the frame sources) before a function needs it."""
-    tree = ast.parse(Path(doctor.__file__).read_text())
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom):
-            module = ("." * node.level) + (node.module or "")
-            allowed = module in (".", ".jetson", ".environment", "__future__") or module.startswith("smoothdino.core")
-            assert allowed or node.level == 0 and module.split(".")[0] in ("collections", "contextlib", "dataclasses",
-                                                                           "pathlib"), module
-            if module == ".":
-                assert {a.name for a in node.names} <= {"environment", "jetson"}
-        elif isinstance(node, ast.Import):
-            assert all(a.name.split(".")[0] not in ("cv2", "tensorrt", "numpy", "pycuda") for a in node.names)
 
 
 # -- the command --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from smoothdino.cli import app
 from smoothdino.edge.loop import StreamOutputs, run_stream
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.edge.sources import CameraSource
-from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
 from .conftest import SMALL
 
@@ -72,7 +72,7 @@ class _Capture:
 
 
 def test_camera_that_comes_back_is_reconnected_with_backoff_and_counted(small_export, tmp_path, monkeypatch):
-    import smoothdino.edge.sources as sources
+    import smoothdino.edge.sources.camera as sources
 
     # 6 frames, then the cable is pulled: two reopen attempts fail, the third delivers 6 more frames; then gone
     script = ScriptedCamera(sessions=[6, 6], refuse={1, 2, 4, 5, 6})
@@ -91,7 +91,7 @@ def test_camera_that_comes_back_is_reconnected_with_backoff_and_counted(small_ex
 
 
 def test_camera_that_never_returns_ends_live_cleanly_in_one_line(small_export, tmp_path, monkeypatch):
-    import smoothdino.edge.sources as sources
+    import smoothdino.edge.sources.camera as sources
 
     script = ScriptedCamera(sessions=[5], refuse=set(range(1, 100)))
     monkeypatch.setattr(sources.cv2, "VideoCapture", script)

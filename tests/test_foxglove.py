@@ -16,10 +16,10 @@ import pytest
 from smoothdino.benchmarks.robotics_overhead import LoopbackViewer
 from smoothdino.cli import app
 from smoothdino.core.errors import UserError
-from smoothdino.edge.foxglove_live import TOPICS, FoxgloveSink, parse_address
-from smoothdino.edge.intrinsics import NYU_KINECT
+from smoothdino.edge.sinks.foxglove import TOPICS, FoxgloveSink, parse_address
+from smoothdino.edge.sources.intrinsics import NYU_KINECT
 from smoothdino.edge.sources import Frame
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 from typer.testing import CliRunner
 
 pytest.importorskip("foxglove")

@@ -114,7 +114,7 @@ def test_inspect_colours_one_basis_and_one_scaling_for_the_whole_sequence(tmp_pa
     features (what a single projection and scaling give), which a per-frame or per-map fit would not be."""
     from smoothdino.edge.inspection.sequence import inspect_sequence
     from smoothdino.edge.sources import SyntheticSource
-    from smoothdino.edge.synthetic import SyntheticScene
+    from smoothdino.edge.sources.synthetic import SyntheticScene
 
     rng = np.random.default_rng(11)
     frames, channels, (h, w) = 4, 6, (5, 7)
@@ -205,7 +205,7 @@ def test_aligned_depth_change_in_millimetres():
 def test_real_encoder_features_of_the_synthetic_scene_align(small_export):
     """ViT features move with whole-patch camera shifts: aligned ~1, unaligned clearly lower."""
     from smoothdino.edge.pipeline import DepthPipeline
-    from smoothdino.edge.synthetic import SyntheticScene
+    from smoothdino.edge.sources.synthetic import SyntheticScene
 
     scene = SyntheticScene(70, 98, frames=2, velocity=(14.0, 0.0))  # one cell per frame
     with DepthPipeline.from_folder(small_export, keep_outputs=True, threads=1) as pipeline:
@@ -323,7 +323,7 @@ def test_inspect_with_keyframes_looks_at_the_frames_the_network_ran_on(small_exp
     """--keyframes 3 over 7 frames: features of frames 1, 4, 7 only, each compared with the previous keyframe, by the
     shift phase correlation measures between the two keyframes (3 frames of motion apart)."""
     from smoothdino.edge.motion import phase_shift, to_grey
-    from smoothdino.edge.synthetic import SyntheticScene
+    from smoothdino.edge.sources.synthetic import SyntheticScene
 
     out = tmp_path / "out"
     result = runner.invoke(app, ["inspect", "synthetic:70x98:7", "--engines", str(small_export), "--keyframes", "3",

@@ -14,7 +14,7 @@ from smoothdino.cli import app
 from smoothdino.core.errors import UserError
 from smoothdino.edge.keyframes import KeyframePolicy, KeyframeSteps, parse_keyframes, translate_depth
 from smoothdino.edge.pipeline import DepthPipeline
-from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
 from .conftest import SMALL
 

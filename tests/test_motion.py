@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from smoothdino.edge.motion import phase_shift, to_grey
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 
 
 def _pair(shift, size=(480, 640), seed=1):

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from smoothdino.edge import pipeline as pipeline_module
 from smoothdino.edge.motion import Shift
 from smoothdino.edge.pipeline import DepthPipeline
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 
 from .conftest import SMALL
 

@@ -9,7 +9,7 @@ import torch
 
 from smoothdino.edge.engines.manifest import Manifest
 from smoothdino.edge.pipeline import DepthPipeline
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 from smoothdino.models import TorchPipeline
 
 from .conftest import SMALL

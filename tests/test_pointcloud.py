@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from smoothdino.core.errors import UserError
-from smoothdino.edge.intrinsics import (
+from smoothdino.edge.sources.intrinsics import (
     NYU_KINECT,
     Intrinsics,
     IntrinsicsChoice,
     parse_intrinsics,
 )
-from smoothdino.edge.pointcloud import POINTCLOUD2_FIELDS, PlySink, depth_to_points
+from smoothdino.edge.sinks.pointcloud import POINTCLOUD2_FIELDS, PlySink, depth_to_points
 from smoothdino.edge.sources import Frame
 
 K = Intrinsics(fx=100.0, fy=50.0, cx=10.0, cy=5.0, width=30, height=20)

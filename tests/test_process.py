@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from smoothdino.cli import app
-from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
 runner = CliRunner()
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
 from .conftest import SMALL
 from .test_packaging import build_wheel

@@ -10,7 +10,7 @@ import pytest
 
 from smoothdino.core.errors import UserError
 from smoothdino.edge.sources import CameraSource, FolderSource, open_source, read_depth_png
-from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
 
 def test_folder_numeric_order_and_ground_truth(tmp_path):
@@ -101,7 +101,7 @@ class FlakyCapture:
 
 
 def test_camera_that_disappears_is_retried_then_ends(monkeypatch):
-    import smoothdino.edge.sources as sources
+    import smoothdino.edge.sources.camera as sources
 
     FlakyCapture.opened = 0
     monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *a: FlakyCapture(5))

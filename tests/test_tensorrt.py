@@ -218,7 +218,7 @@ def test_engines_ping_pong_and_match_onnxruntime(small_export, tmp_path, flavour
     from smoothdino.edge.engines.manifest import Manifest
     from smoothdino.edge.engines.onnxruntime_engine import OnnxRuntimeEngine
     from smoothdino.edge.pipeline import DepthPipeline
-    from smoothdino.edge.synthetic import SyntheticScene
+    from smoothdino.edge.sources.synthetic import SyntheticScene
     from smoothdino.edge.engines.tensorrt_engine import TensorRTEngine
     from smoothdino.export.tensorrt import build_engine, resolve_compute_capabilities
 

@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from smoothdino.cli import app
-from smoothdino.edge.synthetic import SyntheticScene, write_sequence
+from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 from smoothdino.models.train import find_scenes, make_pairs, split_scenes
 
 ARGS = ["--size", "70x98", "--frames-per-scene", "5", "--batch", "8", "--lr", "1e-3", "--epochs", "6",

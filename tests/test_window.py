@@ -20,7 +20,7 @@ from smoothdino.edge.machine.display import (
     window_unavailable_reason,
     x_server_reachable,
 )
-from smoothdino.edge.synthetic import SyntheticScene
+from smoothdino.edge.sources.synthetic import SyntheticScene
 
 SMOOTHDINO = [str(Path(sys.executable).with_name("smoothdino"))]  # the console script, as a user runs it
 VIDEO_SIZE = (140, 196)  # twice the export's 70x98: live resizes, and the overlay band leaves rows of plain RGB

@@ -7,7 +7,11 @@ from .grid import FeatureGrid
 from .lineplot import Panel, Series, line_plot
 from .pca import FeaturePCA
 from .sequence import inspect_sequence, stability_table
-from .stability import StabilityTracker, aligned_depth_change_mm, aligned_feature_similarity
+from .stability import (
+           StabilityTracker,
+           aligned_depth_change_mm,
+           aligned_feature_similarity,
+)
 
 __all__ = ["FeatureGrid", "FeaturePCA", "Panel", "Series", "StabilityTracker", "aligned_depth_change_mm",
            "aligned_feature_similarity", "inspect_sequence", "line_plot", "stability_table"]

@@ -22,16 +22,16 @@ from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, notice
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_text
 from smoothdino.core.images import resize_depth
-
 from smoothdino.edge.engines.graph_io import NUM_LEVELS
-from .grid import FeatureGrid
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
-from .lineplot import BLUE, GREY, ORANGE, Panel, Series, line_plot
 from smoothdino.edge.loop import fit_frame
-from .pca import FeaturePCA
 from smoothdino.edge.pipeline import FramePipeline
 from smoothdino.edge.sinks import VideoSink, atomic_imwrite, colorize, json_dumps
 from smoothdino.edge.sources import open_source
+
+from .grid import FeatureGrid
+from .lineplot import BLUE, GREY, ORANGE, Panel, Series, line_plot
+from .pca import FeaturePCA
 from .stability import StabilityTracker
 
 RANDOM_WEIGHTS_NOTE = "random weights: these numbers show that the tool works, not what the adapter method does"

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from smoothdino.core.files import atomic_write_bytes
-
-from .intrinsics import Intrinsics, IntrinsicsChoice
-from .sources import Frame
+from smoothdino.edge.sources.frame import Frame
+from smoothdino.edge.sources.intrinsics import Intrinsics, IntrinsicsChoice
 
 # 16 bytes a point: x, y, z float32, then colour as B, G, R, A bytes. Read as one little-endian float32 at
 # offset 12, the colour bytes are PCL/ROS's packed "rgb" (0x00RRGGBB, alpha byte 0); Foxglove reads the

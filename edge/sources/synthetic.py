@@ -8,12 +8,15 @@ should return (dx, dy) = -velocity.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from smoothdino.core.files import atomic_path
+
+from .frame import Frame, SourceStats
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,31 @@ def write_sequence(folder: Path, scene: SyntheticScene) -> Path:
             with atomic_path(path) as tmp:
                 cv2.imwrite(str(tmp), image, params)
     return folder
+
+
+class SyntheticSource:
+    """The synthetic moving scene (known depth), generated in memory. With `total` beyond the scene's frames it
+    sweeps back and forth (the camera reverses at each end), so a soak test can run for days on a small canvas."""
+
+    def __init__(self, scene: SyntheticScene, total: int | None = None, live: bool = False):
+        self.scene = scene
+        self.total = total or scene.frames
+        self.live = live  # True: the loop treats it as a camera (no resume), as `live` would
+        self.name = f"synthetic_{scene.height}x{scene.width}"
+        self.fps = 10.0
+        self.stats = SourceStats()
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[Frame]:
+        canvases = self.scene.canvases()
+        period = max(1, 2 * (self.scene.frames - 1))
+        for i in range(self.total):
+            k = i % period
+            rgb, depth = self.scene.frame(k if k < self.scene.frames else period - k, canvases)
+            self.stats.read += 1
+            yield Frame(rgb, i, f"{i + 1}", i / self.fps, depth)
+
+    def close(self) -> None:
+        pass

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smoothdino.core.errors import UserError
-
-from .bags import BagSink, BagSource, camera_namespace, is_bag
-from .intrinsics import IntrinsicsChoice, IntrinsicsText, parse_intrinsics
-from .sources import FolderSource
+from smoothdino.edge.sinks.bag import BagSink
+from smoothdino.edge.sources.bag import BagSource, camera_namespace, is_bag
+from smoothdino.edge.sources.intrinsics import (
+    IntrinsicsChoice,
+    IntrinsicsText,
+    parse_intrinsics,
+)
+from smoothdino.edge.sources.recorded import FolderSource
 
 BAG_OUTPUT = "depth_bag"  # <out>/<sequence>/depth_bag/: a ROS 2 bag folder (metadata.yaml + depth_bag.mcap)
 POINTS_OUTPUT = "points"
@@ -69,7 +73,7 @@ def process_sinks(source, folder: Path, options: RobotOptions, random_weights: b
         sinks.append(BagSink(Path(folder) / BAG_OUTPUT, camera_namespace(source.topic), intrinsics,
                              options.cloud_stride, random_weights))
     if options.points:
-        from .pointcloud import PlySink
+        from smoothdino.edge.sinks.pointcloud import PlySink
 
         sinks.append(PlySink(Path(folder) / POINTS_OUTPUT, intrinsics, options.cloud_stride, random_weights))
     return sinks
@@ -77,7 +81,7 @@ def process_sinks(source, folder: Path, options: RobotOptions, random_weights: b
 
 def live_address(foxglove: str | None) -> tuple[str, int] | None:
     """`--foxglove [HOST:]PORT` checked before anything opens."""
-    from .foxglove_live import parse_address
+    from smoothdino.edge.sinks.foxglove import parse_address
 
     return parse_address(foxglove) if foxglove is not None else None
 
@@ -87,7 +91,7 @@ def live_sink(address: tuple[str, int] | None, record: Path | None, options: Rob
     channels; None when neither was asked for."""
     if address is None and record is None:
         return None
-    from .foxglove_live import FoxgloveSink
+    from smoothdino.edge.sinks.foxglove import FoxgloveSink
 
     return FoxgloveSink(address, record, intrinsics=IntrinsicsChoice(options.explicit, "live"),
                         cloud_stride=options.cloud_stride, random_weights=random_weights)

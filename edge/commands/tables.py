@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.table import Table
-
 from smoothdino.edge.engines.manifest import Manifest
 
 GATE_FIGURES = (

@@ -19,12 +19,12 @@ from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, notice
 from smoothdino.core.errors import UserError
 from smoothdino.core.extras import missing_extra
 from smoothdino.core.files import atomic_path
+from smoothdino.edge.sources.frame import Frame
+from smoothdino.edge.sources.intrinsics import IntrinsicsChoice
 
-from .bags import depth_32fc1
-from .intrinsics import IntrinsicsChoice
+from .bag import depth_32fc1
 from .pointcloud import FOXGLOVE_FIELDS, POINT_STEP, depth_to_points
-from .sinks import colorize
-from .sources import Frame
+from .view import colorize
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless asked: a robot's Wi-Fi is not a place for an open port
 STOP_WAIT_S = 2.0

@@ -1,16 +1,12 @@
-"""ROS bags in and out, with `rosbags` (pure Python; no ROS installation needed).
+"""ROS bags in, with `rosbags` (pure Python; no ROS installation needed).
 
 BagSource reads the frames of one image topic (sensor_msgs/Image rgb8, bgr8, mono8 or CompressedImage jpeg,
 png) from a ROS 2 bag folder or a single .mcap/.db3 file, with the intrinsics of the matching
 sensor_msgs/CameraInfo. A message that cannot be read (corrupt, truncated JPEG, unknown encoding) is skipped
-and counted, like a corrupt frame in a folder. BagSink writes what a ROS tool expects beside the depth PNGs: a
-ROS 2 bag (MCAP storage) with the depth as 32FC1 metres, a CameraInfo and a subsampled PointCloud2, all on the
-input's header stamps and frame_id."""
+and counted, like a corrupt frame in a folder."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,16 +16,27 @@ from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
 from smoothdino.core.extras import missing_extra
 
-from .intrinsics import Intrinsics, IntrinsicsChoice
-from .pointcloud import POINT_STEP, POINTCLOUD2_FIELDS, depth_to_points
-from .sources import Frame, SourceStats, decode_image
+from .frame import Frame, SourceStats, decode_image
+from .intrinsics import Intrinsics
 
 IMAGE = "sensor_msgs/msg/Image"
+
+
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
+
+
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+
+
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+
+
 BAG_SUFFIXES = (".mcap", ".db3")
+
+
 RAW_ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+
+
 MAX_SKIP_NOTICES = 5  # a bag of thousands of unreadable messages gets a few lines, then the count
 
 
@@ -68,11 +75,6 @@ def _storage_path(path: Path) -> Path:
                             f"(found {len(files)})")
         return files[0]
     return path
-
-
-def depth_32fc1(depth: np.ndarray) -> np.ndarray:
-    """Metres as ROS depth images carry them (32FC1, REP 118): float32, NaN where there is no depth (our 0)."""
-    return np.where(depth > 0, depth, np.nan).astype("<f4")
 
 
 def _stamp_ns(stamp) -> int:
@@ -213,117 +215,3 @@ class BagSource:
     def close(self) -> None:
         if self.reader.stack is not None:
             self.reader.close()
-
-
-def _time(typestore, stamp_ns: int):
-    return typestore.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
-
-
-class BagSink:
-    """A FrameSink writing a ROS 2 bag (MCAP storage, rosbag2 metadata) at `path` (a folder, as `ros2 bag`
-    writes them): <namespace>/depth (Image 32FC1, metres, NaN where there is no depth, per REP 118),
-    <namespace>/depth/camera_info and <namespace>/depth/points (PointCloud2 x y z rgb, every `cloud_stride`-th
-    pixel). Written in a hidden folder beside `path` and moved into place when the stream ends; the earlier bag
-    there is removed only once the new one is in place, and kept when a resumed run stopped short of it."""
-
-    def __init__(self, path: Path, namespace: str, intrinsics: IntrinsicsChoice, cloud_stride: int = 4,
-                 random_weights: bool = False):
-        _, rosbag2, typesys = _rosbags()
-        self.path = Path(path)
-        self.namespace = namespace.rstrip("/")
-        self.intrinsics = intrinsics
-        self.cloud_stride = max(1, int(cloud_stride))
-        self.typestore = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)  # JetPack 6 ships Ubuntu 22.04: Humble
-        self.staging = self.path.parent / f".{self.path.name}.{os.getpid()}.tmp"
-        self._restore_previous()
-        if self.staging.exists():
-            shutil.rmtree(self.staging)
-        self.staging.mkdir(parents=True)
-        # metadata format 8: the oldest rosbags writes, so the widest range of ROS 2 releases reads it
-        self.writer = rosbag2.Writer(self.staging / self.path.name, version=8, storage_plugin=rosbag2.StoragePlugin.MCAP)
-        if random_weights:
-            self.writer.set_custom_data("smoothdino", "RANDOM WEIGHTS - depth values are not metric")
-        self.writer.open()
-        self.topics = {"depth": f"{self.namespace}/depth", "info": f"{self.namespace}/depth/camera_info",
-                       "points": f"{self.namespace}/depth/points"}
-        self.connections = {
-            "depth": self.writer.add_connection(self.topics["depth"], IMAGE, typestore=self.typestore),
-            "info": self.writer.add_connection(self.topics["info"], CAMERA_INFO, typestore=self.typestore),
-            "points": self.writer.add_connection(self.topics["points"], POINTCLOUD2, typestore=self.typestore),
-        }
-        self.frames = 0
-        self.reused = 0  # frames read back from an earlier run's PNGs (a resumed run)
-
-    def _put(self, key: str, msg, log_time: int) -> None:
-        self.writer.write(self.connections[key], log_time, self.typestore.serialize_cdr(msg, msg.__msgtype__))
-
-    def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
-        types = self.typestore.types
-        stamp_ns = int(frame.meta.get("stamp_ns", round(frame.timestamp * 1e9)))
-        log_time = int(frame.meta.get("log_time_ns", stamp_ns))
-        header = types["std_msgs/msg/Header"](stamp=_time(self.typestore, stamp_ns),
-                                              frame_id=frame.meta.get("frame_id", "camera"))
-        height, width = depth.shape[:2]
-        metres = depth_32fc1(depth)
-        self._put("depth", types[IMAGE](header=header, height=height, width=width, encoding="32FC1", is_bigendian=0,
-                                       step=width * 4, data=metres.view(np.uint8).reshape(-1)), log_time)
-        k = self.intrinsics.for_frame(frame.meta, height, width)
-        source_info = frame.meta.get("camera_info") if self.intrinsics.explicit is None else None
-        distortion = (source_info.distortion_model, np.asarray(source_info.d, np.float64)) if source_info is not None \
-            else ("plumb_bob", np.zeros(5))
-        roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-        self._put("info", types[CAMERA_INFO](
-            header=header, height=height, width=width, distortion_model=distortion[0], d=distortion[1],
-            k=np.array(k.k), r=np.eye(3).reshape(-1), p=np.array(k.p), binning_x=0, binning_y=0, roi=roi), log_time)
-        rgb = frame.rgb if frame.rgb.shape[:2] == (height, width) else None
-        cloud = depth_to_points(depth, k, self.cloud_stride, rgb)
-        fields = [types["sensor_msgs/msg/PointField"](name=n, offset=o, datatype=t, count=1) for n, o, t in POINTCLOUD2_FIELDS]
-        self._put("points", types[POINTCLOUD2](
-            header=header, height=1, width=len(cloud), fields=fields, is_bigendian=False, point_step=POINT_STEP,
-            row_step=POINT_STEP * len(cloud), data=cloud.packed(alpha=0).view(np.uint8), is_dense=True), log_time)
-        self.frames += 1
-        self.reused += result is None
-
-    @property
-    def _aside(self) -> str:
-        return f"{self.path.name}.previous"
-
-    def _restore_previous(self) -> None:
-        """A run killed (SIGKILL, power) between moving the old bag aside and the new one in left no bag at `path`:
-        the old one, whole, is moved back."""
-        if self.path.exists():
-            return
-        for aside in sorted(self.path.parent.glob(f".{self.path.name}.*.tmp/{self._aside}")):
-            os.replace(aside, self.path)
-            shutil.rmtree(aside.parent, ignore_errors=True)
-            return
-
-    def _frames_in(self, path: Path) -> int:
-        """Depth frames in the bag at `path`; 0 for none, another camera's, or one that cannot be read."""
-        _, rosbag2, _ = _rosbags()
-        try:
-            with rosbag2.Reader(path) as reader:
-                return sum(c.msgcount for c in reader.connections if c.topic == self.topics["depth"])
-        except Exception:  # noqa: BLE001 - a damaged bag is replaced, whatever rosbags says about it
-            return 0
-
-    def close(self) -> None:
-        if self.writer is None:
-            return
-        writer, self.writer = self.writer, None
-        try:
-            writer.close()
-            self._restore_previous()
-            earlier = self._frames_in(self.path) if self.path.exists() else 0
-            # A resumed run writes every frame again (read back from the PNGs), so a shorter bag means it was
-            # stopped part way: the earlier, longer one stays. (--no-resume rewrote the PNGs: its bag replaces.)
-            if self.frames < earlier and (self.reused or not self.frames):
-                notice(f"{self.path}: kept the bag already there ({earlier} frames; this run stopped after "
-                       f"{self.frames}); run the same command to the end to rewrite it")
-                return
-            # the earlier bag is moved aside, not deleted, until the new one is in place: never no bag, never half
-            if self.path.exists():
-                os.replace(self.path, self.staging / self._aside)
-            os.replace(self.staging / self.path.name, self.path)
-        finally:
-            shutil.rmtree(self.staging, ignore_errors=True)
