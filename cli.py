@@ -7,8 +7,11 @@ Jetson with numpy, OpenCV, ONNX Runtime and TensorRT alone. Errors a user can fi
 from __future__ import annotations
 
 import functools
+import inspect as inspect_module
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,7 +24,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.extras import missing_extra
 from smoothdino.core.images import parse_size
 from smoothdino.core.signals import interrupt_exit_code, termination_as_interrupt
-from smoothdino.edge.commands.tables import gate_table, stream_table
+from smoothdino.edge.commands.tables import gate_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Live metric depth from a moving camera: DINOv2 + temporal adapter on TensorRT / ONNX Runtime.")
@@ -328,234 +331,184 @@ def build(
     _gate_and_record(manifest, folder, flavour, calibration, frames, tolerance_mm)
 
 
-# -- process / live / demo -------------------------------------------------------------------------
+# -- option groups: declared once, each command gets one object built from them ------------------------
 
-def _first_frame_size(sequences: list[Path], robot=None) -> tuple[int, int]:
-    from smoothdino.edge.sources import FolderSource
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options several commands share. `with_options` adds them to a command's signature (typer reads it) and hands
+    the command one object, built by `build` from their values, under the parameter `name`."""
 
-    if robot is not None:  # a folder or a bag
-        from smoothdino.edge.commands.robotics import first_frame_size
-
-        return first_frame_size(sequences[0], robot)
-    source = FolderSource(sequences[0])
-    for position in range(len(source)):
-        frame = source.load(position)
-        if frame is not None:
-            return frame.rgb.shape[:2]
-    raise UserError(f"{sequences[0]}: no readable frame")
+    name: str
+    params: dict[str, tuple]  # option -> (annotation, default)
+    build: Callable[..., object]
 
 
-def _process_sequences(pipeline, sequences: list[Path], out: Path, *, video: bool, resize: bool, resume: bool,
-                       limit: Optional[int], robot=None, keyframes=None) -> None:
-    """Every sequence through the streaming loop, with a progress bar; the report table at the end."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def with_options(*groups: OptionGroup):
+    def decorate(fn):
+        signature = inspect_module.signature(fn, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name not in {g.name for g in groups}]
+        shared = [inspect_module.Parameter(n, inspect_module.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                  for g in groups for n, (a, d) in g.params.items()]
 
-    from smoothdino.edge.loop import StreamOutputs, run_stream
-    from smoothdino.edge.sources import FolderSource
+        @functools.wraps(fn)
+        def command(**kwargs):
+            for g in groups:
+                kwargs[g.name] = g.build(**{n: kwargs.pop(n) for n in g.params})
+            return fn(**kwargs)
 
-    if pipeline.random_weights:
-        random_weights_notice()
-    console.print(f"pipeline: {pipeline.description}")
-    run_info = {"pipeline": pipeline.description, "backend": pipeline.backend,
-                "random_weights": pipeline.random_weights, "weights": pipeline.weights}
-    reports = []
-    with pipeline, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
-        for seq in sequences:
-            if robot is not None:  # bags in, bags / point clouds out
-                from smoothdino.edge.commands.robotics import open_sequence, process_sinks
+        command.__signature__ = signature.replace(parameters=own + shared)
+        command.__annotations__ = {p.name: p.annotation for p in own + shared}
+        return command
 
-                source = open_sequence(seq, robot, limit)
-                sinks = process_sinks(source, Path(out) / source.name, robot, pipeline.random_weights)
-            else:
-                source, sinks = FolderSource(seq, limit=limit), []
-            task = bar.add_task(source.name, total=len(source), rate="")
-            folder = Path(out) / source.name
-            reports.append(run_stream(
-                pipeline, source, StreamOutputs(folder=folder, video=folder / "video.mp4" if video else None,
-                                                resume=resume, sinks=sinks),
-                resize=resize, run_info=run_info, **({"keyframes": keyframes} if keyframes else {}),
-                on_frame=lambda r, task=task: bar.update(task, completed=r.computed + r.reused + r.skipped,
-                                                         rate=f"{r.fps:.2f} FPS")))
-            bar.update(task, completed=len(source))
-            if reports[-1].interrupted:
-                break
-    console.print(stream_table(reports, f"processed -> {out}"))
-    if any(r.interrupted for r in reports):
-        console.print("interrupted: outputs so far are written; run the same command to resume")
-        raise typer.Exit(interrupt_exit_code())
+    return decorate
 
 
-@app.command()
-@user_errors
+@dataclass(frozen=True)
+class ModelChoice:
+    """What an on-the-fly export builds when no --engines is given (the same words as `smoothdino export`)."""
+
+    arch: str = "vits14"
+    head: str = "dpt"
+    adapter: str = "temporal"
+    size: str | None = None
+    precision: str = "fp16"
+    weights_dir: Path | None = None
+    adapter_weights: Path | None = None
+    random_weights: bool = False
+    seed: int = 0
+
+    def spec(self, frame_size: Callable[[], tuple[int, int]], backend: str):
+        return _export_spec(arch=self.arch, head=self.head, adapter=self.adapter, size=self.size or frame_size(),
+                            precision=self.precision, weights_dir=self.weights_dir, adapter_weights=self.adapter_weights,
+                            random_weights=self.random_weights, seed=self.seed, calibration_frames=2,
+                            backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto")
+
+
+@dataclass(frozen=True)
+class RunChoice:
+    """How the engines run: back-end, scene-cut threshold, CPU threads."""
+
+    backend: str = "auto"
+    min_confidence: float = 0.1
+    threads: int | None = None
+
+    def open(self, engines: Path | None, model: ModelChoice | None, out: Path,
+             frame_size: Callable[[], tuple[int, int]], **pipeline_options):
+        """The export's pipeline; without --engines the model is exported (or reused) into <out>/engines."""
+        spec = None if engines else model.spec(frame_size, self.backend)
+        return _open_pipeline(engines, spec, out, self.backend, min_confidence=self.min_confidence,
+                              threads=self.threads, **pipeline_options)
+
+
+def command(*groups: OptionGroup):
+    """A command of the app, with one-line errors and the shared option groups it takes."""
+    def decorate(fn):
+        return app.command()(user_errors(with_options(*groups)(fn)))
+
+    return decorate
+
+
+MODEL = OptionGroup("model", {"arch": (Arch, "vits14"), "head": (Head, "dpt"), "adapter": (Adapter, "temporal"),
+                              "size": (ExportSize, None), "precision": (Precision, "fp16"),
+                              "weights_dir": (WeightsDir, None), "adapter_weights": (AdapterWeights, None),
+                              "random_weights": (RandomWeights, False), "seed": (Seed, 0)}, ModelChoice)
+RUN = OptionGroup("run", {"backend": (Backend, "auto"), "min_confidence": (MinConfidence, 0.1),
+                          "threads": (Threads, None)}, RunChoice)
+MotionDownscale = Annotated[int, typer.Option(help="Phase correlation on frames shrunk by this factor.")]
+
+
+@dataclass(frozen=True)
+class StepChoice:
+    """Which export steps the frames, at what size, and on which frames the network runs."""
+
+    engines: Path | None = None
+    resize: bool = True
+    keyframes: str = "every"
+
+    @property
+    def policy(self):
+        from smoothdino.edge.keyframes import parse_keyframes
+
+        return parse_keyframes(self.keyframes)
+
+
+STEP = OptionGroup("step", {"engines": (EnginesOrExport, None), "resize": (ResizeFrames, True),
+                            "keyframes": (Keyframes, "every")}, StepChoice)
+
+
+# -- process / inspect / live / demo ----------------------------------------------------------------
+
+@command(STEP, MODEL, RUN)
 def process(
     sequences: Annotated[list[Path], typer.Argument(help="NYUv2 sequence folders (<i>.jpg [+ <i>.png depth]), image folders, or ROS bags (a bag folder or a .mcap file).")],
     out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*; depth_bag/ for a bag; points/*.ply}.")] = Path("out/process"),
-    engines: EnginesOrExport = None,
-    backend: Backend = "auto", arch: Arch = "vits14", head: Head = "dpt", adapter: Adapter = "temporal",
-    size: ExportSize = None,
-    precision: Precision = "fp16", weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None,
-    random_weights: RandomWeights = False, seed: Seed = 0,
     video: Annotated[bool, typer.Option(help="Write <sequence>/video.mp4 (RGB | depth).")] = True,
-    resize: ResizeFrames = True,
     resume: Annotated[bool, typer.Option(help="Skip frames whose depth PNG is already written.")] = True,
     limit: Annotated[Optional[int], typer.Option(help="At most this many frames per sequence.")] = None,
-    min_confidence: MinConfidence = 0.1,
-    motion_downscale: Annotated[int, typer.Option(help="Phase correlation on frames shrunk by this factor.")] = 1,
-    threads: Threads = None,
+    motion_downscale: MotionDownscale = 1,
     topic: Annotated[Optional[str], typer.Option(help="A bag's image topic (Image rgb8/bgr8/mono8 or CompressedImage jpeg/png; default: the bag's only one).")] = None,
     intrinsics: Intrinsics = None,
     points: Annotated[bool, typer.Option("--points", help="Also write <sequence>/points/<frame>.ply (coloured point clouds, metres).")] = False,
     cloud_stride: CloudStride = 4,
-    keyframes: Keyframes = "every",
+    step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None,
 ):
     """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth. A ROS bag
     in gives a ROS 2 bag out (<sequence>/depth_bag: 32FC1 depth, CameraInfo, PointCloud2)."""
-    from smoothdino.edge.commands.robotics import RobotOptions, check_sequence
+    from smoothdino.edge.commands import process as command
+    from smoothdino.edge.commands.robotics import RobotOptions
 
-    from smoothdino.edge.keyframes import parse_keyframes
-
-    policy = parse_keyframes(keyframes)
-    robot = RobotOptions(topic=topic, intrinsics=intrinsics, points=points, cloud_stride=cloud_stride)
-    for seq in sequences:
-        check_sequence(Path(seq), robot)
-    spec = None if engines else _export_spec(
-        arch=arch, head=head, adapter=adapter, size=size or _first_frame_size(sequences, robot), precision=precision,
-        backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto", weights_dir=weights_dir,
-        adapter_weights=adapter_weights, random_weights=random_weights, seed=seed, calibration_frames=2)
-    pipeline = _open_pipeline(engines, spec, out, backend, min_confidence=min_confidence,
-                              motion_downscale=motion_downscale, threads=threads)
-    _process_sequences(pipeline, sequences, out, video=video, resize=resize, resume=resume, limit=limit, robot=robot,
-                       keyframes=policy)
+    options = command.ProcessOptions(sequences, out, video, step.resize, resume, limit, step.policy,
+                                     RobotOptions(topic, intrinsics, points, cloud_stride))
+    options.check()
+    pipeline = run.open(step.engines, model, out, options.frame_size, motion_downscale=motion_downscale)
+    if any(r.interrupted for r in command.process(pipeline, options)):
+        raise typer.Exit(interrupt_exit_code())
 
 
-@app.command()
-@user_errors
+@command(STEP, MODEL, RUN)
 def inspect(
     sequences: Annotated[list[str], typer.Argument(help="NYUv2 sequence folders, image folders, video files or synthetic[:HxW[:N]].")],
     out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{pca/, pca_fused/, inspect.mp4, stability.*}.")] = Path("out/inspect"),
-    engines: EnginesOrExport = None,
     level: Annotated[int, typer.Option(help="Feature level 0..3 (encoder blocks the depth head reads; 3 = last).")] = 3,
     frames: Annotated[int, typer.Option(help="At most this many frames per sequence (all are kept for the PCA).")] = 30,
-    backend: Backend = "auto", arch: Arch = "vits14", head: Head = "dpt", adapter: Adapter = "temporal",
-    size: ExportSize = None,
-    precision: Precision = "fp16", weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None,
-    random_weights: RandomWeights = False, seed: Seed = 0,
-    resize: ResizeFrames = True,
-    min_confidence: MinConfidence = 0.1,
-    threads: Threads = None,
-    keyframes: Keyframes = "every",
+    step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None,
 ):
     """What the adapter does: feature PCA images before/after it, and frame-to-frame stability (aligned)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from smoothdino.edge.inspection.sequence import (
-        RANDOM_WEIGHTS_NOTE,
-        check_level,
-        first_frame_size,
-        inspect_sequence,
-        open_sequence,
-        stability_table,
-    )
+    from smoothdino.edge.commands import inspect as command
 
-    from smoothdino.edge.keyframes import parse_keyframes
-
-    check_level(level)
-    policy = parse_keyframes(keyframes)
-    sources = [open_sequence(seq, frames) for seq in sequences]  # every bad argument refused before any work
-    spec = None if engines else _export_spec(
-        arch=arch, head=head, adapter=adapter, size=size or first_frame_size(sequences[0]), precision=precision,
-        backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto", weights_dir=weights_dir,
-        adapter_weights=adapter_weights, random_weights=random_weights, seed=seed, calibration_frames=2)
-    pipeline = _open_pipeline(engines, spec, out, backend, min_confidence=min_confidence, keep_outputs=True,
-                              threads=threads)
-    if pipeline.random_weights:
-        random_weights_notice()
-    console.print(f"pipeline: {pipeline.description}")
-    if not pipeline.has_adapter:
-        kind = getattr(getattr(pipeline, "manifest", None), "adapter", "none")
-        notice(f"adapter {kind!r} has no adapter stage (paper offsets are folded into the decoder): no fused features, "
-               "writing pca/ only and no 'after' figures")
-    run_info = {"pipeline": pipeline.description, "backend": pipeline.backend,
-                "random_weights": pipeline.random_weights, "weights": pipeline.weights}
-    payloads = []
-    with pipeline, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
-        for source in sources:
-            task = bar.add_task(source.name, total=len(source))
-            payloads.append(inspect_sequence(pipeline, source, Path(out) / source.name, level, resize=resize,
-                                             run_info=run_info, keyframes=policy,
-                                             on_frame=lambda n, task=task: bar.update(task, completed=n)))
-            source.close()
-    console.print(stability_table(payloads, f"feature stability, level {level} -> {out}"))
-    console.print("cosine: frame t vs frame t-1 shifted by the phase-correlation shift (1 = unchanged), mean over "
-                  "cells inside both frames")
-    console.print("depth change: mean |depth t - shifted depth t-1| in mm; per frame in <sequence>/stability.json, "
-                  "plotted in stability.png")
-    if pipeline.random_weights:
-        console.print(f"[bold red]{RANDOM_WEIGHTS_NOTE}[/]")
+    options = command.InspectOptions(sequences, out, level, frames, step.resize, step.policy)
+    sources = options.open_sources()
+    pipeline = run.open(step.engines, model, out, options.frame_size, keep_outputs=True)
+    command.inspect(pipeline, sources, options)
 
 
-@app.command()
-@user_errors
+@command(RUN)
 def live(
     engines: Annotated[Path, typer.Option(help="Export folder (manifest.json).")],
     source: Annotated[str, typer.Option(help="0 | /dev/video0 | csi://0 | a GStreamer pipeline | a video file (replayed in real time).")] = "0",
-    backend: Backend = "auto",
     headless: Annotated[bool, typer.Option(help="No window.")] = False,
     snapshots: Annotated[Path, typer.Option(help="Where the window's s key saves RGB, 16-bit depth (mm) and colour depth PNGs.")] = Path("snapshots"),
     record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here (.mp4), or the Foxglove channels (.mcap).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write depth PNGs and metrics into this folder. A live run never resumes: a folder holding an earlier run is refused unless --overwrite.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run's depth PNGs and metrics in --out.")] = False,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
-    min_confidence: MinConfidence = 0.1,
-    motion_downscale: Annotated[int, typer.Option(help="Phase correlation on frames shrunk by this factor.")] = 2,
-    threads: Threads = None,
+    motion_downscale: MotionDownscale = 2,
     foxglove: Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Serve RGB, coloured and raw depth, point cloud and per-stage latency over Foxglove's WebSocket protocol. Binds 127.0.0.1 (this machine only) unless a HOST is given: 0.0.0.0:8765 serves every interface. A slow viewer gets frames dropped, never slows the loop.")] = None,
     intrinsics: Intrinsics = None,
     cloud_stride: CloudStride = 4,
     asynchronous: Annotated[bool, typer.Option("--async/--no-async", help="The network in its own thread on the newest frame; every camera frame is output at once with the latest keyframe's depth moved by the camera shift (its age is shown). --no-async: the network on the frames --keyframes picks, in the loop (the camera waits).")] = True,
     keyframes: Keyframes = "every",
+    run: RunChoice = None,
 ):
     """Live depth from a camera: window with FPS and per-stage latency; q (or Ctrl-C) ends cleanly, s saves a snapshot."""
-    from smoothdino.edge.loop import StreamOutputs, claim_live_folder, run_stream
-    from smoothdino.edge.commands.robotics import RobotOptions, live_address, live_sink
-    from smoothdino.edge.sources import open_source
-
-    robot, address = RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), live_address(foxglove)  # refused early
-    if out is not None:
-        claim_live_folder(out, overwrite)
-    mcap = record is not None and record.suffix.lower() == ".mcap"
-    from smoothdino.edge.asynchronous import AsyncPipeline
+    from smoothdino.edge.commands import live as command
+    from smoothdino.edge.commands.robotics import RobotOptions
     from smoothdino.edge.keyframes import parse_keyframes
 
-    policy = parse_keyframes(keyframes)
-
-    def open_pipeline():
-        return _open_pipeline(engines, None, Path("."), backend, min_confidence=min_confidence,
-                              motion_downscale=motion_downscale, threads=threads)
-
-    # async: the worker thread opens the engines and is the only one to touch them (TensorRT contexts are per thread)
-    pipeline = AsyncPipeline(open_pipeline) if asynchronous else open_pipeline()
-    if pipeline.random_weights:
-        random_weights_notice()
-    stream = open_source(source, live=True, limit=max_frames)
-    console.print(f"live: {pipeline.description} <- {source}  (Ctrl-C to stop)")
-    with pipeline:
-        viewer = live_sink(address, record if mcap else None, robot, pipeline.random_weights)
-        if viewer is not None and viewer.url:
-            console.print(f"live: Foxglove -> open connection {viewer.url}")
-        report = run_stream(pipeline, stream, StreamOutputs(folder=out, video=None if mcap else record, window=not headless,
-                                                            resume=False, sinks=[viewer] if viewer else [],
-                                                            snapshots=snapshots),
-                            run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights},
-                            keyframes=policy)
-    console.print(f"live: {report.computed} frames, {report.fps:.2f} FPS, {report.dropped} dropped by the camera thread"
-                  + (f", network {report.keyframes} passes ({report.network_fps:.2f}/s)" if report.keyframes < report.computed else "")
-                  + (f", {report.waiting} before the first keyframe" if report.waiting else "")
-                  + (f", {report.reconnects} camera reconnects" if report.reconnects else "")
-                  + (f", {report.nonfinite} frames with NaN/Inf depth (written as 0)" if report.nonfinite else "")
-                  + (", interrupted" if report.interrupted else "") + (f"; video {record}" if record and not mcap else "")
-                  + (f"; foxglove: {viewer.published} frames published, {viewer.dropped} dropped for the viewer"
-                     + (f", recording {record}" if mcap else "") if viewer else ""))
+    options = command.LiveOptions(source, headless, snapshots, record, out, overwrite, max_frames, foxglove,
+                                  asynchronous, parse_keyframes(keyframes),
+                                  RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride))
+    command.live(lambda: run.open(engines, None, Path("."), lambda: None, motion_downscale=motion_downscale), options)
 
 
 @app.command()
@@ -567,6 +520,7 @@ def demo(
     arch: Arch = "vits14", backend: Backend = "auto",
 ):
     """The whole path on a fresh machine: synthetic moving sequence -> export -> process -> video, PNGs, metrics."""
+    from smoothdino.edge.commands import process as command
     from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
     from smoothdino.models.checkpoints import find_local, official_file
 
@@ -575,10 +529,9 @@ def demo(
     have_official = all(find_local(official_file(arch, k)) for k in ("backbone", "dpt"))
     if not have_official:
         notice(f"official {arch} weights are not in the cache (smoothdino weights fetch {arch}): using random weights")
-    spec = _export_spec(arch=arch, size=(height, width), precision="fp16", random_weights=not have_official,
-                        backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto", calibration_frames=2)
-    pipeline = _open_pipeline(None, spec, out, backend)
-    _process_sequences(pipeline, [sequence], out, video=True, resize=True, resume=True, limit=None)
+    model = ModelChoice(arch=arch, size=size, random_weights=not have_official)
+    pipeline = RunChoice(backend=backend).open(None, model, out, lambda: (height, width))
+    command.process(pipeline, command.ProcessOptions([sequence], out))
     console.print(f"demo: open {Path(out) / sequence.name / 'video.mp4'}; depth PNGs and metrics.json beside it")
 
 

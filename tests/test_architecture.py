@@ -143,3 +143,13 @@ def test_every_room_says_what_it_is_and_exports_its_names(room_dir):
         names = {e.value for e in exported.value.elts}
         module = __import__(f"smoothdino.edge.{room_dir}", fromlist=["*"])
         assert names and all(hasattr(module, n) for n in names)
+
+
+def test_the_install_ships_every_room():
+    """pyproject.toml lists the packages by hand (the root is the package): a new room must be listed, or a plain
+    `pip install` leaves it out (the editable install would not notice)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {module_name(init) for pkg in PACKAGES for init in (ROOT / pkg).rglob("__init__.py")}
+    assert folders <= listed, sorted(folders - listed)
