@@ -146,6 +146,7 @@ def test_live_foxglove_serves_every_channel(small_export, tmp_path):
     assert jpeg.format == "jpeg" and cv2.imdecode(np.frombuffer(jpeg.data, np.uint8), 1).shape == (70, 98, 3)
     latency = json.loads(by_topic[TOPICS["latency"]][-1])
     assert latency["total_ms"] > 0 and latency["encoder_ms"] > 0 and "RANDOM WEIGHTS" in latency["warning"]
+    assert latency["keyframe"] is True and latency["age_frames"] == 0  # --no-async, every frame: the depth is fresh
     calibration = viewer.decoder(TOPICS["calibration"]).FromString(by_topic[TOPICS["calibration"]][0])
     assert calibration.K[0] == pytest.approx(k.fx)
     viewer.close()

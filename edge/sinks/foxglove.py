@@ -34,7 +34,9 @@ TOPICS = {"rgb": "/camera/rgb/compressed", "depth_colour": "/depth/colour/compre
           "calibration": "/depth/calibration", "points": "/depth/points", "latency": "/smoothdino/latency"}
 LATENCY_SCHEMA = {"title": "smoothdino.Latency", "type": "object", "properties": {
     "frame": {"type": "string"}, **{f"{k}_ms": {"type": "number"} for k in ("encoder", "adapter", "decoder", "motion", "total")},
-    "fps": {"type": "number"}, "dropped_publishes": {"type": "integer"}, "warning": {"type": "string"}}}
+    "fps": {"type": "number"}, "dropped_publishes": {"type": "integer"}, "warning": {"type": "string"},
+    # how old the depth is: 0 on a keyframe; frames and ms since the keyframe it was carried from (edge.keyframes)
+    "keyframe": {"type": "boolean"}, "age_frames": {"type": "integer"}, "age_ms": {"type": "number"}}}
 
 
 def _foxglove():
@@ -123,10 +125,12 @@ class FoxgloveSink:
 
     def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
         timings = dict(result.timings) if result is not None else {}
+        age = {"keyframe": result.keyframe, "age_frames": result.age_frames,
+               "age_ms": result.age_ms} if result is not None else {}
         with self._wake:
             if self._mailbox is not None:
                 self.dropped += 1
-            self._mailbox = (frame, depth, timings)
+            self._mailbox = (frame, depth, timings, age)
             self._wake.notify()
 
     def _publisher(self) -> None:
@@ -160,7 +164,7 @@ class FoxgloveSink:
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         return data.tobytes() if ok else b""
 
-    def publish(self, frame: Frame, depth: np.ndarray, timings: dict) -> None:
+    def publish(self, frame: Frame, depth: np.ndarray, timings: dict, age: dict | None = None) -> None:
         """Build and log every channel that has a subscriber or a recording (called on the publisher thread)."""
         m = self.messages
         ch = self.channels
@@ -193,7 +197,7 @@ class FoxgloveSink:
                                           fields=fields, data=cloud.packed(alpha=255).tobytes()))
         if ch["latency"].has_sinks():
             row = {"frame": frame.name, **{f"{k}_ms": v * 1000.0 for k, v in timings.items()},
-                   "dropped_publishes": self.dropped}
+                   "dropped_publishes": self.dropped, **(age or {})}
             if timings.get("total"):
                 row["fps"] = 1.0 / timings["total"]
             if self.warning:
