@@ -193,7 +193,7 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
     video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
     window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights) if outputs.window else None
     if isinstance(pipeline, AsyncPipeline):  # live --async: never waits for the network, never resumes
-        steps = _async_steps(pipeline)
+        steps = AsyncSteps(pipeline)
     else:
         steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live else None,
                                keyframes)
@@ -290,13 +290,19 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
             report.summary = metrics.summary()
 
 
-def _async_steps(pipeline: AsyncPipeline):
-    def steps(name: str, rgb: np.ndarray, out_size: tuple[int, int], timestamp: float | None):
-        result = pipeline.step(rgb, timestamp)
-        return (None, None) if result is None else (resize_depth(result.depth, out_size), result)
+class AsyncSteps:
+    """live --async through the loop: every frame stepped at once with the newest keyframe's depth (None before the
+    first one is ready); a live stream never resumes, so nothing is ever read back."""
 
-    steps.replayed_age = 0
-    return steps
+    replayed_age = 0
+
+    def __init__(self, pipeline: AsyncPipeline):
+        self.pipeline = pipeline
+
+    def __call__(self, name: str, rgb: np.ndarray, out_size: tuple[int, int],
+                 timestamp: float | None = None) -> tuple[np.ndarray | None, FrameResult | None]:
+        result = self.pipeline.step(rgb, timestamp)
+        return (None, None) if result is None else (resize_depth(result.depth, out_size), result)
 
 
 def _summary_bytes(source) -> int:
