@@ -6,6 +6,7 @@ The frame method lives at the top of this folder; each room below it has one con
     motion.py       phase_shift, the scene-cut rule
     keyframes.py    the network on keyframes, their depth carried to the frames between
     asynchronous.py live --async: the network in its own thread, every frame out at once
+    api.py          the Python API (`smoothdino.open`): one object per camera stream, any-size frames in
     loop.py         run_stream: frames from a source, through the pipeline, into the sinks (resumable)
     metrics.py      depth metrics against ground truth
     engines/        ONNX Runtime and TensorRT engines, the factory, the graphs' I/O and manifest.json
@@ -34,6 +35,8 @@ _PUBLIC = {
     "Manifest": "engines", "open_engine": "engines",
     "Frame": "sources", "open_source": "sources", "SyntheticScene": "sources",
     "Intrinsics": "sources", "depth_to_points": "sinks",
+    "open_depth": "api", "DepthSession": "api", "AsyncDepthSession": "api", "DepthFrame": "api",
+    "as_intrinsics": "api",
 }
 
 __all__ = sorted(_PUBLIC)

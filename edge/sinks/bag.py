@@ -13,12 +13,10 @@ from smoothdino.edge.sources.bag import CAMERA_INFO, IMAGE, POINTCLOUD2, _rosbag
 from smoothdino.edge.sources.frame import Frame
 from smoothdino.edge.sources.intrinsics import IntrinsicsChoice
 
-from .pointcloud import POINT_STEP, POINTCLOUD2_FIELDS, depth_to_points
+from .pointcloud import depth_to_points
+from .ros_messages import camera_info_fields, depth_32fc1, depth_image_fields, point_fields, pointcloud2_fields
 
-
-def depth_32fc1(depth: np.ndarray) -> np.ndarray:
-    """Metres as ROS depth images carry them (32FC1, REP 118): float32, NaN where there is no depth (our 0)."""
-    return np.where(depth > 0, depth, np.nan).astype("<f4")
+__all__ = ["BagSink", "depth_32fc1"]  # depth_32fc1 lives in ros_messages (shared with examples/ros2); kept here too
 
 
 def _time(typestore, stamp_ns: int):
@@ -70,23 +68,18 @@ class BagSink:
         header = types["std_msgs/msg/Header"](stamp=_time(self.typestore, stamp_ns),
                                               frame_id=frame.meta.get("frame_id", "camera"))
         height, width = depth.shape[:2]
-        metres = depth_32fc1(depth)
-        self._put("depth", types[IMAGE](header=header, height=height, width=width, encoding="32FC1", is_bigendian=0,
-                                       step=width * 4, data=metres.view(np.uint8).reshape(-1)), log_time)
+        self._put("depth", types[IMAGE](header=header, **depth_image_fields(depth)), log_time)
         k = self.intrinsics.for_frame(frame.meta, height, width)
         source_info = frame.meta.get("camera_info") if self.intrinsics.explicit is None else None
         distortion = (source_info.distortion_model, np.asarray(source_info.d, np.float64)) if source_info is not None \
             else ("plumb_bob", np.zeros(5))
         roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-        self._put("info", types[CAMERA_INFO](
-            header=header, height=height, width=width, distortion_model=distortion[0], d=distortion[1],
-            k=np.array(k.k), r=np.eye(3).reshape(-1), p=np.array(k.p), binning_x=0, binning_y=0, roi=roi), log_time)
+        self._put("info", types[CAMERA_INFO](header=header, roi=roi, **camera_info_fields(k, height, width, *distortion)),
+                  log_time)
         rgb = frame.rgb if frame.rgb.shape[:2] == (height, width) else None
         cloud = depth_to_points(depth, k, self.cloud_stride, rgb)
-        fields = [types["sensor_msgs/msg/PointField"](name=n, offset=o, datatype=t, count=1) for n, o, t in POINTCLOUD2_FIELDS]
-        self._put("points", types[POINTCLOUD2](
-            header=header, height=1, width=len(cloud), fields=fields, is_bigendian=False, point_step=POINT_STEP,
-            row_step=POINT_STEP * len(cloud), data=cloud.packed(alpha=0).view(np.uint8), is_dense=True), log_time)
+        fields = [types["sensor_msgs/msg/PointField"](**f) for f in point_fields()]
+        self._put("points", types[POINTCLOUD2](header=header, fields=fields, **pointcloud2_fields(cloud)), log_time)
         self.frames += 1
         self.reused += result is None
 
