@@ -22,7 +22,6 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from smoothdino.core.images import parse_size, resize_depth, resize_rgb
@@ -139,12 +138,12 @@ def floor_sweep(sequences, size, policies) -> list[dict]:
     return rows
 
 
-def replay_async(open_pipeline, frames, every: dict, fps: float = 30.0) -> dict:
+def replay_async(open_pipeline, frames, fps: float = 30.0) -> dict:
     """The frames at `fps` as a camera delivers them; the output path steps each one it has time for."""
     from smoothdino.edge.asynchronous import AsyncPipeline
 
     period = 1.0 / fps
-    path_ms, ages_frames, ages_ms, drift = [], [], [], []
+    path_ms, ages_frames, ages_ms = [], [], []
     dropped = waiting = 0
     with AsyncPipeline(open_pipeline) as pipeline:
         start = time.perf_counter()
@@ -166,15 +165,16 @@ def replay_async(open_pipeline, frames, every: dict, fps: float = 30.0) -> dict:
                 path_ms.append(1000 * (time.perf_counter() - mark))
                 ages_frames.append(result.age_frames)
                 ages_ms.append(result.age_ms)
-                drift.append(1000 * rmse(result.depth, every["depth"][i], result.depth > 0))
             i += 1
         passes = pipeline.passes
+    if not path_ms:
+        raise SystemExit(f"no keyframe finished within {len(frames) / fps:.1f} s of frames: give more --async-frames")
     return {"frames_in": len(frames), "output": len(path_ms), "waiting_for_first_keyframe": waiting,
             "dropped_by_output_path": dropped, "dropped_share": round(dropped / len(frames), 4),
             "output_path_ms_p50": round(float(np.median(path_ms)), 2),
             "output_path_ms_p95": round(float(np.percentile(path_ms, 95)), 2),
             "network_passes": passes, "age_frames_p50": float(np.median(ages_frames)),
-            "age_ms_p50": round(float(np.median(ages_ms)), 1), "drift_mm": round(float(np.nanmean(drift)), 1)}
+            "age_ms_p50": round(float(np.median(ages_ms)), 1)}
 
 
 def main(argv=None) -> dict:
@@ -193,8 +193,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--async", dest="asynchronous", action="store_true", help="also replay at 30 FPS through live --async")
     ap.add_argument("--async-size", default="480x640")
     ap.add_argument("--async-precision", default="fp32")
-    ap.add_argument("--async-frames", type=int, default=150)
+    ap.add_argument("--async-frames", type=int, default=600, help="frames replayed at 30 FPS (600: 20 s)")
     ap.add_argument("--async-threads", default="1,2", help="network threads to try in async mode")
+    ap.add_argument("--async-only", action="store_true", help="only the --async replay")
     ap.add_argument("--sweep", action="store_true", help="only the ground-truth sweep behind auto's defaults (no network)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-keyframes")
     args = ap.parse_args(argv)
@@ -213,15 +214,17 @@ def main(argv=None) -> dict:
         (args.out / "keyframes_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
         return {"sweep": rows}
     size = parse_size(args.size)
-    manifest = export("vits14", "temporal", size, args.precision, args.out / f"engines_{args.size}_{args.precision}",
+    if args.async_only:
+        args.asynchronous, args.policies = True, ""
+    manifest = None if args.async_only else export("vits14", "temporal", size, args.precision, args.out / f"engines_{args.size}_{args.precision}",
                       sequences, 3)
-    report = {"size": args.size, "precision": manifest.precision, "threads": args.threads, "random_weights": True,
+    report = {"size": args.size, "precision": manifest.precision if manifest else None, "threads": args.threads, "random_weights": True,
               "frames_per_sequence": args.frames, "sequences": [s.name for s in sequences], "policies": {}}
     per_policy: dict[str, list[dict]] = {}
-    words = [parse_keyframes(w).label for w in args.policies.split(",")]
-    if "every" not in words:
+    words = [parse_keyframes(w).label for w in args.policies.split(",") if w]
+    if words and "every" not in words:
         words.insert(0, "every")  # the reference for drift and speed
-    for sequence in sequences:
+    for sequence in sequences if words else []:
         frames = load_frames(sequence, args.frames, size)
         runs = run_policies(lambda: DepthPipeline(manifest, backend="onnxruntime", threads=args.threads), frames, words)
         for word, run in runs.items():
@@ -234,7 +237,7 @@ def main(argv=None) -> dict:
                                     for k in keys if any(r[k] is not None for r in rows)}
         report["policies"][word]["network_passes"] = sum(r["network_passes"] for r in rows)
         report["policies"][word]["frames"] = sum(r["frames"] for r in rows)
-    every_fps = report["policies"]["every"]["output_fps"]
+    every_fps = report["policies"]["every"]["output_fps"] if words else 1.0
     for word in report["policies"]:
         report["policies"][word]["speed_vs_every"] = round(report["policies"][word]["output_fps"] / every_fps, 2)
 
@@ -243,14 +246,14 @@ def main(argv=None) -> dict:
         async_manifest = export("vits14", "temporal", async_size, args.async_precision,
                                 args.out / f"engines_{args.async_size}_{args.async_precision}", sequences, 3)
         frames = load_frames(sequences[0], args.async_frames, async_size)
-        every = run_policies(lambda: DepthPipeline(async_manifest, backend="onnxruntime", threads=2), frames,
-                             ["every"])["every"]
+        while len(frames) < args.async_frames:  # a longer replay than the sequence: the camera sweeps back and forth
+            frames += frames[::-1][: args.async_frames - len(frames)]
         report["async"] = {"size": args.async_size, "precision": async_manifest.precision, "sequence": sequences[0].name,
                            "runs": {}}
         for threads in [int(t) for t in args.async_threads.split(",")]:
             figures = replay_async(lambda threads=threads: DepthPipeline(async_manifest, backend="onnxruntime",
                                                                          threads=threads, motion_downscale=2),
-                                   frames, every)
+                                   frames)
             report["async"]["runs"][str(threads)] = figures
             print(json.dumps({"async_threads": threads, **figures}), flush=True)
 
@@ -267,10 +270,10 @@ def main(argv=None) -> dict:
         lines += ["", f"live --async replay at 30 FPS, {a['size']} {a['precision']}, {a['sequence']}", ""]
         lines += markdown_table(
             ["network threads", "frames in", "output", "before 1st keyframe", "dropped by output path",
-             "output path p50 ms", "p95 ms", "network passes", "age p50 (frames)", "age p50 (ms)", "drift vs every (mm)"],
+             "output path p50 ms", "p95 ms", "network passes", "age p50 (frames)", "age p50 (ms)"],
             [[t, r["frames_in"], r["output"], r["waiting_for_first_keyframe"], f"{r['dropped_by_output_path']} "
               f"({100 * r['dropped_share']:.1f} %)", r["output_path_ms_p50"], r["output_path_ms_p95"],
-              r["network_passes"], r["age_frames_p50"], r["age_ms_p50"], r["drift_mm"]] for t, r in a["runs"].items()])
+              r["network_passes"], r["age_frames_p50"], r["age_ms_p50"]] for t, r in a["runs"].items()])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "keyframes.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "keyframes.md").write_text("\n".join(lines) + "\n")
