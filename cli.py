@@ -202,6 +202,12 @@ def _open_pipeline(engines: Optional[Path], spec, out: Path, backend: str, **pip
     """An export's pipeline; without --engines, `spec` is exported (or reused, when still current) into <out>/engines."""
     from smoothdino.edge.pipeline import DepthPipeline
 
+    return DepthPipeline.from_folder(_export_folder(engines, spec, out), backend=backend_word(backend),
+                                     **pipeline_options)
+
+
+def _export_folder(engines: Optional[Path], spec, out: Path) -> Path:
+    """--engines, or `spec` exported (or reused, when still current) into <out>/engines."""
     if engines is None:
         try:
             from smoothdino.export.exporter import ensure_export
@@ -211,7 +217,7 @@ def _open_pipeline(engines: Optional[Path], spec, out: Path, backend: str, **pip
 
         engines = Path(out) / "engines"
         ensure_export(spec, engines, progress=lambda msg: None)
-    return DepthPipeline.from_folder(engines, backend=backend_word(backend), **pipeline_options)
+    return Path(engines)
 
 
 # -- export / calibrate ---------------------------------------------------------------------------
@@ -400,10 +406,10 @@ class RunChoice:
                               threads=self.threads, **pipeline_options)
 
 
-def command(*groups: OptionGroup):
+def command(*groups: OptionGroup, **settings):
     """A command of the app, with one-line errors and the shared option groups it takes."""
     def decorate(fn):
-        return app.command()(user_errors(with_options(*groups)(fn)))
+        return app.command(**settings)(user_errors(with_options(*groups)(fn)))
 
     return decorate
 
@@ -434,14 +440,47 @@ class StepChoice:
 
 STEP = OptionGroup("step", {"engines": (EnginesOrExport, None), "resize": (ResizeFrames, True),
                             "keyframes": (Keyframes, "every")}, StepChoice)
+DepthRange = Annotated[Optional[str], typer.Option(metavar="MIN,MAX", help="Metres the depth colours span (video, window, snapshots; the colour bar shows the scale). Default 0,10 (NYUv2's range): a colour means the same depth in every frame and every run.")]
+
+
+@dataclass(frozen=True)
+class ViewChoice:
+    """How depth is coloured where it is drawn."""
+
+    depth_range: str | None = None
+
+    @property
+    def range(self) -> tuple[float, float]:
+        from smoothdino.edge.sinks.view import parse_depth_range
+
+        return parse_depth_range(self.depth_range)
+
+
+VIEW = OptionGroup("view", {"depth_range": (DepthRange, None)}, ViewChoice)
 
 
 # -- process / inspect / live / demo ----------------------------------------------------------------
 
-@command(STEP, MODEL, RUN)
+class RayAddressOptional(typer.core.TyperCommand):
+    """`--ray` alone is `--ray auto` (typer has no option with an optional value): a bare --ray, or one followed by
+    something that is no cluster address (another option, a sequence), gets `auto`."""
+
+    ADDRESS = r"(?i)(auto|local|none|ray://\S+|\[?[\w.:-]+\]?:\d+|\d+\.\d+\.\d+\.\d+)"
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        import re
+
+        given = list(args)
+        for i in reversed(range(len(given))):
+            if given[i] == "--ray" and (i + 1 == len(given) or not re.fullmatch(self.ADDRESS, given[i + 1])):
+                given.insert(i + 1, "auto")
+        return super().parse_args(ctx, given)
+
+
+@command(STEP, MODEL, RUN, VIEW, cls=RayAddressOptional)
 def process(
     sequences: Annotated[list[Path], typer.Argument(help="NYUv2 sequence folders (<i>.jpg [+ <i>.png depth]), image folders, or ROS bags (a bag folder or a .mcap file).")],
-    out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*; depth_bag/ for a bag; points/*.ply}.")] = Path("out/process"),
+    out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*; depth_bag/ for a bag; points/*.ply}. With --ray: storage every node sees at the same path.")] = Path("out/process"),
     video: Annotated[bool, typer.Option(help="Write <sequence>/video.mp4 (RGB | depth).")] = True,
     resume: Annotated[bool, typer.Option(help="Skip frames whose depth PNG is already written.")] = True,
     limit: Annotated[Optional[int], typer.Option(help="At most this many frames per sequence.")] = None,
@@ -450,7 +489,9 @@ def process(
     intrinsics: Intrinsics = None,
     points: Annotated[bool, typer.Option("--points", help="Also write <sequence>/points/<frame>.ply (coloured point clouds, metres).")] = False,
     cloud_stride: CloudStride = 4,
-    step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None,
+    ray: Annotated[Optional[str], typer.Option("--ray", metavar="[ADDRESS]", help="Process on a Ray cluster, byte-identical to one process: every sequence in chunks, a worker per GPU (or per --threads CPUs, default 1) opening the export once. No value or auto: join RAY_ADDRESS or a Ray instance on this machine, else start one here; HOST:PORT: join that cluster's head. --out (and --engines) must be storage every node sees at the same path. Needs the 'cluster' extra.")] = None,
+    chunk: Annotated[Optional[int], typer.Option(help="--ray: frames a chunk (default: all frames / (4 x workers), 16 to 1000; at least 64 with --keyframes auto).")] = None,
+    step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None, view: ViewChoice = None,
 ):
     """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth. A ROS bag
     in gives a ROS 2 bag out (<sequence>/depth_bag: 32FC1 depth, CameraInfo, PointCloud2)."""
@@ -458,31 +499,40 @@ def process(
     from smoothdino.edge.commands.robotics import RobotOptions
 
     options = command.ProcessOptions(sequences, out, video, step.resize, resume, limit, step.policy,
-                                     RobotOptions(topic, intrinsics, points, cloud_stride))
+                                     RobotOptions(topic, intrinsics, points, cloud_stride), view.range)
     options.check()
-    pipeline = run.open(step.engines, model, out, options.frame_size, motion_downscale=motion_downscale)
-    if any(r.interrupted for r in command.process(pipeline, options)):
+    if ray is not None:  # many machines (edge.commands.cluster): the workers open the export, the driver does not
+        from smoothdino.edge.commands import cluster
+
+        engines = _export_folder(step.engines, None if step.engines else model.spec(options.frame_size, run.backend), out)
+        reports = cluster.process(options, cluster.ClusterOptions(
+            engines, ray, run.backend, run.threads, chunk,
+            {"min_confidence": run.min_confidence, "motion_downscale": motion_downscale}))
+    else:
+        pipeline = run.open(step.engines, model, out, options.frame_size, motion_downscale=motion_downscale)
+        reports = command.process(pipeline, options)
+    if any(r.interrupted for r in reports):
         raise typer.Exit(interrupt_exit_code())
 
 
-@command(STEP, MODEL, RUN)
+@command(STEP, MODEL, RUN, VIEW)
 def inspect(
     sequences: Annotated[list[str], typer.Argument(help="NYUv2 sequence folders, image folders, video files or synthetic[:HxW[:N]].")],
     out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{pca/, pca_fused/, inspect.mp4, stability.*}.")] = Path("out/inspect"),
     level: Annotated[int, typer.Option(help="Feature level 0..3 (encoder blocks the depth head reads; 3 = last).")] = 3,
     frames: Annotated[int, typer.Option(help="At most this many frames per sequence (all are kept for the PCA).")] = 30,
-    step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None,
+    step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None, view: ViewChoice = None,
 ):
     """What the adapter does: feature PCA images before/after it, and frame-to-frame stability (aligned)."""
     from smoothdino.edge.commands import inspect as command
 
-    options = command.InspectOptions(sequences, out, level, frames, step.resize, step.policy)
+    options = command.InspectOptions(sequences, out, level, frames, step.resize, step.policy, view.range)
     sources = options.open_sources()
     pipeline = run.open(step.engines, model, out, options.frame_size, keep_outputs=True)
     command.inspect(pipeline, sources, options)
 
 
-@command(RUN)
+@command(RUN, VIEW)
 def live(
     engines: Annotated[Path, typer.Option(help="Export folder (manifest.json).")],
     source: Annotated[str, typer.Option(help="0 | /dev/video0 | csi://0 | a GStreamer pipeline | a video file (replayed in real time).")] = "0",
@@ -498,7 +548,7 @@ def live(
     cloud_stride: CloudStride = 4,
     asynchronous: Annotated[bool, typer.Option("--async/--no-async", help="The network in its own thread on the newest frame; every camera frame is output at once with the latest keyframe's depth moved by the camera shift (its age is shown). --no-async: the network on the frames --keyframes picks, in the loop (the camera waits).")] = True,
     keyframes: Keyframes = "every",
-    run: RunChoice = None,
+    run: RunChoice = None, view: ViewChoice = None,
 ):
     """Live depth from a camera: window with FPS and per-stage latency; q (or Ctrl-C) ends cleanly, s saves a snapshot."""
     from smoothdino.edge.commands import live as command
@@ -507,17 +557,16 @@ def live(
 
     options = command.LiveOptions(source, headless, snapshots, record, out, overwrite, max_frames, foxglove,
                                   asynchronous, parse_keyframes(keyframes),
-                                  RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride))
+                                  RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), view.range)
     command.live(lambda: run.open(engines, None, Path("."), lambda: None, motion_downscale=motion_downscale), options)
 
 
-@app.command()
-@user_errors
+@command(VIEW)
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
     size: Annotated[str, typer.Option(help="Frame size of the synthetic sequence and the export.")] = "240x320",
     frames: Annotated[int, typer.Option(help="Frames in the synthetic sequence.")] = 24,
-    arch: Arch = "vits14", backend: Backend = "auto",
+    arch: Arch = "vits14", backend: Backend = "auto", view: ViewChoice = None,
 ):
     """The whole path on a fresh machine: synthetic moving sequence -> export -> process -> video, PNGs, metrics."""
     from smoothdino.edge.commands import process as command
@@ -525,13 +574,14 @@ def demo(
     from smoothdino.models.checkpoints import find_local, official_file
 
     height, width = parse_size(size)
+    depth_range = view.range  # a bad --depth-range is refused before any work
     sequence = write_sequence(Path(out) / "sequence" / "synthetic", SyntheticScene(height, width, frames))
     have_official = all(find_local(official_file(arch, k)) for k in ("backbone", "dpt"))
     if not have_official:
         notice(f"official {arch} weights are not in the cache (smoothdino weights fetch {arch}): using random weights")
     model = ModelChoice(arch=arch, size=size, random_weights=not have_official)
     pipeline = RunChoice(backend=backend).open(None, model, out, lambda: (height, width))
-    command.process(pipeline, command.ProcessOptions([sequence], out))
+    command.process(pipeline, command.ProcessOptions([sequence], out, depth_range=depth_range))
     console.print(f"demo: open {Path(out) / sequence.name / 'video.mp4'}; depth PNGs and metrics.json beside it")
 
 

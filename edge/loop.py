@@ -26,6 +26,7 @@ from .asynchronous import AsyncPipeline
 from .keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
 from .pipeline import FramePipeline, FrameResult
 from .sinks import (
+    DISPLAY_RANGE,
     DepthPngSink,
     MetricsSink,
     VideoSink,
@@ -80,6 +81,11 @@ class StreamOutputs:
     snapshots: Path = Path("snapshots")  # where the window's `s` key saves RGB + depth
     resume: bool = True
     sinks: list[FrameSink] = field(default_factory=list)  # more outputs, closed when the stream ends
+    depth_range: tuple[float, float] = DISPLAY_RANGE  # metres the colour map spans (video, window, snapshots)
+    # process --ray (edge.commands.chunks): frames before a chunk, only replayed to rebuild the keyframe state (never
+    # output or counted), and the chunk's own folder for metrics.json/csv (its rows, joined later by the driver)
+    primed: frozenset[str] = frozenset()
+    metrics_folder: Path | None = None
 
 
 def claim_output_folder(folder: Path, pipeline: FramePipeline, resume: bool) -> None:
@@ -139,6 +145,10 @@ class ResumableSteps:
         result = self.frames.step(rgb, timestamp)
         return resize_depth(result.depth, out_size), result
 
+    def replay(self, rgb: np.ndarray, timestamp: float | None = None) -> None:
+        """A frame before this run's first (a chunk's priming): the policy's decision replayed, no depth."""
+        self.replayed_age = self.frames.replay(rgb, timestamp)
+
 
 def overlay_lines(result: FrameResult | None, fps: float) -> list[str]:
     if result is None:
@@ -188,10 +198,11 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
         claim_output_folder(pngs.folder, pipeline, outputs.resume)
     # room for metrics.json however full the disk gets under the PNGs
     reserve = SpaceReserve(folder, _summary_bytes(source)) if folder else None
-    metrics = MetricsSink(folder, {**(run_info or {}), "source": source.name},
+    metrics = MetricsSink(outputs.metrics_folder or folder, {**(run_info or {}), "source": source.name},
                           keep_rows=not source.live) if folder else None
     video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
-    window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights) if outputs.window else None
+    window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights,
+                        outputs.depth_range) if outputs.window else None
     if isinstance(pipeline, AsyncPipeline):  # live --async: never waits for the network, never resumes
         steps = AsyncSteps(pipeline)
     else:
@@ -213,6 +224,9 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                            f"the engines {size[0]}x{size[1]}: resizing (depth is resized back)")
                     warned_resize = True
                 rgb = fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline)
+                if frame.name in outputs.primed:  # before a chunk (process --ray): the keyframe state only
+                    steps.replay(rgb, frame.timestamp)
+                    continue
                 depth, result = steps(frame.name, rgb, frame.rgb.shape[:2], frame.timestamp)
             if depth is None:  # async, before the first keyframe is ready: counted, never shown without depth
                 report.waiting += 1
@@ -235,7 +249,8 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                     written.append(metrics.undo_last)
                 canvas = None
                 if video is not None or window is not None:
-                    canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), pipeline.random_weights)
+                    canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), pipeline.random_weights,
+                                          outputs.depth_range)
                     if video is not None:
                         video.write(canvas)
                 for sink in outputs.sinks:

@@ -20,6 +20,7 @@ from smoothdino.edge.machine.display import (
     window_unavailable_reason,
     x_server_reachable,
 )
+from smoothdino.edge.sinks.view import NO_DEPTH_BGR, depth_legend, legend_layout, text_scale
 from smoothdino.edge.sources.synthetic import SyntheticScene
 
 SMOOTHDINO = [str(Path(sys.executable).with_name("smoothdino"))]  # the console script, as a user runs it
@@ -168,12 +169,19 @@ def test_live_window_on_screen_keys_q_and_s(xvfb, video, small_export, tmp_path)
         window = wait_for(lambda: find_window(x, "smoothdino - "), START_TIMEOUT, process, "window")
         time.sleep(1.5)  # a few frames into the stream: the FPS line has a value
         box = window_box(x, window)
-        shot = screenshot(xvfb, box)
-
-        # The window is the canvas and nothing else (no Qt toolbar): RGB | depth at the video's size.
         height, width = VIDEO_SIZE
-        assert shot.shape == (height, 2 * width, 3), box
-        rgb_half, depth_half = shot[:, :width], shot[:, width:]
+        legend = depth_legend(width, height)
+        for _ in range(30):  # a loaded machine may paint the window late: a few tries for a whole one
+            shot = screenshot(xvfb, box)
+            if shot.shape[0] > height and np.array_equal(shot[height:, width:], legend):
+                break
+            time.sleep(0.1)
+
+        # The window is the canvas and nothing else (no Qt toolbar): RGB | depth at the video's size, and under the
+        # depth its colour bar (the default 0-10 m), pixel for pixel as drawn.
+        assert shot.shape == (height + legend.shape[0], 2 * width, 3), box
+        rgb_half, depth_half = shot[:height, :width], shot[:height, width:]
+        assert np.array_equal(shot[height:, width:], legend)
 
         # RGB half: below the overlay band it is one of the video's frames, pixel for pixel.
         frames = decoded_frames(video)
@@ -182,15 +190,20 @@ def test_live_window_on_screen_keys_q_and_s(xvfb, video, small_export, tmp_path)
         assert errors.min() < 2.0, f"the window's left half matches no video frame (best mean error {errors.min():.1f})"
         shown = frames[int(errors.argmin())]
 
-        # Depth half: colour-mapped (every pixel on the TURBO map), not a copy of the frame.
-        assert np.percentile(on_turbo_map(depth_half), 99) <= 6
+        # Depth half: colour-mapped (every pixel on the TURBO map, or the "no depth" colour where a carried frame's
+        # depth does not reach: a strip as wide as the camera moved since the keyframe), not a copy of the frame.
+        no_depth = np.abs(depth_half.astype(np.int16) - np.array(NO_DEPTH_BGR, np.int16)).max(axis=2)
+        assert np.percentile(np.minimum(on_turbo_map(depth_half), no_depth), 99) <= 6
+        assert (on_turbo_map(depth_half) <= 6).mean() > 0.02, "no depth shown at all"
         assert np.abs(depth_half.astype(np.int16) - shown.astype(np.int16)).mean() > 20
 
-        # Overlay: the band over the RGB half is darkened, and the FPS line is drawn in it in white.
-        band = rgb_half[:20]
-        assert band.mean() < 0.6 * shown[:20].mean()
+        # Overlay: the band over the top left of the RGB half is darkened (at most a quarter of the height), and the
+        # FPS line is drawn in it in white.
+        band = rgb_half[:20, :100]
+        assert band.mean() < 0.6 * shown[:20, :100].mean()
+        assert np.abs(rgb_half[height // 4:].astype(np.int16) - shown[height // 4:].astype(np.int16)).mean() < 2.0
         grey = cv2.cvtColor(rgb_half[:60], cv2.COLOR_BGR2GRAY)
-        scale = max(0.4, height / 800)
+        scale = text_scale(height)
         score = cv2.minMaxLoc(cv2.matchTemplate(grey, rendered_word("FPS", scale), cv2.TM_CCOEFF_NORMED))[1]
         assert score > 0.6, f"no 'FPS' text in the overlay (match {score:.2f})"
         white = (rgb_half[:60] > 200).all(axis=2)
@@ -232,11 +245,14 @@ def test_live_window_on_screen_keys_q_and_s(xvfb, video, small_export, tmp_path)
     # millimetres of a finite positive depth, not metres rounded to 0 (a carried frame's uncovered strip is 0 = no depth)
     assert (depth_mm > 0).mean() > 0.5 and np.median(depth_mm[depth_mm > 0]) > 100
     colour = cv2.imread(str(colour_file), cv2.IMREAD_UNCHANGED)
-    assert colour.shape == (height, width, 3)
-    # The colour PNG is the 16-bit depth through TURBO (0-10 m, near = warm), recomputed here from the mm file.
+    assert colour.shape == (height + legend.shape[0], width, 3)
+    # The colour PNG is the 16-bit depth through TURBO (0-10 m, near = warm), recomputed here from the mm file, no
+    # depth (0) in its own colour; under it the colour bar.
     index = (255 * (1 - np.clip(depth_mm / 10000.0, 0, 1))).astype(np.uint8)
     expected = cv2.applyColorMap(index, cv2.COLORMAP_TURBO)
-    assert np.abs(colour.astype(np.int16) - expected.astype(np.int16)).max() <= 8
+    expected[depth_mm == 0] = NO_DEPTH_BGR
+    assert np.abs(colour[:height].astype(np.int16) - expected.astype(np.int16)).max() <= 8
+    assert np.array_equal(colour[height:], legend)
 
 
 def test_closing_the_window_ends_live(xvfb, video, small_export, tmp_path):
@@ -304,6 +320,8 @@ def test_snapshot_files(tmp_path, monkeypatch):
     depth_mm = cv2.imread(str(paths[1]), cv2.IMREAD_UNCHANGED)
     assert depth_mm.dtype == np.uint16 and np.abs(depth_mm.astype(np.float64) - depth * 1000.0).max() <= 0.5
     colour = cv2.imread(str(paths[2]))
+    assert colour.shape == (12 + legend_layout(16, 12).height, 16, 3)  # the colour bar below the depth
+    colour = colour[:12]
     assert np.percentile(on_turbo_map(colour), 99) <= 6
     near, far = np.unravel_index(depth.argmin(), depth.shape), np.unravel_index(depth.argmax(), depth.shape)
     assert colour[near][2] > colour[near][0] and colour[far][0] > colour[far][2]  # near warm (red), far cool (blue)

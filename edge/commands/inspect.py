@@ -17,6 +17,7 @@ from smoothdino.edge.inspection.sequence import (
 )
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy
 from smoothdino.edge.pipeline import FramePipeline
+from smoothdino.edge.sinks import DISPLAY_RANGE
 
 
 @dataclass
@@ -27,6 +28,7 @@ class InspectOptions:
     frames: int = 30
     resize: bool = True
     keyframes: KeyframePolicy = EVERY_FRAME
+    depth_range: tuple[float, float] = DISPLAY_RANGE  # metres the video's depth colours span (--depth-range)
 
     def open_sources(self) -> list:
         """Every bad argument refused, in one line, before any work."""
@@ -56,6 +58,7 @@ def inspect(pipeline: FramePipeline, sources: list, options: InspectOptions) -> 
             task = bar.add_task(source.name, total=len(source))
             payloads.append(inspect_sequence(pipeline, source, Path(options.out) / source.name, options.level,
                                              resize=options.resize, run_info=run_info, keyframes=options.keyframes,
+                                             depth_range=options.depth_range,
                                              on_frame=lambda n, task=task: bar.update(task, completed=n)))
             source.close()
     console.print(stability_table(payloads, f"feature stability, level {options.level} -> {options.out}"))

@@ -13,6 +13,7 @@ from smoothdino.edge.asynchronous import AsyncPipeline
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy
 from smoothdino.edge.loop import StreamOutputs, StreamReport, claim_live_folder, run_stream
 from smoothdino.edge.pipeline import FramePipeline
+from smoothdino.edge.sinks import DISPLAY_RANGE
 from smoothdino.edge.sources import open_source
 
 from .robotics import RobotOptions, live_address, live_sink
@@ -31,6 +32,7 @@ class LiveOptions:
     asynchronous: bool = True
     keyframes: KeyframePolicy = EVERY_FRAME  # without `asynchronous`
     robot: RobotOptions = field(default_factory=RobotOptions)
+    depth_range: tuple[float, float] = DISPLAY_RANGE  # metres the window's, video's and snapshots' colours span
 
     def check(self) -> tuple[str, int] | None:
         """Refusals before anything opens; returns the Foxglove address, if any."""
@@ -56,7 +58,7 @@ def live(open_pipeline: Callable[[], FramePipeline], options: LiveOptions) -> St
             console.print(f"live: Foxglove -> open connection {viewer.url}")
         report = run_stream(pipeline, stream, StreamOutputs(
             folder=options.out, video=None if mcap else options.record, window=not options.headless, resume=False,
-            sinks=[viewer] if viewer else [], snapshots=options.snapshots),
+            sinks=[viewer] if viewer else [], snapshots=options.snapshots, depth_range=options.depth_range),
             run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights},
             keyframes=options.keyframes)
     record = options.record

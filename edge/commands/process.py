@@ -10,6 +10,7 @@ from smoothdino.core.console import console, random_weights_notice
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy
 from smoothdino.edge.loop import StreamOutputs, StreamReport, run_stream
 from smoothdino.edge.pipeline import FramePipeline
+from smoothdino.edge.sinks import DISPLAY_RANGE
 
 from .robotics import RobotOptions, check_sequence, first_frame_size, open_sequence, process_sinks
 from .tables import stream_table
@@ -25,6 +26,7 @@ class ProcessOptions:
     limit: int | None = None
     keyframes: KeyframePolicy = EVERY_FRAME
     robot: RobotOptions = field(default_factory=RobotOptions)
+    depth_range: tuple[float, float] = DISPLAY_RANGE  # metres the video's depth colours span (--depth-range)
 
     def check(self) -> None:
         """Every bad input refused, in one line, before any work."""
@@ -56,7 +58,8 @@ def process(pipeline: FramePipeline, options: ProcessOptions) -> list[StreamRepo
             task = bar.add_task(source.name, total=len(source), rate="")
             reports.append(run_stream(
                 pipeline, source, StreamOutputs(folder=folder, video=folder / "video.mp4" if options.video else None,
-                                                resume=options.resume, sinks=sinks),
+                                                resume=options.resume, sinks=sinks,
+                                                depth_range=options.depth_range),
                 resize=options.resize, run_info=run_info, keyframes=options.keyframes,
                 on_frame=lambda r, task=task: bar.update(task, completed=r.computed + r.reused + r.skipped,
                                                          rate=f"{r.fps:.2f} FPS")))

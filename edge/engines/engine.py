@@ -11,7 +11,6 @@ either numpy arrays or device tensors as inputs, so the pipeline wires engine to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np

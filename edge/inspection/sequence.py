@@ -4,7 +4,7 @@ For one sequence: the pipeline runs with keep_outputs=True; the chosen level's e
 and adapter-fused patch map (after) of every frame are kept, one PCA basis is fitted over all of them, and
 <folder>/ gets
     pca/<frame>.png, pca_fused/<frame>.png   first three components as colour, at the frame size
-    inspect.mp4                              RGB | PCA before | PCA after | depth
+    inspect.mp4                              RGB | PCA before | PCA after | depth, the depth's colour bar below
     stability.json, stability.png            aligned frame-to-frame similarity before / after, depth change
 Torch-free: it reads the graphs' outputs only. Kept maps are float16 (memory: ~1.2 MB per frame and map
 at 480x640 with ViT-S); the stability figures use the float32 outputs as they come.
@@ -26,7 +26,8 @@ from smoothdino.edge.engines.graph_io import NUM_LEVELS
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
 from smoothdino.edge.loop import fit_frame
 from smoothdino.edge.pipeline import FramePipeline
-from smoothdino.edge.sinks import VideoSink, atomic_imwrite, colorize, json_dumps
+from smoothdino.edge.sinks import DISPLAY_RANGE, VideoSink, atomic_imwrite, colorize, json_dumps
+from smoothdino.edge.sinks.view import with_depth_legend
 from smoothdino.edge.sources import open_source
 
 from .grid import FeatureGrid
@@ -107,10 +108,12 @@ def stability_plot(rows: list[dict], title: str, random_weights: bool) -> np.nda
 
 def inspect_sequence(pipeline: FramePipeline, source, folder: Path, level: int, *, resize: bool = True,
                      run_info: dict | None = None, on_frame: Callable[[int], None] | None = None,
-                     keyframes: KeyframePolicy = EVERY_FRAME) -> dict:
+                     keyframes: KeyframePolicy = EVERY_FRAME,
+                     depth_range: tuple[float, float] = DISPLAY_RANGE) -> dict:
     """Run `source` through `pipeline` (opened with keep_outputs=True) and write the inspection into
     `folder`; returns what stability.json holds. With keyframes, only the frames the network ran on are
-    inspected (carried frames have no features), each against the previous keyframe: what the adapter fuses."""
+    inspected (carried frames have no features), each against the previous keyframe: what the adapter fuses.
+    `depth_range`: the metres the video's depth colours span."""
     check_level(level)
     if not pipeline.keep_outputs:
         raise ValueError("inspect_sequence needs a pipeline opened with keep_outputs=True")
@@ -164,8 +167,10 @@ def inspect_sequence(pipeline: FramePipeline, source, folder: Path, level: int, 
                 pca_after = _to_size(pca.image(k["after"], grid), frame_size)
                 atomic_imwrite(folder / "pca_fused" / f"{k['name']}.png", pca_after)
                 panels.append(_label(pca_after, f"PCA L{level} after adapter"))
-            panels.append(_label(colorize(k["depth"]), "depth"))
-            video.write(np.concatenate(panels, axis=1))
+            panels.append(_label(colorize(k["depth"], depth_range), "depth"))
+            canvas = np.concatenate(panels, axis=1)
+            width = frame_size[1]
+            video.write(with_depth_legend(canvas, canvas.shape[1] - width, width, frame_size[0], depth_range))
     finally:
         video.close()
 

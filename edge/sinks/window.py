@@ -11,16 +11,19 @@ from smoothdino.core.console import notice
 from smoothdino.edge.machine.display import window_unavailable_reason
 
 from .png import atomic_imwrite, to_millimetres
-from .view import colorize
+from .view import DISPLAY_RANGE, colorize, with_depth_legend
 
 
 class WindowSink:
     """The live window: the RGB | depth view, pixel for pixel. Keys: q or Esc quits, s saves a snapshot (RGB,
     16-bit depth in millimetres, colour depth) into `snapshots`; closing the window quits too. Where no window
-    can open (headless OpenCV, no X server) the loop goes on without one, after a notice."""
+    can open (headless OpenCV, no X server) the loop goes on without one, after a notice. `depth_range`: the metres
+    the snapshot's colour depth spans (its colour bar says so)."""
 
-    def __init__(self, title: str = "smoothdino", snapshots: Path = Path("snapshots"), random_weights: bool = False):
+    def __init__(self, title: str = "smoothdino", snapshots: Path = Path("snapshots"), random_weights: bool = False,
+                 depth_range: tuple[float, float] = DISPLAY_RANGE):
         self.title = title
+        self.depth_range = depth_range
         self.snapshots = Path(snapshots)
         self.random_weights = random_weights
         self.quit = False
@@ -66,11 +69,13 @@ class WindowSink:
         return self.visible_when_open == 1 and visible < 1
 
     def save_snapshot(self, name: str, rgb: np.ndarray, depth: np.ndarray) -> list[Path]:
-        """<snapshots>/<time>-<frame>_rgb.png, _depth_mm.png (uint16), _depth_color.png; a failure (a full disk)
-        is one notice, never the end of a live run."""
+        """<snapshots>/<time>-<frame>_rgb.png, _depth_mm.png (uint16), _depth_color.png (the colour depth with its
+        colour bar below it, in metres); a failure (a full disk) is one notice, never the end of a live run."""
         stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+        height, width = depth.shape[:2]
+        colour = with_depth_legend(colorize(depth, self.depth_range), 0, width, height, self.depth_range)
         images = {f"{stem}_rgb.png": cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), f"{stem}_depth_mm.png": to_millimetres(depth),
-                  f"{stem}_depth_color.png": colorize(depth)}
+                  f"{stem}_depth_color.png": colour}
         paths = [self.snapshots / file_name for file_name in images]
         try:
             self.snapshots.mkdir(parents=True, exist_ok=True)

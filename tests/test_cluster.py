@@ -1,0 +1,298 @@
+"""`smoothdino process --ray`: chunks of every sequence on a local Ray instance (2 CPUs) give byte-identical PNGs and
+the same metrics rows as one process, for every keyframe policy; a worker killed mid-chunk, Ctrl-C on the driver, a
+bad address and an --out a worker cannot write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from smoothdino.cli import app
+from smoothdino.edge.commands.chunks import (
+    Chunk,
+    chunk_size,
+    cut,
+    needs_replay_from_start,
+    prime_start,
+)
+from smoothdino.edge.keyframes import parse_keyframes
+from smoothdino.edge.sources.recorded import FolderSource
+from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
+from typer.testing import CliRunner
+
+from .conftest import ROOT, SMALL
+
+ray = pytest.importorskip("ray")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray instance with 2 CPUs for this module; its GCS address (HOST:PORT)."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def _process(sequences, out, engines, *extra):
+    sequences = sequences if isinstance(sequences, list) else [sequences]
+    return runner.invoke(app, ["process", *map(str, sequences), "--engines", str(engines), "--backend", "onnxruntime",
+                               "--out", str(out), *extra])
+
+
+def _timeless(rows: list[dict], resumed: bool = False) -> list[dict]:
+    """Rows without their timings; with `resumed`, without scene_cut too (a frame read back from an earlier
+    attempt has no timings and scene_cut null, as on resume)."""
+    return [{k: v for k, v in row.items() if not k.endswith("_ms") and not (resumed and k == "scene_cut")}
+            for row in rows]
+
+
+def _assert_same(one: Path, many: Path, name: str, resumed: bool = False) -> dict:
+    """The cluster's PNGs byte for byte and its metrics rows (timings aside, in frame order) are one process's."""
+    pngs = sorted(p.name for p in (one / name / "depth").glob("*.png"))
+    assert pngs and pngs == sorted(p.name for p in (many / name / "depth").glob("*.png"))
+    for png in pngs:
+        assert (one / name / "depth" / png).read_bytes() == (many / name / "depth" / png).read_bytes(), png
+    a = json.loads((one / name / "metrics.json").read_text())
+    b = json.loads((many / name / "metrics.json").read_text())
+    assert _timeless(b["frames"], resumed) == _timeless(a["frames"], resumed)
+    assert [r["frame"] for r in b["frames"]] == [r["frame"] for r in a["frames"]]
+    assert b["run"]["skipped_frames"] == a["run"]["skipped_frames"]
+    assert {k: b["summary"][k] for k in ("rmse", "temporal", "frames")} == \
+           {k: a["summary"][k] for k in ("rmse", "temporal", "frames")}
+    return b
+
+
+def _footer(output: str) -> str:
+    return next(line for line in output.splitlines() if "chunks of up to" in line)
+
+
+def test_chunk_size_rule_and_where_a_chunk_starts_priming(tmp_path):
+    every, three, auto = parse_keyframes("every"), parse_keyframes("3"), parse_keyframes("auto")
+    assert chunk_size(400_000, 100, every) == 1000  # capped
+    assert chunk_size(10_000, 10, every) == 250  # 4 chunks a worker
+    assert chunk_size(100, 8, every) == 16 and chunk_size(100, 8, auto) == 64  # floors
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=12))
+    (sequence / "7.jpg").write_bytes(b"\xff\xd8 truncated")  # position 6
+    source = FolderSource(sequence)
+    assert [prime_start(source, s, every) for s in (0, 4, 7, 8)] == [0, 3, 5, 7]  # the last readable frame before
+    assert [prime_start(source, s, three) for s in (4, 6, 8, 10)] == [0, 3, 3, 6]  # the keyframe before the last
+    assert prime_start(source, 10, auto) == 0
+    from smoothdino.edge.commands.chunks import SequencePlan
+
+    plan = cut([SequencePlan(sequence, "seq", 12, False)], 5)[0]
+    assert [(c.start, c.end) for c in plan.chunks] == [(0, 5), (5, 10), (10, 12)]
+    dones = {c.key: {"prime_from": p, "skipped_positions": s} for c, p, s in
+             zip(plan.chunks, (0, 0, 6), ([], [5], []))}
+    # N counts readable frames: the chunk primed from frame 6 guessed wrong about frame 5, skipped before it
+    assert needs_replay_from_start(plan, dones, three) == [plan.chunks[2]]
+    assert needs_replay_from_start(plan, dones, every) == []
+    assert Chunk("s", "s", 5, 10).key == "0000005-0000010"
+
+
+@pytest.mark.nyu
+def test_nyu_sequences_on_ray_equal_one_process(ray_cluster, nyu_root, small_export, tmp_path):
+    sequences = [nyu_root / "bathroom_0028_out", nyu_root / "bedroom_0004_out"]
+    one = _process(sequences, tmp_path / "one", small_export, "--limit", "12")
+    assert one.exit_code == 0, one.output
+    many = _process(sequences, tmp_path / "many", small_export, "--limit", "12", "--chunk", "5", "--ray")
+    assert many.exit_code == 0, many.output
+    assert "Traceback" not in many.output and "on 2 Ray workers" in many.output
+    assert _footer(many.output).startswith("6 chunks")  # 5 + 5 + 2 frames, twice
+    for sequence in sequences:
+        metrics = _assert_same(tmp_path / "one", tmp_path / "many", sequence.name)
+        assert len(metrics["frames"]) == 12 and metrics["run"]["cluster"]["chunks"] == 3
+        video = tmp_path / "many" / sequence.name / "video.mp4"
+        import cv2
+
+        assert int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+
+
+@pytest.mark.parametrize("policy", ["3", "auto"])
+def test_keyframe_policies_on_ray_equal_one_process_with_a_corrupt_frame(ray_cluster, small_export, tmp_path, policy):
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=14, velocity=(2.5, 1.0)))
+    data = (sequence / "3.jpg").read_bytes()
+    (sequence / "3.jpg").write_bytes(data[: len(data) // 2])  # skipped and counted; N's keyframes shift after it
+    common = ["--no-video", "--keyframes", policy]
+    one = _process(sequence, tmp_path / "one", small_export, *common)
+    assert one.exit_code == 0, one.output
+    many = _process(sequence, tmp_path / "many", small_export, *common, "--ray", "auto", "--chunk", "4")
+    assert many.exit_code == 0, many.output
+    metrics = _assert_same(tmp_path / "one", tmp_path / "many", "seq")
+    assert metrics["run"]["skipped_frames"] == ["3.jpg"] and metrics["run"]["keyframes"] == policy
+    assert 1 < sum(r["keyframe"] for r in metrics["frames"]) < 13
+    runs = int(_footer(many.output).split()[0])
+    # 4 chunks; with N the chunks primed from a keyframe after the corrupt frame run again, from the first frame
+    assert runs == (6 if policy == "3" else 4)
+
+    again = _process(sequence, tmp_path / "many", small_export, *common, "--ray", "--chunk", "4")
+    assert again.exit_code == 0 and _footer(again.output).startswith("0 chunks")  # all done: nothing scheduled
+    _assert_same(tmp_path / "one", tmp_path / "many", "seq")
+
+
+def _chunk_workers() -> list[int]:
+    """PIDs of the live chunk workers, from Ray's actor table."""
+    from ray._private.state import state
+
+    return [a["Pid"] for a in state.actor_table(None).values()
+            if a["ActorClassName"] == "ChunkWorker" and a["State"] == "ALIVE"]
+
+
+def test_a_worker_killed_mid_chunk_is_retried_and_the_result_is_exact(ray_cluster, small_export, tmp_path):
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=24, velocity=(2.0, 1.0)))
+    one = _process(sequence, tmp_path / "one", small_export, "--no-video")
+    assert one.exit_code == 0, one.output
+    depth = tmp_path / "many" / "seq" / "depth"
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:  # once both workers are inside their first chunks (8 frames each)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not killed:
+            if depth.is_dir() and len(list(depth.glob("*.png"))) >= 2:
+                pids = _chunk_workers()
+                if pids:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    many = _process(sequence, tmp_path / "many", small_export, "--no-video", "--chunk", "8", "--ray")
+    killer.join()
+    assert killed and many.exit_code == 0, many.output
+    assert "retried after a worker was lost" in _footer(many.output)
+    metrics = _assert_same(tmp_path / "one", tmp_path / "many", "seq", resumed=True)
+    assert metrics["run"]["cluster"]["retried_chunks"] == 1
+    reused = int(_footer(many.output).split("; ")[-1].split()[0])  # "...; N frames reused)"
+    assert reused == sum(r["scene_cut"] is None for r in metrics["frames"])  # frames its first attempt wrote
+
+
+def test_ctrl_c_cancels_cleanly_and_the_same_command_resumes(ray_cluster, small_export, tmp_path):
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=24, velocity=(2.0, 1.0)))
+    one = _process(sequence, tmp_path / "one", small_export, "--no-video")
+    assert one.exit_code == 0, one.output
+    out = tmp_path / "many"
+    args = ["process", str(sequence), "--engines", str(small_export), "--backend", "onnxruntime", "--no-video",
+            "--out", str(out), "--chunk", "4", "--ray", ray_cluster]  # a driver of its own, joining by address
+    driver = subprocess.Popen([sys.executable, "-m", "smoothdino.cli", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not list(out.glob("seq/.chunks/*/done.json")):
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGINT)
+        output, _ = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, output
+    assert "Traceback" not in output and "run the same command to resume" in output
+    finished = len(list(out.glob("seq/.chunks/*/done.json")))
+    assert 1 <= finished < 6 and not (out / "seq" / "metrics.json").exists()
+
+    resumed = _process(sequence, out, small_export, "--no-video", "--chunk", "4", "--ray")
+    assert resumed.exit_code == 0, resumed.output
+    assert _footer(resumed.output).startswith(f"{6 - finished} chunks")  # the finished ones were not run again
+    _assert_same(tmp_path / "one", out, "seq", resumed=True)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_a_bad_ray_address_is_one_line(small_export, tmp_path, address):
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=2))
+    result = _process(sequence, tmp_path / "out", small_export, "--ray", address)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"--ray {address}: no Ray cluster answers there" in errors[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_out_a_worker_cannot_write_is_one_line(small_export, tmp_path):
+    """A Ray head whose workers see --out read-only (a private mount namespace: a node without write access to the
+    shared storage); the driver, outside it, joins by address and refuses in one line before any frame."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (a private mount namespace for the worker node)")
+    out = tmp_path / "out"
+    out.mkdir()
+    port = _free_port()
+    session = Path(tempfile.mkdtemp(prefix="sdray", dir="/tmp"))  # Ray's sockets: a path under 107 bytes
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "COLUMNS": "200"}
+    ray_bin = Path(sys.executable).parent / "ray"
+    node = (f"mount --bind {out} {out} && mount -o remount,bind,ro {out} && exec {ray_bin} start --head "
+            f"--port {port} --num-cpus 1 --include-dashboard=false --disable-usage-stats "
+            f"--temp-dir {session} --block")
+    head = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", node], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        if head.poll() is not None:
+            why = head.stderr.read().strip()
+            if "unshare" in why or "mount" in why:
+                pytest.skip(f"no private mount namespace here: {why.splitlines()[-1]}")
+            pytest.fail(f"the Ray head did not start: {why}")
+        sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=2))
+        done = subprocess.run([sys.executable, "-m", "smoothdino.cli", "process", str(sequence), "--engines",
+                               str(small_export), "--backend", "onnxruntime", "--out", str(out), "--ray",
+                               f"127.0.0.1:{port}"], check=False, capture_output=True, text=True, env=env, cwd=ROOT,
+                              timeout=180)
+    finally:
+        head.terminate()  # `ray start --block` stops the node's processes it started
+        head.wait(timeout=60)
+        shutil.rmtree(session, ignore_errors=True)
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(errors) == 1 and "cannot write there" in errors[0] and str(out) in errors[0], done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (out / "seq" / "depth").exists() or not list((out / "seq" / "depth").glob("*.png"))
+
+
+def test_a_node_without_engines_for_its_gpu_builds_them_once(small_export, tmp_path, monkeypatch):
+    """No GPU here: TensorRT and the build are stand-ins; what runs for real is the choice, the per-node folder,
+    the copy of the export and the lock that lets one worker build while the others wait."""
+    from smoothdino.edge.commands import cluster_worker
+
+    monkeypatch.setenv("SMOOTHDINO_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cluster_worker, "tensorrt_usable", lambda flavour: (True, ""))
+    monkeypatch.setattr(cluster_worker, "gpu", lambda: {"name": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7"})
+    monkeypatch.setattr(cluster_worker, "tensorrt_version", lambda flavour: "10.3.0")
+    builds = []
+
+    def build(command, **kwargs):  # `smoothdino build --engines COPY --backend tensorrt`, here a stand-in
+        builds.append(command)
+        time.sleep(0.3)  # the other worker arrives meanwhile and waits on the lock
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(cluster_worker.subprocess, "run", build)
+    assert cluster_worker.engines_for_this_node(small_export, "onnxruntime") == small_export
+    found: list[Path] = []
+    workers = [threading.Thread(target=lambda: found.append(cluster_worker.engines_for_this_node(small_export,
+                                                                                                  "tensorrt")))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(builds) == 1 and builds[0][-4:] == ["--engines", builds[0][-3], "--backend", "tensorrt"]
+    assert found[0] == found[1] and found[0].parent == tmp_path / "home" / "cluster-engines"
+    assert "Orin-sm8.7-tensorrt10.3.0" in found[0].name and (found[0] / "manifest.json").is_file()
