@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "foxglove": ("robotics", "pip install 'smoothdino-edge[robotics]'"),
     "tensorrt": ("tensorrt", "JetPack's TensorRT, or pip install 'smoothdino-edge[tensorrt]'"),
     "pycuda": ("tensorrt", "pip install 'smoothdino-edge[tensorrt]' (built against the local CUDA)"),
+    "ray": ("cluster", "pip install 'smoothdino-edge[cluster]' on the driver and every node"),
 }
 
 
