@@ -95,7 +95,7 @@ def test_runtime_dockerfile_preloads_libgldispatch_and_copies_only_the_package()
     packages = project["tool"]["setuptools"]["packages"]
     copied = {c.split()[0] for c in copies} | {w for c in copies for w in c.split()[:-1]}
     for package in packages:  # smoothdino.edge -> edge; smoothdino itself -> __init__.py and cli.py
-        folder = package.split(".", 1)[1] if "." in package else "__init__.py"
+        folder = package.split(".")[1] if "." in package else "__init__.py"  # smoothdino.edge.sinks -> edge
         assert folder in copied, package
     assert {"pyproject.toml", "README.md", "cli.py"} <= copied
     assert any("libGLdispatch.so.0" in r for r in instructions(runtime, "RUN"))  # the build checks the file is there

@@ -227,17 +227,17 @@ class VideoSink:
 
 # -- reading an MP4 back: its boxes, as a player finds them -----------------------------------------
 
-def mp4_boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
-    """The boxes in data[start:end] as (type, offset, size); ValueError where they do not tile it exactly (a file
-    cut short: a box runs past the end)."""
-    end = len(data) if end is None else end
+def _tile(read, start: int, end: int) -> list[tuple[str, int, int]]:
+    """Boxes (type, offset, size) that tile [start, end), their headers got by read(offset, 16); ValueError where
+    they do not tile it exactly (a file cut short: a box runs past the end)."""
     boxes, at = [], start
     while at < end:
-        if end - at < 8:
-            raise ValueError(f"{end - at} stray bytes at {at}")
-        size, kind = struct.unpack(">I4s", data[at:at + 8])
-        if size == 1:
-            size = struct.unpack(">Q", data[at + 8:at + 16])[0]
+        header = read(at, min(16, end - at))
+        if len(header) < 8:
+            raise ValueError(f"{len(header)} stray bytes at {at}")
+        size, kind = struct.unpack(">I4s", header[:8])
+        if size == 1 and len(header) == 16:
+            size = struct.unpack(">Q", header[8:16])[0]
         elif size == 0:
             size = end - at
         if size < 8 or at + size > end:
@@ -247,26 +247,16 @@ def mp4_boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple
     return boxes
 
 
+def mp4_boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
+    """The boxes in data[start:end] as (type, offset, size) (see _tile)."""
+    return _tile(lambda at, n: data[at:at + n], start, len(data) if end is None else end)
+
+
 def mp4_top_boxes(path: Path) -> list[tuple[str, int, int]]:
-    """A file's top-level boxes (type, offset, size), read header by header; ValueError where they do not tile the
-    file exactly (cut short) or it is no MP4."""
-    size = os.path.getsize(path)
-    boxes, at = [], 0
+    """A file's top-level boxes (type, offset, size), read header by header (the file is not loaded); ValueError
+    where they do not tile the file exactly (cut short) or it is no MP4."""
     with open(path, "rb") as f:
-        while at < size:
-            f.seek(at)
-            header = f.read(16)
-            if len(header) < 8:
-                raise ValueError(f"{len(header)} stray bytes at {at}")
-            length, kind = struct.unpack(">I4s", header[:8])
-            if length == 1 and len(header) == 16:
-                length = struct.unpack(">Q", header[8:16])[0]
-            elif length == 0:
-                length = size - at
-            if length < 8 or at + length > size:
-                raise ValueError(f"box {kind!r} at {at} runs past the end of the file")
-            boxes.append((kind.decode("latin-1"), at, length))
-            at += length
+        boxes = _tile(lambda at, n: (f.seek(at), f.read(n))[1], 0, os.path.getsize(path))
     if not boxes or boxes[0][0] != "ftyp":
         raise ValueError("not an MP4 (no ftyp box first)")
     return boxes
