@@ -29,10 +29,6 @@ class DiskFull(UserError):
                          "(files already written are kept" + (", and the same command resumes)" if resumable else ")"))
 
 
-def disk_full_error(path: Path) -> DiskFull:
-    return DiskFull(path)
-
-
 class SpaceReserve:
     """A ballast file that holds `size` bytes of the output's file system while frames are written; release()
     frees it when the disk fills up (or at the end), so the run's summary files still fit. Without it a full disk
@@ -47,7 +43,7 @@ class SpaceReserve:
             self.path.unlink(missing_ok=True)
             if err.errno not in DISK_FULL:
                 raise
-            raise disk_full_error(Path(folder)) from None
+            raise DiskFull(Path(folder)) from None
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -64,7 +60,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as err:
         if err.errno in DISK_FULL:
-            raise disk_full_error(path) from None
+            raise DiskFull(path) from None
         raise
     finally:
         if tmp.exists():

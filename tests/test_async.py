@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,9 +17,7 @@ from smoothdino.edge.asynchronous import AsyncPipeline
 from smoothdino.edge.loop import StreamOutputs, run_stream
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.edge.sources import open_source
-from smoothdino.edge.sources.synthetic import SyntheticScene
 
-from .conftest import SMALL
 from .test_faults import write_video
 
 

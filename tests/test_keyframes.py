@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
