@@ -111,7 +111,11 @@ def as_intrinsics(intrinsics: IntrinsicsLike, height: int, width: int) -> Intrin
 class _Session:
     """What both modes share: frame checks and resizing, point clouds, closing."""
 
-    def __init__(self, colour: Colour, frame_size: tuple[int, int], description: str, random_weights: bool):
+    def __init__(self, pipeline: FramePipeline | AsyncPipeline, stepper: KeyframeSteps | AsyncPipeline,
+                 colour: Colour):
+        self._pipeline = pipeline  # closed with the session
+        self._stepper = stepper  # what reset() restarts
+        frame_size, description, random_weights = pipeline.frame_size, pipeline.description, pipeline.random_weights
         self.colour: Colour = colour
         self.frame_size: tuple[int, int] = tuple(frame_size)  # (height, width) the network runs at
         self.description: str = description  # model, precision, size and back-end, as the CLI prints it
@@ -127,12 +131,18 @@ class _Session:
 
     def _network_rgb(self, frame: np.ndarray, colour: str | None) -> np.ndarray:
         """The frame as the network takes it: RGB at the export's size."""
-        if self._closed:
-            raise RuntimeError("this smoothdino depth session is closed (its engines are released); open another")
+        self._check_open()
+        return resize_rgb(self._as_rgb(frame, colour), self.frame_size)
+
+    def _as_rgb(self, frame: np.ndarray, colour: str | None) -> np.ndarray:
+        """The frame checked and in RGB order (the declared order, or `colour` for this call)."""
         order = self.colour if colour is None else _colour(colour)
         check_frame(frame, order)
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if order == "bgr" else frame
-        return resize_rgb(rgb, self.frame_size)
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if order == "bgr" else frame
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this smoothdino depth session is closed (its engines are released); open another")
 
     def to_points(self, depth: np.ndarray | DepthFrame, intrinsics: IntrinsicsLike, *, stride: int = 1,
                   frame: np.ndarray | None = None, colour: Colour | None = None) -> PointCloud:
@@ -144,25 +154,20 @@ class _Session:
         depth = depth.depth if isinstance(depth, DepthFrame) else np.asarray(depth)
         if depth.ndim != 2:
             raise ValueError(f"depth: expected a [H, W] map in metres, got {depth.dtype} {depth.shape}")
-        rgb = None
-        if frame is not None:
-            order = self.colour if colour is None else _colour(colour)
-            check_frame(frame, order)
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if order == "bgr" else frame
+        rgb = self._as_rgb(frame, colour) if frame is not None else None
         return depth_to_points(depth, as_intrinsics(intrinsics, *depth.shape), stride, rgb)
 
     def reset(self) -> None:
-        """A new sequence (another camera, a cut in the video): the next frame does not fuse with the last."""
-        raise NotImplementedError
-
-    def _close(self) -> None:
-        raise NotImplementedError
+        """A new sequence (another camera, a cut in the video): the next frame does not fuse with the last (a
+        synchronous session's next frame is a keyframe; an async one's step returns None until one is ready)."""
+        self._check_open()
+        self._stepper.reset()
 
     def close(self) -> None:
         """Release the engines (and the worker thread). Safe to call twice."""
         if not self._closed:
             self._closed = True
-            self._close()
+            self._pipeline.close()
 
     def __enter__(self):
         return self
@@ -182,10 +187,9 @@ class DepthSession(_Session):
     use asynchronous=True)."""
 
     def __init__(self, pipeline: FramePipeline, colour: Colour, keyframes: KeyframePolicy):
-        self._pipeline = pipeline
         self._steps = KeyframeSteps(pipeline, keyframes)
         self.keyframes: KeyframePolicy = keyframes
-        super().__init__(colour, pipeline.frame_size, pipeline.description, pipeline.random_weights)
+        super().__init__(pipeline, self._steps, colour)
 
     def step(self, frame: np.ndarray, *, colour: Colour | None = None, timestamp: float | None = None) -> DepthFrame:
         """The next frame of the sequence (uint8 H x W x 3, any size, in the declared colour order or `colour`)
@@ -194,15 +198,6 @@ class DepthSession(_Session):
         rgb = self._network_rgb(frame, colour)
         return _depth_frame(self._steps.step(rgb, timestamp), frame.shape[:2])
 
-    def reset(self) -> None:
-        """A new sequence: the next frame is a keyframe with no previous frame (as a fresh session's first)."""
-        if self._closed:
-            raise RuntimeError("this smoothdino depth session is closed; open another")
-        self._steps.reset()
-
-    def _close(self) -> None:
-        self._pipeline.close()
-
 
 class AsyncDepthSession(_Session):
     """`live --async`: the network runs in its own thread on the newest frame; `step` never waits for it and
@@ -210,8 +205,7 @@ class AsyncDepthSession(_Session):
     first keyframe is ready. The worker thread opens and alone touches the engines (TensorRT included)."""
 
     def __init__(self, pipeline: AsyncPipeline, colour: Colour):
-        self._pipeline = pipeline
-        super().__init__(colour, pipeline.frame_size, pipeline.description, pipeline.random_weights)
+        super().__init__(pipeline, pipeline, colour)
 
     @property
     def passes(self) -> int:
@@ -228,14 +222,6 @@ class AsyncDepthSession(_Session):
         result = self._pipeline.step(rgb, timestamp)
         return None if result is None else _depth_frame(result, frame.shape[:2])
 
-    def reset(self) -> None:
-        """A new sequence: step returns None again until a keyframe of the new sequence is ready."""
-        if self._closed:
-            raise RuntimeError("this smoothdino depth session is closed; open another")
-        self._pipeline.reset()
-
-    def _close(self) -> None:
-        self._pipeline.close()
 
 
 @overload
