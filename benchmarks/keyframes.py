@@ -72,7 +72,7 @@ def run_policies(open_pipeline, frames, words: list[str]) -> dict[str, dict]:
 
 
 def policy_figures(run: dict, every: dict, frames) -> dict:
-    from smoothdino.edge.keyframes import translate_depth
+    from smoothdino.edge.carry import translate_depth
     from smoothdino.edge.metrics import temporal_error
 
     drift, floor, gt_rmse, delta1, coverage, flicker = [], [], [], [], [], []
@@ -110,7 +110,7 @@ def floor_sweep(sequences, size, policies) -> list[dict]:
     """The auto policy's limits chosen on ground truth alone (no network): for each policy, the share of frames
     that become keyframes and the propagation floor (a keyframe's GT carried by the measured shift vs frame t's GT)
     over every frame of the sequences."""
-    from smoothdino.edge.keyframes import translate_depth
+    from smoothdino.edge.carry import translate_depth
     from smoothdino.edge.motion import phase_shift, to_grey
 
     scenes = [[(to_grey(rgb), gt) for rgb, gt in load_frames(s, 100_000, size)] for s in sequences]

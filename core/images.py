@@ -30,7 +30,22 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_depth(depth: np.ndarray, size: tuple[int, int], ground_truth: bool = False) -> np.ndarray:
-    """A depth map at (height, width): linear for predictions, nearest for ground truth (keeps 0 = no data)."""
+    """A depth map at (height, width): linear for predictions, nearest for ground truth (keeps 0 = no data).
+
+    A prediction with holes (carried depth: pixels no keyframe pixel reaches are 0) is never blended with them: each
+    output pixel averages only its neighbours that have depth (linear weights), and is a hole where the nearest
+    input pixel is one. So no resized value lies outside the depths around it, at any size."""
     if depth.shape[:2] == tuple(size):
         return depth
-    return cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_NEAREST if ground_truth else cv2.INTER_LINEAR)
+    dsize = (size[1], size[0])
+    if ground_truth:
+        return cv2.resize(depth, dsize, interpolation=cv2.INTER_NEAREST)
+    out = cv2.resize(depth, dsize, interpolation=cv2.INTER_LINEAR)
+    if depth.size == 0 or depth.min() > 0:  # the network's own depth has no holes: the plain linear resize
+        return out
+    has = (depth > 0).astype(np.float32)
+    weight = cv2.resize(has, dsize, interpolation=cv2.INTER_LINEAR)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(weight > 1e-6, out / weight, 0.0).astype(np.float32)
+    out[cv2.resize(has, dsize, interpolation=cv2.INTER_NEAREST) == 0] = 0.0
+    return out

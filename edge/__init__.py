@@ -27,7 +27,7 @@ import importlib
 _PUBLIC = {
     "DepthPipeline": "pipeline", "FramePipeline": "pipeline", "FrameResult": "pipeline",
     "KeyframePolicy": "keyframes", "KeyframeSteps": "keyframes", "parse_keyframes": "keyframes",
-    "translate_depth": "keyframes",
+    "translate_depth": "carry", "warp_depth": "carry", "CameraPose": "carry", "decide_keyframes": "keyframes",
     "AsyncPipeline": "asynchronous",
     "run_stream": "loop", "StreamOutputs": "loop", "StreamReport": "loop", "ResumableSteps": "loop",
     "Shift": "motion", "phase_shift": "motion", "scene_cut": "motion",

@@ -38,7 +38,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.images import resize_depth, resize_rgb
 
 from .asynchronous import AsyncPipeline
-from .keyframes import KeyframePolicy, KeyframeSteps, parse_keyframes
+from .keyframes import KeyframePolicy, KeyframeSteps, parse_carry, parse_keyframes
 from .motion import Shift
 from .pipeline import DepthPipeline, FramePipeline, FrameResult
 from .sinks.pointcloud import PointCloud, depth_to_points
@@ -62,12 +62,17 @@ class DepthFrame:
     scene_cut: bool  # the view changed too much: the temporal adapter started afresh on this frame
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (edge.pipeline.STAGE_TIMINGS)
     nonfinite: int = 0  # NaN/Inf pixels the network produced (an FP16 overflow), returned as 0
+    carry: str = "network"  # how the depth got here: network (a keyframe), pose, shift, none (after a scene cut)
+    inliers: int = 0  # PnP inliers of a pose carry
+    camera_in_keyframe: np.ndarray | None = None  # pose carry: 4x4, this camera's pose in the keyframe's frame
 
 
 def _depth_frame(result: FrameResult, size: tuple[int, int]) -> DepthFrame:
+    pose = result.pose.camera_in_keyframe() if result.pose is not None else None
     return DepthFrame(depth=resize_depth(result.depth, size), keyframe=result.keyframe, age_frames=result.age_frames,
                       age_ms=result.age_ms, shift=result.shift, scene_cut=result.scene_cut,
-                      timings=dict(result.timings), nonfinite=result.nonfinite)
+                      timings=dict(result.timings), nonfinite=result.nonfinite, carry=result.carry,
+                      inliers=result.inliers, camera_in_keyframe=pose)
 
 
 def _colour(colour: str) -> Colour:
@@ -112,9 +117,11 @@ class _Session:
     """What both modes share: frame checks and resizing, point clouds, closing."""
 
     def __init__(self, pipeline: FramePipeline | AsyncPipeline, stepper: KeyframeSteps | AsyncPipeline,
-                 colour: Colour):
+                 colour: Colour, intrinsics: IntrinsicsLike | None = None):
         self._pipeline = pipeline  # closed with the session
         self._stepper = stepper  # what reset() restarts
+        self._intrinsics = intrinsics  # resolved at the first frame (fx, fy, cx, cy are pixels of the frames)
+        self.carry: str = stepper.carry  # how frames between keyframes get depth: "shift" or "pose"
         frame_size, description, random_weights = pipeline.frame_size, pipeline.description, pipeline.random_weights
         self.colour: Colour = colour
         self.frame_size: tuple[int, int] = tuple(frame_size)  # (height, width) the network runs at
@@ -132,7 +139,11 @@ class _Session:
     def _network_rgb(self, frame: np.ndarray, colour: str | None) -> np.ndarray:
         """The frame as the network takes it: RGB at the export's size."""
         self._check_open()
-        return resize_rgb(self._as_rgb(frame, colour), self.frame_size)
+        rgb = self._as_rgb(frame, colour)
+        if self._intrinsics is not None:  # the first frame says what size fx, fy, cx, cy belong to
+            self._stepper.set_intrinsics(as_intrinsics(self._intrinsics, *frame.shape[:2]))
+            self._intrinsics = None
+        return resize_rgb(rgb, self.frame_size)
 
     def _as_rgb(self, frame: np.ndarray, colour: str | None) -> np.ndarray:
         """The frame checked and in RGB order (the declared order, or `colour` for this call)."""
@@ -186,10 +197,11 @@ class DepthSession(_Session):
     by the camera shift. TensorRT engines belong to the thread that opened them: call step from that thread (or
     use asynchronous=True)."""
 
-    def __init__(self, pipeline: FramePipeline, colour: Colour, keyframes: KeyframePolicy):
-        self._steps = KeyframeSteps(pipeline, keyframes)
+    def __init__(self, pipeline: FramePipeline, colour: Colour, keyframes: KeyframePolicy, carry: str = "shift",
+                 intrinsics: IntrinsicsLike | None = None):
+        self._steps = KeyframeSteps(pipeline, keyframes, carry)  # the camera comes with the first frame
         self.keyframes: KeyframePolicy = keyframes
-        super().__init__(pipeline, self._steps, colour)
+        super().__init__(pipeline, self._steps, colour, intrinsics)
 
     def step(self, frame: np.ndarray, *, colour: Colour | None = None, timestamp: float | None = None) -> DepthFrame:
         """The next frame of the sequence (uint8 H x W x 3, any size, in the declared colour order or `colour`)
@@ -204,8 +216,8 @@ class AsyncDepthSession(_Session):
     returns the latest keyframe's depth carried to this frame by the camera shift (a few ms), or None until the
     first keyframe is ready. The worker thread opens and alone touches the engines (TensorRT included)."""
 
-    def __init__(self, pipeline: AsyncPipeline, colour: Colour):
-        super().__init__(pipeline, pipeline, colour)
+    def __init__(self, pipeline: AsyncPipeline, colour: Colour, intrinsics: IntrinsicsLike | None = None):
+        super().__init__(pipeline, pipeline, colour, intrinsics)
 
     @property
     def passes(self) -> int:
@@ -227,19 +239,22 @@ class AsyncDepthSession(_Session):
 @overload
 def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = ...,
                keyframes: str | int | KeyframePolicy = ..., asynchronous: Literal[False] = ...,
-               threads: int | None = ..., min_confidence: float = ..., motion_downscale: int = ...) -> DepthSession: ...
+               threads: int | None = ..., min_confidence: float = ..., motion_downscale: int = ...,
+               carry: str | None = ..., intrinsics: IntrinsicsLike | None = ...) -> DepthSession: ...
 
 
 @overload
 def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = ...,
                keyframes: str | int | KeyframePolicy = ..., asynchronous: Literal[True],
-               threads: int | None = ..., min_confidence: float = ..., motion_downscale: int = ...) -> AsyncDepthSession: ...
+               threads: int | None = ..., min_confidence: float = ..., motion_downscale: int = ...,
+               carry: str | None = ..., intrinsics: IntrinsicsLike | None = ...) -> AsyncDepthSession: ...
 
 
 def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = "auto",
                keyframes: str | int | KeyframePolicy = "every", asynchronous: bool = False,
                threads: int | None = None, min_confidence: float = 0.1,
-               motion_downscale: int = 1) -> DepthSession | AsyncDepthSession:
+               motion_downscale: int = 1, carry: str | None = None,
+               intrinsics: IntrinsicsLike | None = None) -> DepthSession | AsyncDepthSession:
     """Open an export (a folder with manifest.json, from `smoothdino export`) for one camera stream; `smoothdino.open`.
 
     colour: the frames' channel order, "rgb" or "bgr" (OpenCV: "bgr"); required, never guessed.
@@ -250,12 +265,21 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = 
     asynchronous: True for `live --async` (an AsyncDepthSession; keyframes must stay "every").
     threads: ONNX Runtime's CPU threads (default: its own choice). min_confidence: the scene-cut threshold.
     motion_downscale: phase correlation on frames shrunk by this factor (1: as `process`; `live` uses 2).
+    carry: how frames between keyframes get the keyframe's depth: "pose" (the camera's 3-D motion; needs
+        `intrinsics`) or "shift" (a translation). Default: "pose" when `intrinsics` are given, else "shift".
+    intrinsics: the camera, an Intrinsics (any size) or fx, fy, cx, cy in pixels of the frames given to step.
+
+    Every array a session returns is the caller's to keep and edit: the session keeps its own copies.
 
     Bad arguments raise ValueError; a missing or unusable export raises smoothdino.core.errors.UserError naming
     the file and the fix. Use the session as a context manager (or call close()) to release the engines."""
     order = _colour(colour)
     try:
-        policy = parse_keyframes(keyframes, option="keyframes")
+        carry = parse_carry(carry if carry is not None else "pose" if intrinsics is not None else "shift", "carry")
+        if carry == "pose" and intrinsics is None:
+            raise UserError("carry='pose' needs the camera: pass intrinsics=(fx, fy, cx, cy) in pixels of your frames, "
+                            "or an Intrinsics")
+        policy = parse_keyframes(keyframes, option="keyframes", carry=carry)
         backend = backend_word(str(backend), option="backend")
     except UserError as err:
         raise ValueError(str(err)) from None
@@ -266,5 +290,6 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = 
     options = {"backend": backend, "min_confidence": float(min_confidence), "motion_downscale": int(motion_downscale),
                "threads": threads}
     if asynchronous:
-        return AsyncDepthSession(AsyncPipeline(lambda: DepthPipeline.from_folder(folder, **options)), order)
-    return DepthSession(DepthPipeline.from_folder(folder, **options), order, policy)
+        return AsyncDepthSession(AsyncPipeline(lambda: DepthPipeline.from_folder(folder, **options), carry=carry),
+                                 order, intrinsics)
+    return DepthSession(DepthPipeline.from_folder(folder, **options), order, policy, carry, intrinsics)

@@ -1,183 +1,295 @@
 """Keyframes: the output rate is not the network's rate.
 
-The network runs on keyframes only; every other frame gets the last keyframe's depth carried to it by the
-camera shift between the two (phase correlation on grey frames, ~0.5 ms, then a whole-pixel translation).
-Measured on NYUv2 ground truth (DESIGN.md, `python -m smoothdino.benchmarks.keyframes`), a translated keyframe
-stays close to the truth for a few frames, and holding it untranslated does not.
+The network runs on keyframes only; every other frame gets the last keyframe's depth carried to it (edge.carry): by
+the camera shift (phase correlation, a translation) or by the camera's pose (corners tracked from the keyframe, PnP,
+a z-buffered splat). Measured on NYUv2 ground truth (`python -m smoothdino.benchmarks.keyframes --floor`), a carried
+keyframe stays close to the truth for a few frames, the pose carry about twice as long as the shift.
 
     policy      network runs on
     every       every frame (exact: benchmarks, papers)
-    N           frames 0, N, 2N, ... of the sequence
-    auto        the first frame, then whenever the shift to the keyframe exceeds `max_shift` (a fraction of
-                the frame width), its phase-correlation confidence falls below `min_confidence` (the views no
-                longer overlap well: a scene cut among them), or the keyframe is `max_age` frames old
+    N           every N-th frame: a keyframe when the last one is N frames old
+    auto        the first frame, then whenever the keyframe is more than `max_age` frames old, the shift to it
+                exceeds `max_shift` (a fraction of the frame width), its phase-correlation confidence falls below
+                `min_confidence`, or (pose carry) the corners followed from it cover less than `min_coverage` of the
+                frame
+Under every policy a scene cut (confidence below the pipeline's `min_confidence`) makes the frame a keyframe: the old
+scene's depth is never carried into a new one.
 
-The shift is always measured from the keyframe itself, never chained frame to frame, so nothing drifts. Pixels
-the translation uncovers get 0 (= no depth, as everywhere). The temporal adapter's previous frame is the
-previous keyframe (only keyframes pass through FramePipeline.step), with the shift between the two keyframes.
+Motion is always measured from the keyframe itself (the shift directly, the corners frame to frame from it), never
+chained across keyframes, so nothing drifts. Pixels the carry does not reach get 0 (= no depth). The temporal
+adapter's previous frame is the previous keyframe (only keyframes pass through FramePipeline.step).
 
-Decisions depend on the frames alone (no clock), so a resumed `process` replays them on the frames an earlier
-run wrote (phase correlation only, no network) and continues exactly where the uninterrupted run would be.
+`KeyframePolicy.wants_keyframe` is the only decision, and it reads frames alone (the shift, the corner tracks, the
+age; never depth, never a clock), so a resumed `process` replays decisions on the frames an earlier run wrote, and
+`decide_keyframes` computes a whole sequence's schedule without the network (`process --ray` hands it to chunks).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from smoothdino.core.errors import UserError
 
+from .carry import CARRIES, NETWORK, Carried, camera_matrix, carry_depth, solve_pose
 from .motion import Shift, phase_shift, to_grey
 from .pipeline import STAGE_TIMINGS, FramePipeline, FrameResult
+from .sources.intrinsics import Intrinsics
+from .tracking import KeyframeTracks, TrackState, tracking_grey
+
+
+@dataclass(frozen=True)
+class Motion:
+    """A frame against the keyframe, from the frames alone."""
+
+    shift: Shift  # phase correlation to the keyframe (full-frame pixels)
+    cut: bool  # confidence below the pipeline's scene-cut threshold: the views do not overlap
+    tracks: TrackState | None = None  # corners followed from the keyframe (pose carry only)
 
 
 @dataclass(frozen=True)
 class KeyframePolicy:
-    """When the network runs. `every` is N = 1. `auto` uses the three limits (defaults from the NYUv2 figures in
-    benchmarks/README.md: a quarter of the median ground-truth error of 2 frames apart, and the fast-motion tail
-    cut off)."""
+    """When the network runs. `every` is N = 1. `auto` uses the limits (defaults from the NYUv2 ground-truth sweep
+    in benchmarks/README.md, `python -m smoothdino.benchmarks.keyframes --sweep`; `auto_policy(carry)` gives each
+    carry its own)."""
 
     mode: str = "every"  # every | n | auto
     n: int = 1
     max_shift: float = 0.04  # auto: |shift to the keyframe| above this fraction of the frame width
     min_confidence: float = 0.25  # auto: phase-correlation response to the keyframe below this
     max_age: int = 4  # auto: at most this many frames carried from one keyframe
+    min_coverage: float = 0.0  # auto, pose carry: tracked corners in fewer than this share of the frame's cells
 
     @property
     def label(self) -> str:
         return {"every": "every", "n": str(self.n), "auto": "auto"}[self.mode]
 
-    def wants_keyframe(self, age: int, shift: Shift | None, width: int) -> bool:
-        """age: frames since the keyframe (this frame would be `age` old); shift: this frame against the keyframe."""
-        if self.mode == "every" or shift is None:
+    def wants_keyframe(self, age: int, motion: Motion | None, width: int) -> bool:
+        """age: how old the keyframe's depth would be on this frame, in frames; motion: this frame against the
+        keyframe (None: there is no keyframe yet)."""
+        if self.mode == "every" or motion is None or motion.cut:
             return True
         if self.mode == "n":
             return age >= self.n
-        return (age >= self.max_age or shift.confidence < self.min_confidence
-                or math.hypot(shift.dx, shift.dy) > self.max_shift * width)
+        shift = motion.shift
+        return (age > self.max_age or shift.confidence < self.min_confidence
+                or math.hypot(shift.dx, shift.dy) > self.max_shift * width
+                or (motion.tracks is not None and motion.tracks.coverage < self.min_coverage))
 
 
 EVERY_FRAME = KeyframePolicy()
+# auto's limits for each carry, from the ground-truth sweep (benchmarks/README.md#keyframes)
+AUTO_LIMITS = {
+    "shift": dict(max_shift=0.04, min_confidence=0.25, max_age=3),
+    "pose": dict(max_shift=0.12, min_confidence=0.1, max_age=8, min_coverage=0.5),
+}
 
 
-def parse_keyframes(text: str | int | KeyframePolicy, option: str = "--keyframes") -> KeyframePolicy:
-    """'every' | 'auto' | N (a whole number >= 1) -> a policy; anything else is one line naming the option."""
+def auto_policy(carry: str = "shift") -> KeyframePolicy:
+    return KeyframePolicy(mode="auto", **AUTO_LIMITS[carry])
+
+
+def parse_keyframes(text: str | int | KeyframePolicy, option: str = "--keyframes", carry: str = "shift") -> KeyframePolicy:
+    """'every' | 'auto' | N (a whole number >= 1) -> a policy; anything else is one line naming the option. `auto`
+    takes the limits chosen for the carry."""
     if isinstance(text, KeyframePolicy):
         return text
     word = str(text).strip().lower()
     if word == "every":
         return EVERY_FRAME
     if word == "auto":
-        return KeyframePolicy(mode="auto")
+        return auto_policy(carry)
     if word.isdigit() and int(word) >= 1:
         return EVERY_FRAME if int(word) == 1 else KeyframePolicy(mode="n", n=int(word))
     raise UserError(f"{option} {text!r}: use every, auto, or a whole number N >= 1 (the network on every N-th frame)")
 
 
-def translate_depth(depth: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """depth carried by the camera shift: out(x) = depth(x - d), d rounded to whole pixels (nearest: depth edges
-    and holes stay sharp, no blend of near and far), 0 where x - d falls outside the frame."""
-    h, w = depth.shape
-    sx, sy = int(round(dx)), int(round(dy))
-    out = np.zeros_like(depth)
-    if abs(sx) >= w or abs(sy) >= h:
-        return out
-    out[max(sy, 0): h + min(sy, 0), max(sx, 0): w + min(sx, 0)] = depth[max(-sy, 0): h - max(sy, 0),
-                                                                         max(-sx, 0): w - max(sx, 0)]
-    return out
+def parse_carry(text: str, option: str = "--carry") -> str:
+    word = str(text).strip().lower()
+    if word not in CARRIES:
+        raise UserError(f"{option} {text!r}: use shift (a translation by the phase-correlation shift) or pose (the "
+                        "camera's 3-D motion; needs intrinsics)")
+    return word
+
+
+@dataclass(frozen=True)
+class FrameGreys:
+    """What motion is measured on, computed once per frame: the grey frame phase correlation takes (float32, shrunk by
+    the motion downscale) and, for the pose carry, the one corners are tracked on (uint8, edge.tracking)."""
+
+    phase: np.ndarray
+    track: np.ndarray | None
+    width: int  # the frame's width (pixels of the export's frame size)
+
+
+def frame_greys(rgb: np.ndarray, downscale: int, track: bool) -> FrameGreys:
+    return FrameGreys(to_grey(rgb, downscale), tracking_grey(rgb) if track else None, rgb.shape[1])
+
+
+class KeyframeMotion:
+    """The motion of later frames against one keyframe, from frames alone: the phase-correlation shift to the
+    keyframe's grey frame and, for the pose carry, its corners followed frame to frame. `measure(greys)` takes every
+    frame after the keyframe, in order (the corners are tracked from the frame before)."""
+
+    def __init__(self, keyframe: FrameGreys, downscale: int, cut_below: float):
+        self.downscale, self.cut_below = downscale, cut_below
+        self.grey = keyframe.phase
+        self.tracks = KeyframeTracks(keyframe.track, keyframe.width) if keyframe.track is not None else None
+
+    def measure(self, greys: FrameGreys) -> Motion:
+        shift = phase_shift(self.grey, greys.phase, self.downscale)
+        tracks = self.tracks.update(greys.track) if self.tracks is not None else None
+        return Motion(shift, shift.confidence < self.cut_below, tracks)
+
+
+def decide_keyframes(frames: Iterable[np.ndarray], policy: KeyframePolicy, motion_downscale: int = 1,
+                     cut_below: float = 0.1, carry: str = "shift") -> Iterator[bool]:
+    """A sequence's keyframe schedule without the network: one decision per frame (uint8 RGB at the export's frame
+    size, the readable frames in order), exactly what KeyframeSteps decides on them."""
+    key: KeyframeMotion | None = None
+    age = 0
+    for rgb in frames:
+        if policy.mode == "every":
+            yield True
+            continue
+        greys = frame_greys(rgb, motion_downscale, carry == "pose")
+        motion = key.measure(greys) if key is not None else None
+        keyframe = policy.wants_keyframe(age + 1, motion, rgb.shape[1])
+        if keyframe:
+            key, age = KeyframeMotion(greys, motion_downscale, cut_below), 0
+        else:
+            age += 1
+        yield keyframe
+
+
+def pose_intrinsics(carry: str, intrinsics: Intrinsics | None, frame_size: tuple[int, int]) -> np.ndarray | None:
+    """The camera matrix at the network's frame size for the pose carry (None for the shift carry)."""
+    if carry != "pose":
+        return None
+    if intrinsics is None:
+        raise UserError("--carry pose: the camera's intrinsics are unknown; give --intrinsics fx,fy,cx,cy (pixels of "
+                        "the input frames) or use --carry shift")
+    at = intrinsics.scaled(*frame_size)
+    return camera_matrix(at.fx, at.fy, at.cx, at.cy)
+
+
+def carried_result(carried: Carried, motion: Motion, timings: dict[str, float], age_frames: int,
+                   age_ms: float) -> FrameResult:
+    """A FrameResult for a carried frame (synchronous and asynchronous alike)."""
+    return FrameResult(depth=carried.depth, shift=motion.shift, scene_cut=False, timings=timings, keyframe=False,
+                       age_frames=age_frames, age_ms=age_ms, carry=carried.carry, pose=carried.pose,
+                       tracked=motion.tracks.tracked if motion.tracks is not None else 0, fallback=carried.fallback)
+
+
+def carry_to(depth: np.ndarray, motion: Motion, k: np.ndarray | None, tracks: KeyframeTracks | None) -> Carried:
+    """The keyframe's depth carried to the frame `motion` describes: by its pose when the carry is `pose` and the
+    pose solves, else by the shift (saying why)."""
+    pose, why = None, ""
+    if k is not None and tracks is not None:
+        pose, why = solve_pose(*tracks.correspondences(), depth, k)
+    return carry_depth(depth, motion.shift, pose, k, fallback=why and f"pose: {why}")
 
 
 class KeyframeSteps:
     """FramePipeline.step behind a keyframe policy: step(rgb) -> FrameResult for every frame, the network only on
     keyframes. `replay(rgb)` advances the policy over a frame an earlier run wrote (no network); a later step
-    rebuilds what it needs from the replayed keyframes, so a resumed run continues exactly."""
+    rebuilds what it needs from the replayed keyframes, so a resumed run continues exactly. Both take
+    `keyframe=True/False` to follow a schedule computed beforehand (decide_keyframes) instead of deciding."""
 
-    def __init__(self, pipeline: FramePipeline, policy: KeyframePolicy = EVERY_FRAME):
+    def __init__(self, pipeline: FramePipeline, policy: KeyframePolicy = EVERY_FRAME, carry: str = "shift",
+                 intrinsics: Intrinsics | None = None):
         self.pipeline = pipeline
         self.policy = policy
+        self.carry = parse_carry(carry)
+        self.k: np.ndarray | None = None  # the camera matrix at the frame size (pose carry)
+        if intrinsics is not None:
+            self.set_intrinsics(intrinsics)
         self.reset()
+
+    def set_intrinsics(self, intrinsics: Intrinsics | None) -> None:
+        """The camera's intrinsics (any image size: scaled to the network's); the pose carry needs them."""
+        self.k = pose_intrinsics(self.carry, intrinsics, self.pipeline.frame_size)
 
     def reset(self) -> None:
         """A new sequence: the next frame is a keyframe with no previous frame."""
         self.pipeline.reset()
         self._rgb: np.ndarray | None = None  # the keyframe's RGB (to rebuild after a replay)
         self._previous_rgb: np.ndarray | None = None  # the keyframe before it (the adapter's previous frame)
-        self._grey: np.ndarray | None = None  # the keyframe's grey frame: every shift is measured from it
-        self._depth: np.ndarray | None = None  # its depth; None while it was only replayed
+        self._motion: KeyframeMotion | None = None  # motion measured from the keyframe
+        self._depth: np.ndarray | None = None  # its depth (read-only, ours); None while it was only replayed
         self._synced = True  # the pipeline's previous frame is the keyframe
         self._age = 0  # frames since the keyframe
         self._timestamp: float | None = None
         self._ready_at = 0.0  # perf_counter when its depth was ready
 
-    def _to_grey(self, rgb: np.ndarray) -> np.ndarray | None:
-        return None if self.policy.mode == "every" else to_grey(rgb, self.pipeline.motion_downscale)
-
-    def _decide(self, grey: np.ndarray | None) -> tuple[bool, Shift | None, float]:
-        """(keyframe?, shift from the keyframe, seconds spent measuring it)."""
-        if self._rgb is None or self.policy.mode == "every":
-            return True, None, 0.0
-        if self.policy.mode == "n" and self._age + 1 >= self.policy.n:
-            return True, None, 0.0  # no shift needed to decide, and none used: the network runs
+    def _measure(self, rgb: np.ndarray) -> tuple[FrameGreys | None, Motion | None, float]:
+        if self.policy.mode == "every":
+            return None, None, 0.0
         start = time.perf_counter()
-        shift = phase_shift(self._grey, grey, self.pipeline.motion_downscale)
-        keyframe = self.policy.wants_keyframe(self._age + 1, shift, self.pipeline.frame_size[1])
-        return keyframe, shift, time.perf_counter() - start
+        greys = frame_greys(rgb, self.pipeline.motion_downscale, self.carry == "pose")
+        motion = self._motion.measure(greys) if self._motion is not None else None
+        return greys, motion, time.perf_counter() - start
 
-    def _new_keyframe(self, rgb, grey, depth, timestamp) -> None:
-        self._previous_rgb, self._rgb, self._grey, self._depth = self._rgb, rgb, grey, depth
+    def _decide(self, motion: Motion | None, forced: bool | None) -> bool:
+        if forced is not None:
+            if not forced and self._motion is None and self.policy.mode != "every":
+                raise ValueError("a schedule that does not start with a keyframe")
+            return forced
+        return self.policy.wants_keyframe(self._age + 1, motion, self.pipeline.frame_size[1])
+
+    def _new_keyframe(self, rgb, greys: FrameGreys | None, depth, timestamp) -> None:
+        if depth is not None:  # ours to keep: a caller that edits the result's depth must not change later frames
+            depth = depth.copy()
+            depth.flags.writeable = False
+        self._previous_rgb, self._rgb, self._depth = self._rgb, rgb, depth
+        if greys is not None:
+            self._motion = KeyframeMotion(greys, self.pipeline.motion_downscale, self.pipeline.min_confidence)
         self._age, self._timestamp, self._ready_at = 0, timestamp, time.perf_counter()
 
-    def replay(self, rgb: np.ndarray, timestamp: float | None = None) -> int:
+    def replay(self, rgb: np.ndarray, timestamp: float | None = None, keyframe: bool | None = None) -> int:
         """A frame whose output an earlier run wrote: the same decision as then, without the network. Returns
         its age in frames (0: it was a keyframe)."""
-        grey = self._to_grey(rgb)
-        keyframe, _, _ = self._decide(grey)
-        if keyframe:
-            self._new_keyframe(rgb, grey, None, timestamp)
+        greys, motion, _ = self._measure(rgb)
+        if self._decide(motion, keyframe):
+            self._new_keyframe(rgb, greys, None, timestamp)
             self._synced = False
         else:
             self._age += 1
         return self._age
 
-    def _sync(self, rgb: np.ndarray | None) -> None:
-        """The pipeline's previous frame := `rgb` (levels only), or none."""
-        if rgb is None:
-            self.pipeline.reset()
-        else:
-            self.pipeline.prime(rgb)
-
-    def step(self, rgb: np.ndarray, timestamp: float | None = None) -> FrameResult:
-        """One frame (uint8 RGB at the pipeline's size) -> FrameResult; `keyframe`, `age_frames` and `age_ms` say
-        where its depth comes from. `timestamp` (seconds, the frame's capture time) gives the age in ms; without
-        it, the time since the keyframe's depth was ready."""
+    def step(self, rgb: np.ndarray, timestamp: float | None = None, keyframe: bool | None = None) -> FrameResult:
+        """One frame (uint8 RGB at the pipeline's size) -> FrameResult; `keyframe`, `carry`, `age_frames` and
+        `age_ms` say where its depth comes from. `timestamp` (seconds, the frame's capture time) gives the age in ms;
+        without it, the time since the keyframe's depth was ready."""
         start = time.perf_counter()
-        grey = self._to_grey(rgb)
-        keyframe, shift, motion = self._decide(grey)
-        if keyframe:
+        greys, motion, measured = self._measure(rgb)
+        if self._decide(motion, keyframe):
             if not self._synced:  # after a replay: the adapter's previous frame is the replayed keyframe
-                self._sync(self._rgb)
+                self.pipeline.reset() if self._rgb is None else self.pipeline.prime(self._rgb)
                 self._synced = True
             result = self.pipeline.step(rgb)
-            if motion:  # the decision's own phase correlation (every and N measure none)
-                result.timings["motion"] += motion
-            self._new_keyframe(rgb, grey, result.depth, timestamp)
+            result.timings["motion"] += measured  # the decision's own measurement (every measures none)
+            self._new_keyframe(rgb, greys, result.depth, timestamp)
             return result
         if self._depth is None:  # the keyframe was replayed: compute it again, exactly as the first run did
-            self._sync(self._previous_rgb)
-            self._depth = self.pipeline.step(self._rgb).depth
-            self._synced = True
+            self.pipeline.reset() if self._previous_rgb is None else self.pipeline.prime(self._previous_rgb)
+            depth = self.pipeline.step(self._rgb).depth
+            depth.flags.writeable = False
+            self._depth, self._synced = depth, True
         self._age += 1
         mark = time.perf_counter()
-        depth = translate_depth(self._depth, shift.dx, shift.dy)
+        if self.carry == "pose" and self.k is None:
+            pose_intrinsics(self.carry, None, self.pipeline.frame_size)  # raises: one line naming the fix
+        carried = carry_to(self._depth, motion, self.k, self._motion.tracks)
         timings = dict.fromkeys(STAGE_TIMINGS, 0.0)
-        timings["motion"] = motion
+        timings["motion"] = measured
         timings["propagate"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - start
         if timestamp is not None and self._timestamp is not None:
             age_ms = (timestamp - self._timestamp) * 1000.0
         else:
             age_ms = (time.perf_counter() - self._ready_at) * 1000.0
-        return FrameResult(depth=depth, shift=shift, scene_cut=False, timings=timings, keyframe=False,
-                           age_frames=self._age, age_ms=age_ms)
+        return carried_result(carried, motion, timings, self._age, age_ms)

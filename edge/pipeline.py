@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from smoothdino.core.errors import UserError
 
+from .carry import CameraPose
 from .engines import TENSORRT_BACKENDS, Manifest, open_engine, resolve_backend, to_host
 from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
 
@@ -38,6 +39,15 @@ class FrameResult:
     keyframe: bool = True  # the network ran on this frame; False: a keyframe's depth carried here (edge.keyframes)
     age_frames: int = 0  # frames since the keyframe whose depth this is (0 on a keyframe)
     age_ms: float = 0.0  # how old that depth is, in milliseconds (0 on a keyframe)
+    carry: str = "network"  # how the depth got here: network (a keyframe) | pose | shift | none (edge.carry)
+    pose: CameraPose | None = None  # carry == "pose": the camera's motion since the keyframe
+    tracked: int = 0  # corners followed from the keyframe to this frame (pose carry)
+    fallback: str = ""  # why a pose carry fell back to the shift
+
+    @property
+    def inliers(self) -> int:
+        """PnP inliers of the pose carry (0 otherwise)."""
+        return self.pose.inliers if self.pose is not None else 0
 
 
 class FramePipeline:
@@ -94,9 +104,16 @@ class FramePipeline:
         return self._encode(rgb)
 
     def prime(self, rgb: np.ndarray) -> None:
-        """Make `rgb` the previous frame without producing depth (resuming mid-sequence exactly)."""
+        """Make `rgb` the previous frame without producing depth (resuming mid-sequence exactly). The rule step
+        applies holds here too: a frame whose levels are not finite leaves no previous frame."""
         self._check(rgb)
-        self._previous = (self._timed_encode(np.ascontiguousarray(rgb)), to_grey(rgb, self.motion_downscale))
+        levels = self._timed_encode(np.ascontiguousarray(rgb))
+        self._previous = (levels, to_grey(rgb, self.motion_downscale)) if self._levels_finite(levels) else None
+
+    def _levels_finite(self, levels) -> bool:
+        """Every value of the encoder's levels is finite (host copies: only asked after a non-finite depth, or
+        once when priming)."""
+        return all(bool(np.isfinite(v).all()) for v in self._levels_to_host(levels).values())
 
     def _timed_shift(self, previous_grey, grey):
         start = time.perf_counter()
@@ -154,8 +171,10 @@ class FramePipeline:
             if fused is not levels:
                 outputs.update(self._levels_to_host(fused, "fused_"))
             outputs["depth"] = depth
-        # a frame that overflowed may carry non-finite levels: the next frame starts afresh, as after a scene cut
-        self._previous = None if nonfinite else (levels, grey)
+        # levels that overflowed would poison the next frame: it starts afresh, as after a scene cut. Non-finite levels
+        # always give non-finite depth (every decoder path from them is a convolution), so they are looked at only
+        # then; the rule reads the frame's own levels alone, so prime() applies it exactly when resuming
+        self._previous = None if nonfinite and not self._levels_finite(levels) else (levels, grey)
         t["post"] = time.perf_counter() - mark
         t["total"] = time.perf_counter() - start
         return FrameResult(depth=depth, shift=shift, scene_cut=cut, timings=t, outputs=outputs, nonfinite=nonfinite)

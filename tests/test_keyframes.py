@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from smoothdino.cli import app
 from smoothdino.core.errors import UserError
-from smoothdino.edge.keyframes import KeyframePolicy, KeyframeSteps, parse_keyframes, translate_depth
+from smoothdino.edge.carry import translate_depth
+from smoothdino.edge.keyframes import KeyframePolicy, KeyframeSteps, parse_keyframes
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
@@ -126,3 +128,82 @@ def test_process_table_reports_keyframe_share_and_both_rates(small_export, tmp_p
     bad = CliRunner().invoke(app, ["process", str(sequence), "--out", str(tmp_path / "bad"), "--engines",
                                    str(small_export), "--keyframes", "0"])
     assert bad.exit_code == 2 and "--keyframes" in bad.output and not (tmp_path / "bad").exists()
+
+
+# -- issue 28: exact carried depth ---------------------------------------------------------------------------------
+
+def test_resized_carried_depth_never_invents_values_at_the_uncovered_border(small_export):
+    """A 10 px pan: the carried frame has a 0 strip; resized to another size (live, the API, a smaller export), no
+    pixel may lie below the keyframe's smallest depth (linear blending with 0 would), and the strip stays 0."""
+    from smoothdino.core.images import resize_depth
+
+    frames = _frames(2, velocity=(10.0, 0.0))
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, KeyframePolicy(mode="n", n=3))
+        key, carried = steps.step(frames[0]), steps.step(frames[1])
+    assert (carried.depth == 0).any()
+    for size in [(140, 196), (35, 49), (71, 99), (1, 1), (3, 500)]:
+        out = resize_depth(carried.depth, size)
+        has = out > 0
+        assert has.any() and (out[has] >= key.depth.min() - 1e-5).all() and (out[has] <= key.depth.max() + 1e-5).all()
+        # holes where the nearest source pixel is a hole: the 0 strip keeps its share of the frame
+        hole = cv2.resize((carried.depth == 0).astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        assert np.array_equal(out == 0, hole.astype(bool))
+    # a depth map without holes resizes exactly as before (plain linear)
+    assert np.array_equal(resize_depth(key.depth, (140, 196)),
+                          cv2.resize(key.depth, (196, 140), interpolation=cv2.INTER_LINEAR))
+
+
+def test_a_caller_editing_returned_depth_never_changes_later_frames(small_export):
+    frames = _frames(3, velocity=(2.0, 0.0))
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, KeyframePolicy(mode="n", n=3))
+        key = steps.step(frames[0])
+        clean = steps.step(frames[1]).depth.copy()
+        steps.reset()
+        key = steps.step(frames[0])
+        key.depth[:] = 0  # the caller masks the keyframe's depth in place
+        again = steps.step(frames[1])
+        again.depth[:] = 0
+        third = steps.step(frames[2])
+    assert np.array_equal(steps._depth is not None and clean, clean) and (third.depth > 0).any()
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, KeyframePolicy(mode="n", n=3))
+        steps.step(frames[0])
+        assert np.array_equal(steps.step(frames[1]).depth, clean)
+
+
+@pytest.mark.parametrize("policy", [KeyframePolicy(mode="n", n=5), KeyframePolicy(mode="auto", max_age=10, max_shift=1.0,
+                                                                                 min_confidence=0.0)])
+def test_a_scene_cut_makes_a_keyframe_under_every_policy(small_export, policy):
+    """N and a lenient auto would carry frame 0's depth for frames 1-4; frame 2 is another scene: it must be a
+    keyframe flagged as a cut, never the old scene's depth marked valid."""
+    frames = _frames(5, velocity=(1.0, 0.0))
+    other = cv2.GaussianBlur(np.random.default_rng(5).integers(0, 256, (*SMALL, 3), dtype=np.uint8), (3, 3), 0)
+    frames[2:] = [np.ascontiguousarray(np.roll(other, i, axis=1)) for i in range(3)]  # another scene, panning
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime", min_confidence=0.1) as pipeline:
+        steps = KeyframeSteps(pipeline, policy)
+        results = [steps.step(rgb) for rgb in frames]
+    assert results[2].keyframe and results[2].scene_cut and results[2].carry == "network"
+    assert not results[1].keyframe and not results[3].keyframe  # the policy still carries otherwise
+
+
+def test_auto_max_age_carries_exactly_that_many_frames(small_export):
+    frames = _frames(9, velocity=(0.2, 0.0))
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, KeyframePolicy(mode="auto", max_age=3, max_shift=1.0, min_confidence=0.0))
+        kinds = [steps.step(rgb).keyframe for rgb in frames]
+    assert kinds == [True, False, False, False, True, False, False, False, True]  # 3 carried frames a keyframe
+
+
+def test_the_schedule_without_the_network_is_what_the_steps_decide(small_export):
+    from smoothdino.edge.keyframes import decide_keyframes
+
+    frames = _frames(12, velocity=(2.5, 1.0))
+    frames[7] = np.ascontiguousarray(np.random.default_rng(1).integers(0, 256, (*SMALL, 3), dtype=np.uint8))
+    for policy in (parse_keyframes("3"), parse_keyframes("auto"), KeyframePolicy(mode="auto", max_shift=0.05)):
+        with DepthPipeline.from_folder(small_export, backend="onnxruntime", min_confidence=0.2) as pipeline:
+            steps = KeyframeSteps(pipeline, policy)
+            decided = [steps.step(rgb).keyframe for rgb in frames]
+        assert list(decide_keyframes(frames, policy, 1, cut_below=0.2)) == decided, policy
+        assert decided[7] and 1 < sum(decided) < 12
