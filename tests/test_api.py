@@ -365,3 +365,32 @@ def test_ros_message_fields_are_what_rclpy_takes():
     assert list(info["k"]) == [250.0, 0.0, 160.0, 0.0, 250.5, 120.0, 0.0, 0.0, 1.0]
     assert len(info["p"]) == 12 and list(info["d"]) == [0.0] * 5 and info["d"].typecode == "d"
     assert [f["offset"] for f in point_fields()] == [0, 4, 8, 12]
+
+
+@pytest.mark.parametrize("size", [(70, 98), SIZE])  # at the export's size (no resize: the same array) and another
+def test_depth_the_session_returns_is_the_callers_to_edit(small_export, size):
+    """Masking `out.depth` in place (a planner clearing far points) must not change any later frame."""
+    frames = _frames(4, size=size)
+    with _open(small_export, keyframes=4) as clean:
+        expected = [clean.step(f).depth.copy() for f in frames]
+    with _open(small_export, keyframes=4) as model:
+        for frame, want in zip(frames, expected):
+            out = model.step(frame)
+            assert np.array_equal(out.depth, want)
+            out.depth[:] = 0  # the caller's edit
+    assert all((e > 0).sum() > 0.8 * e.size for e in expected)
+
+
+def test_open_takes_a_carry_and_says_what_the_pose_carry_needs(small_export):
+    with pytest.raises(ValueError, match="intrinsics"):
+        _open(small_export, carry="pose")
+    with pytest.raises(ValueError, match="carry"):
+        _open(small_export, carry="flow")
+    frames = _frames(3, velocity=(1.5, 0.0))
+    with _open(small_export, keyframes=3) as model:
+        assert model.carry == "shift"
+        assert [model.step(f).carry for f in frames] == ["network", "shift", "shift"]
+    with _open(small_export, keyframes=3, intrinsics=(100.0, 100.0, SIZE[1] / 2, SIZE[0] / 2)) as model:
+        assert model.carry == "pose"  # the default where the camera is known
+        outs = [model.step(f) for f in frames]
+    assert outs[0].carry == "network" and {o.carry for o in outs[1:]} <= {"pose", "shift"}

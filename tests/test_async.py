@@ -90,3 +90,79 @@ def test_async_worker_failure_reaches_the_caller_in_one_line(tmp_path):
 
     with pytest.raises(UserError, match="no manifest"):
         AsyncPipeline(lambda: DepthPipeline.from_folder(tmp_path / "nothing"))
+
+
+# -- issue 28: the worker's lifecycle and scene cuts ----------------------------------------------------------------
+
+class FailingPipeline(DepthPipeline):
+    """The real pipeline whose second network pass fails, as a CUDA error would."""
+
+    def _decode(self, levels):
+        self.passes_started = getattr(self, "passes_started", 0) + 1
+        if self.passes_started == 2:
+            raise RuntimeError("simulated CUDA error: an illegal memory access was encountered")
+        return super()._decode(levels)
+
+
+def _wait_for(condition, seconds=30.0):
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_a_worker_error_after_the_last_step_is_raised_by_close(small_export, textured_rgb):
+    pipeline = AsyncPipeline(lambda: FailingPipeline.from_folder(small_export, backend="onnxruntime"))
+    pipeline.step(textured_rgb)
+    _wait_for(lambda: pipeline.passes == 1)
+    pipeline.step(textured_rgb)  # the last frame: its pass fails after this returns
+    _wait_for(lambda: not pipeline._thread.is_alive())
+    with pytest.raises(RuntimeError, match="simulated CUDA error"):
+        pipeline.close()
+    pipeline.close()  # once raised, closing again is quiet
+    with pytest.raises(RuntimeError, match="closed"):
+        pipeline.step(textured_rgb)  # never stale depth from a closed pipeline
+
+
+def test_a_startup_time_out_is_one_line_and_stops_the_thread(small_export):
+    from smoothdino.core.errors import UserError
+
+    opened: list = []
+
+    def slow_open():
+        time.sleep(1.0)
+        opened.append(DepthPipeline.from_folder(small_export, backend="onnxruntime"))
+        return opened[-1]
+
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(UserError, match="did not open within 0.2 s") as caught:
+        AsyncPipeline(slow_open, startup_timeout=0.2)
+    assert "\n" not in str(caught.value)
+    _wait_for(lambda: opened and not opened[0].engines)  # it opened late, then closed its engines itself
+    _wait_for(lambda: [t for t in threading.enumerate() if t.name == "network"] == [] or "network" in before)
+
+
+def test_async_scene_cut_gives_no_depth_until_a_keyframe_of_the_new_scene(small_export):
+    from smoothdino.edge.sources.synthetic import SyntheticScene
+
+    scene = SyntheticScene(70, 98, frames=40, velocity=(0.5, 0.0))
+    canvases = scene.canvases()
+    first = [scene.frame(i, canvases)[0] for i in range(20)]
+    other = cv2.GaussianBlur(np.random.default_rng(9).integers(0, 256, (70, 98, 3), dtype=np.uint8), (3, 3), 0)
+    with AsyncPipeline(lambda: DepthPipeline.from_folder(small_export, backend="onnxruntime",
+                                                          min_confidence=0.2)) as pipeline:
+        result = pipeline.step(first[0])
+        _wait_for(lambda: pipeline.passes >= 1)
+        carried = pipeline.step(first[1])
+        assert carried is not None and carried.carry == "shift" and carried.depth.any()
+        cut = pipeline.step(other)  # frame 2
+        assert cut.scene_cut and cut.carry == "none" and not cut.depth.any()  # never the old scene's depth
+        after = [pipeline.step(np.ascontiguousarray(np.roll(other, 1 + i % 2, axis=1))) for i in range(3)]
+        for index, r in enumerate(after, start=3):
+            assert not r.scene_cut  # flagged once, on the cut
+            if index - r.age_frames < 2:  # still the old scene's keyframe: no depth at all
+                assert r.carry == "none" and not r.depth.any()
+        _wait_for(lambda: pipeline._latest is not None and pipeline._latest.index >= 2)
+        fresh = pipeline.step(np.ascontiguousarray(np.roll(other, 1, axis=1)))
+    assert result is None
+    assert fresh.carry == "shift" and fresh.depth.any() and not fresh.scene_cut
