@@ -185,7 +185,8 @@ Intrinsics = Annotated[Optional[str], typer.Option(help="Camera fx,fy,cx,cy in p
 CloudStride = Annotated[int, typer.Option(help="Point clouds keep every Nth pixel in each direction.")]
 EnginesOrExport = Annotated[Path | None, typer.Option("--engines", help="Export folder; without it, export on the fly into <out>/engines.")]
 ExportSize = Annotated[str | None, typer.Option("--size", help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size).")]
-Keyframes = Annotated[str, typer.Option(help="When the network runs: every (every frame, exact), N (every N-th frame), or auto (when the camera moved too far from the last keyframe, the views overlap poorly, or it is 4 frames old). Other frames get the last keyframe's depth moved by the camera shift.")]
+Keyframes = Annotated[str, typer.Option(help="When the network runs: every (every frame, exact), N (every N-th frame), or auto (when the camera moved too far from the last keyframe, the views overlap poorly, or it is 4 frames old). Other frames get the last keyframe's depth carried to them (--carry).")]
+Carry = Annotated[Optional[str], typer.Option(metavar="shift|pose", help="How a keyframe's depth reaches the frames after it: pose (the camera's 3-D motion from tracked corners; needs intrinsics) or shift (a 2-D translation). Default: pose where the camera is known (NYUv2 folders, bags with CameraInfo, --intrinsics), else shift, with a notice.")]
 ResizeFrames = Annotated[bool, typer.Option("--resize/--no-resize", help="Resize frames of another size to the engines' (--no-resize: refuse).")]
 
 
@@ -430,6 +431,7 @@ class StepChoice:
     engines: Path | None = None
     resize: bool = True
     keyframes: str = "every"
+    carry: str | None = None  # None: pose where the camera is known (edge.commands.robotics.choose_carry)
 
     @property
     def policy(self):
@@ -439,7 +441,7 @@ class StepChoice:
 
 
 STEP = OptionGroup("step", {"engines": (EnginesOrExport, None), "resize": (ResizeFrames, True),
-                            "keyframes": (Keyframes, "every")}, StepChoice)
+                            "keyframes": (Keyframes, "every"), "carry": (Carry, None)}, StepChoice)
 DepthRange = Annotated[Optional[str], typer.Option(metavar="MIN,MAX", help="Metres the depth colours span (video, window, snapshots; the colour bar shows the scale). Default 0,10 (NYUv2's range): a colour means the same depth in every frame and every run.")]
 
 
@@ -457,32 +459,78 @@ class ViewChoice:
 
 
 VIEW = OptionGroup("view", {"depth_range": (DepthRange, None)}, ViewChoice)
+ROS2_TRANSPORTS = r"(?i)dds|zenoh"
+Ros2Transport = Annotated[Optional[str], typer.Option("--ros2", metavar="[dds|zenoh]", help="Publish live ROS 2 topics, no ROS install needed: dds (the default: ROS 2's default middleware, Humble and later) or zenoh (rmw_zenoh, Jazzy and later, through its router). Under --ros2-namespace: depth/image (32FC1 metres, NaN = no depth), depth/camera_info, depth/points (every --cloud-stride-th pixel), color/image with --ros2-color, /tf for frames the pose carry moved; sensor-data QoS, node `smoothdino`. The loop never waits for ROS: a frame not yet published is replaced by the next (counted).")]
+Ros2Domain = Annotated[Optional[int], typer.Option(help="--ros2: the ROS 2 domain (default: ROS_DOMAIN_ID, else 0).")]
+Ros2Namespace = Annotated[str, typer.Option(help="--ros2: namespace of the node and its topics, e.g. /robot1/front.")]
+Ros2Connect = Annotated[Optional[str], typer.Option(metavar="ENDPOINT", help="--ros2 zenoh: the Zenoh router, e.g. tcp/192.168.1.10:7447 (default: tcp/localhost:7447, the robot's `ros2 run rmw_zenoh_cpp rmw_zenohd`; ZENOH_SESSION_CONFIG_URI is read as rmw_zenoh reads it).")]
+Ros2Distro = Annotated[Optional[str], typer.Option(help="--ros2: the robot's ROS 2, humble (DDS only), jazzy, kilted or rolling (default: ROS_DISTRO, else jazzy).")]
+Ros2Color = Annotated[bool, typer.Option("--ros2-color", help="--ros2: also publish color/image (the input frame, rgb8).")]
+
+
+@dataclass(frozen=True)
+class Ros2Choice:
+    """`--ros2 [dds|zenoh]` and its companions."""
+
+    ros2_transport: str | None = None
+    ros2_domain: int | None = None
+    ros2_namespace: str = ""
+    ros2_connect: str | None = None
+    ros2_distro: str | None = None
+    ros2_color: bool = False
+
+    @property
+    def options(self):
+        """edge.sinks.ros2.Ros2Options, or None without --ros2 (a companion option alone is refused)."""
+        from smoothdino.edge.sinks.ros2 import Ros2Options
+
+        if self.ros2_transport is None:
+            given = [f"--{k.replace('_', '-')}" for k, v in vars(self).items() if v not in (None, "", False)]
+            if given:
+                raise UserError(f"{given[0]} applies to ROS 2 topics: add --ros2 (dds) or --ros2 zenoh")
+            return None
+        return Ros2Options(self.ros2_transport, self.ros2_domain, self.ros2_namespace, self.ros2_connect,
+                           self.ros2_distro, self.ros2_color)
+
+
+ROS2 = OptionGroup("ros2", {"ros2_transport": (Ros2Transport, None), "ros2_domain": (Ros2Domain, None),
+                            "ros2_namespace": (Ros2Namespace, ""), "ros2_connect": (Ros2Connect, None),
+                            "ros2_distro": (Ros2Distro, None), "ros2_color": (Ros2Color, False)}, Ros2Choice)
+Serve = Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Watch in a browser: RGB | depth with the colour bar, the depth and 3-D point under the cursor, rates, depth age, stage times, snapshots; the page is served from the package, no internet needed. Binds 127.0.0.1 unless a HOST is given (0.0.0.0:8080: every interface, behind a random token in the printed URL). The loop never waits for a viewer.")]
 
 
 # -- process / inspect / live / demo ----------------------------------------------------------------
 
+def _bare_option(args: list[str], option: str, values: str, default: str) -> list[str]:
+    """`option` given without a value (last, or followed by something `values` does not match) gets `default`."""
+    import re
+
+    given = list(args)
+    for i in reversed(range(len(given))):
+        if given[i] == option and (i + 1 == len(given) or not re.fullmatch(values, given[i + 1])):
+            given.insert(i + 1, default)
+    return given
+
+
 class RayAddressOptional(typer.core.TyperCommand):
     """`--ray` alone is `--ray auto` (typer has no option with an optional value): a bare --ray, or one followed by
-    something that is no cluster address (another option, a sequence), gets `auto`."""
+    something that is no cluster address (another option, a sequence), gets `auto`. Likewise `--ros2` alone is
+    `--ros2 dds`."""
 
     ADDRESS = r"(?i)(auto|local|none|ray://\S+|\[?[\w.:-]+\]?:\d+|\d+\.\d+\.\d+\.\d+)"
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        import re
-
-        given = list(args)
-        for i in reversed(range(len(given))):
-            if given[i] == "--ray" and (i + 1 == len(given) or not re.fullmatch(self.ADDRESS, given[i + 1])):
-                given.insert(i + 1, "auto")
+        given = _bare_option(_bare_option(args, "--ray", self.ADDRESS, "auto"), "--ros2", ROS2_TRANSPORTS, "dds")
         return super().parse_args(ctx, given)
 
 
-@command(STEP, MODEL, RUN, VIEW, cls=RayAddressOptional)
+@command(STEP, MODEL, RUN, VIEW, ROS2, cls=RayAddressOptional)
 def process(
     sequences: Annotated[list[Path], typer.Argument(help="NYUv2 sequence folders (<i>.jpg [+ <i>.png depth]), image folders, or ROS bags (a bag folder or a .mcap file).")],
     out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*; depth_bag/ for a bag; points/*.ply}. With --ray: storage every node sees at the same path.")] = Path("out/process"),
     video: Annotated[bool, typer.Option(help="Write <sequence>/video.mp4 (RGB | depth).")] = True,
-    resume: Annotated[bool, typer.Option(help="Skip frames whose depth PNG is already written.")] = True,
+    resume: Annotated[bool, typer.Option(help="Skip frames whose depth PNG is already written (by a run with the same options: a folder written with others is refused).")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier run's outputs in each <out>/<sequence> (e.g. one made with other options) instead of resuming it.")] = False,
     limit: Annotated[Optional[int], typer.Option(help="At most this many frames per sequence.")] = None,
     motion_downscale: MotionDownscale = 1,
     topic: Annotated[Optional[str], typer.Option(help="A bag's image topic (Image rgb8/bgr8/mono8 or CompressedImage jpeg/png; default: the bag's only one).")] = None,
@@ -490,8 +538,10 @@ def process(
     points: Annotated[bool, typer.Option("--points", help="Also write <sequence>/points/<frame>.ply (coloured point clouds, metres).")] = False,
     cloud_stride: CloudStride = 4,
     ray: Annotated[Optional[str], typer.Option("--ray", metavar="[ADDRESS]", help="Process on a Ray cluster, byte-identical to one process: every sequence in chunks, a worker per GPU (or per --threads CPUs, default 1) opening the export once. No value or auto: join RAY_ADDRESS or a Ray instance on this machine, else start one here; HOST:PORT: join that cluster's head. --out (and --engines) must be storage every node sees at the same path. Needs the 'cluster' extra.")] = None,
-    chunk: Annotated[Optional[int], typer.Option(help="--ray: frames a chunk (default: all frames / (4 x workers), 16 to 1000; at least 64 with --keyframes auto).")] = None,
+    chunk: Annotated[Optional[int], typer.Option(help="--ray: frames a chunk (default: all frames / (4 x workers), 16 to 1000).")] = None,
+    serve: Serve = None,
     step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None, view: ViewChoice = None,
+    ros2: Ros2Choice = None,
 ):
     """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth. A ROS bag
     in gives a ROS 2 bag out (<sequence>/depth_bag: 32FC1 depth, CameraInfo, PointCloud2)."""
@@ -499,8 +549,13 @@ def process(
     from smoothdino.edge.commands.robotics import RobotOptions
 
     options = command.ProcessOptions(sequences, out, video, step.resize, resume, limit, step.policy,
-                                     RobotOptions(topic, intrinsics, points, cloud_stride), view.range)
+                                     RobotOptions(topic, intrinsics, points, cloud_stride), view.range,
+                                     overwrite=overwrite, serve=serve, ros2=ros2.options, carry=step.carry)
     options.check()
+    if ray is not None and serve is not None:
+        raise UserError("--serve shows a run in this process and --ray runs on the cluster's workers: drop one of them")
+    if ray is not None and options.ros2 is not None:
+        raise UserError("--ros2 publishes from this process and --ray runs on the cluster's workers: drop one of them")
     if ray is not None:  # many machines (edge.commands.cluster): the workers open the export, the driver does not
         from smoothdino.edge.commands import cluster
 
@@ -526,13 +581,13 @@ def inspect(
     """What the adapter does: feature PCA images before/after it, and frame-to-frame stability (aligned)."""
     from smoothdino.edge.commands import inspect as command
 
-    options = command.InspectOptions(sequences, out, level, frames, step.resize, step.policy, view.range)
+    options = command.InspectOptions(sequences, out, level, frames, step.resize, step.policy, view.range, step.carry)
     sources = options.open_sources()
     pipeline = run.open(step.engines, model, out, options.frame_size, keep_outputs=True)
     command.inspect(pipeline, sources, options)
 
 
-@command(RUN, VIEW)
+@command(RUN, VIEW, ROS2, cls=RayAddressOptional)
 def live(
     engines: Annotated[Path, typer.Option(help="Export folder (manifest.json).")],
     source: Annotated[str, typer.Option(help="0 | /dev/video0 | csi://0 | a GStreamer pipeline | a video file (replayed in real time).")] = "0",
@@ -548,7 +603,9 @@ def live(
     cloud_stride: CloudStride = 4,
     asynchronous: Annotated[bool, typer.Option("--async/--no-async", help="The network in its own thread on the newest frame; every camera frame is output at once with the latest keyframe's depth moved by the camera shift (its age is shown). --no-async: the network on the frames --keyframes picks, in the loop (the camera waits).")] = True,
     keyframes: Keyframes = "every",
-    run: RunChoice = None, view: ViewChoice = None,
+    carry: Carry = None,
+    serve: Serve = None,
+    run: RunChoice = None, view: ViewChoice = None, ros2: Ros2Choice = None,
 ):
     """Live depth from a camera: window with FPS and per-stage latency; q (or Ctrl-C) ends cleanly, s saves a snapshot."""
     from smoothdino.edge.commands import live as command
@@ -557,7 +614,8 @@ def live(
 
     options = command.LiveOptions(source, headless, snapshots, record, out, overwrite, max_frames, foxglove,
                                   asynchronous, parse_keyframes(keyframes),
-                                  RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), view.range)
+                                  RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), view.range,
+                                  serve=serve, ros2=ros2.options, carry=carry)
     command.live(lambda: run.open(engines, None, Path("."), lambda: None, motion_downscale=motion_downscale), options)
 
 
@@ -566,7 +624,8 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
     size: Annotated[str, typer.Option(help="Frame size of the synthetic sequence and the export.")] = "240x320",
     frames: Annotated[int, typer.Option(help="Frames in the synthetic sequence.")] = 24,
-    arch: Arch = "vits14", backend: Backend = "auto", view: ViewChoice = None,
+    arch: Arch = "vits14", backend: Backend = "auto", keyframes: Keyframes = "every", carry: Carry = None,
+    view: ViewChoice = None,
 ):
     """The whole path on a fresh machine: synthetic moving sequence -> export -> process -> video, PNGs, metrics."""
     from smoothdino.edge.commands import process as command
@@ -581,7 +640,10 @@ def demo(
         notice(f"official {arch} weights are not in the cache (smoothdino weights fetch {arch}): using random weights")
     model = ModelChoice(arch=arch, size=size, random_weights=not have_official)
     pipeline = RunChoice(backend=backend).open(None, model, out, lambda: (height, width))
-    command.process(pipeline, command.ProcessOptions([sequence], out, depth_range=depth_range))
+    from smoothdino.edge.keyframes import parse_keyframes
+
+    command.process(pipeline, command.ProcessOptions([sequence], out, keyframes=parse_keyframes(keyframes, carry=carry or "shift"),
+                                                     depth_range=depth_range, carry=carry))
     console.print(f"demo: open {Path(out) / sequence.name / 'video.mp4'}; depth PNGs and metrics.json beside it")
 
 
@@ -602,6 +664,7 @@ def bench(
     weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None, random_weights: RandomWeights = False,
     seed: Seed = 0,
     keyframes: Annotated[str, typer.Option(help="Comma-separated keyframe policies, each a row per configuration: every, N, auto (see process --keyframes).")] = "every",
+    carry: Carry = None,
 ):
     """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base: every back-end and precision, same frames."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -614,7 +677,7 @@ def bench(
                      precisions=[p for p in precisions.split(",") if p], frames=frames,
                      size=parse_size(size) if size else None, warmup=warmup, threads=threads, weights_dir=weights_dir,
                      adapter_weights=adapter_weights, random_weights=random_weights, seed=seed,
-                     keyframes=[parse_keyframes(k).label for k in keyframes.split(",") if k])
+                     keyframes=[parse_keyframes(k).label for k in keyframes.split(",") if k], carry=carry)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("bench", total=None)

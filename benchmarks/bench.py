@@ -39,6 +39,7 @@ from smoothdino.edge.loop import ResumableSteps
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.edge.pipeline import STAGE_TIMINGS
 from smoothdino.edge.sinks import DepthPngSink, json_dumps, to_millimetres
+from smoothdino.edge.commands.robotics import RobotOptions, choose_carry
 from smoothdino.edge.keyframes import parse_keyframes
 from smoothdino.edge.sources import FolderSource
 
@@ -73,6 +74,7 @@ class BenchSpec:
     seed: int = 0
     min_confidence: float = 0.1
     keyframes: list[str] = field(default_factory=lambda: ["every"])  # edge.keyframes policies: every, N, auto
+    carry: str | None = None  # shift | pose between keyframes; None: pose where the camera is known (NYUv2 folders)
 
 
 @dataclass
@@ -277,8 +279,11 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
             steps, previous = {}, {}
             for key, r in runners.items():
                 pngs = DepthPngSink(spec.out / "depth" / key.replace("@", "_at_").replace("/", "_") / source.name)
-                steps[key] = (ResumableSteps(r.pipeline, sink.reader(r, pngs, source.name),
-                                             parse_keyframes(r.keyframes)), pngs)
+                carry, policy, intrinsics = choose_carry(spec.carry, source, RobotOptions(), parse_keyframes(r.keyframes))
+                steps[key] = (ResumableSteps(r.pipeline, sink.reader(r, pngs, source.name), policy, carry=carry), pngs)
+                if intrinsics is not None:  # the pose carry's camera (NYUv2's Kinect for its folders)
+                    steps[key][0].set_intrinsics(intrinsics.for_frame({}, *next(
+                        f for f in (source.load(i) for i in range(len(source))) if f is not None).rgb.shape[:2]))
             for position in range(len(source)):
                 frame = source.load(position)
                 if frame is None:

@@ -106,36 +106,117 @@ def policy_figures(run: dict, every: dict, frames) -> dict:
             "floor_frames": len(floor)}
 
 
-def floor_sweep(sequences, size, policies) -> list[dict]:
-    """The auto policy's limits chosen on ground truth alone (no network): for each policy, the share of frames
-    that become keyframes and the propagation floor (a keyframe's GT carried by the measured shift vs frame t's GT)
-    over every frame of the sequences."""
-    from smoothdino.edge.carry import translate_depth
-    from smoothdino.edge.motion import phase_shift, to_grey
+def sequence_camera(sequence: Path, size) -> np.ndarray:
+    """The camera matrix of an NYUv2-layout folder at `size` (the Kinect's calibration, as `process` assumes)."""
+    from smoothdino.edge.keyframes import pose_intrinsics
+    from smoothdino.edge.sources import NYU_KINECT
 
-    scenes = [[(to_grey(rgb), gt) for rgb, gt in load_frames(s, 100_000, size)] for s in sequences]
-    rows = []
-    for policy in policies:
-        floor, keys, total = [], 0, 0
-        for frames in scenes:
-            key = None
-            age = 0
-            for grey, gt in frames:
-                total += 1
-                shift = phase_shift(key[0], grey) if key is not None else None
-                if key is None or policy.wants_keyframe(age + 1, shift, size[1]):
-                    key, age, keys = (grey, gt), 0, keys + 1
+    return pose_intrinsics("pose", NYU_KINECT, size)
+
+
+def _carry_error(carried: np.ndarray, gt: np.ndarray) -> float | None:
+    mask = (carried > 0.001) & (gt > 0.001)
+    return rmse(carried, gt, mask) if mask.sum() > 0.01 * mask.size else None  # almost no measured depth: no figure
+
+
+def floor_policy(scenes, size, policy, carry: str, cut_below: float = 0.1) -> dict:
+    """The propagation floor of one policy and carry, on ground truth alone (no network): each frame's decision as
+    `process` makes it (edge.keyframes), the keyframe's GT depth carried to the frames after it by the same carry
+    (edge.keyframes.carry_to), RMSE against each carried frame's GT. Returns median_m, p90_m, keyframe_share."""
+    from smoothdino.edge.keyframes import KeyframeMotion, carry_to, frame_greys
+
+    errors, keys, total, fallbacks = [], 0, 0, 0
+    for frames, k in scenes:
+        key: KeyframeMotion | None = None
+        key_gt, age = None, 0
+        for rgb, gt in frames:
+            total += 1
+            greys = frame_greys(rgb, 1, carry == "pose")
+            motion = key.measure(greys) if key is not None else None
+            if policy.wants_keyframe(age + 1, motion, size[1]):
+                key, key_gt, age, keys = KeyframeMotion(greys, 1, cut_below), gt, 0, keys + 1
+                continue
+            age += 1
+            carried = carry_to(key_gt, motion, k if carry == "pose" else None, key.tracks)
+            fallbacks += bool(carried.fallback)
+            error = _carry_error(carried.depth, gt)
+            if error is not None:
+                errors.append(error)
+    return {"median_m": round(float(np.median(errors)), 4), "p90_m": round(float(np.percentile(errors, 90)), 4),
+            "keyframe_share": round(keys / total, 4), "carried_frames": len(errors), "frames": total,
+            "pose_fallbacks": fallbacks}
+
+
+def floor_gaps(scenes, size, gaps=(1, 2, 3, 4, 6), stride: int = 3) -> dict:
+    """Both carries at fixed gaps: for every `stride`-th frame t, keyframe k = t - gap, the corners followed through
+    the frames between (as the run-time follows them), GT of k carried to t."""
+    from smoothdino.edge.keyframes import KeyframeMotion, carry_to, frame_greys
+
+    out = {}
+    for carry in ("shift", "pose"):
+        out[carry] = {}
+        for gap in gaps:
+            errors, fallbacks = [], 0
+            for frames, k in scenes:
+                greys = [frame_greys(rgb, 1, carry == "pose") for rgb, _ in frames]
+                for t in range(max(gaps), len(frames), stride):
+                    key = KeyframeMotion(greys[t - gap], 1, 0.0)
+                    for j in range(t - gap + 1, t + 1):
+                        motion = key.measure(greys[j])
+                    carried = carry_to(frames[t - gap][1], motion, k if carry == "pose" else None, key.tracks)
+                    fallbacks += bool(carried.fallback)
+                    error = _carry_error(carried.depth, frames[t][1])
+                    if error is not None:
+                        errors.append(error)
+            out[carry][str(gap)] = {"median_m": round(float(np.median(errors)), 4),
+                                    "p90_m": round(float(np.percentile(errors, 90)), 4), "pairs": len(errors),
+                                    "pose_fallbacks": fallbacks}
+    return out
+
+
+def carry_cost(sequence: Path, sizes, frames: int = 40) -> dict:
+    """Milliseconds a carried frame costs at each size (median over `frames`, keyframe every 4th): the motion
+    measurement (phase correlation + corner tracking) and the carry (PnP + splat, or the translation)."""
+    from smoothdino.edge.keyframes import KeyframeMotion, carry_to, frame_greys
+
+    out = {}
+    for size in sizes:
+        loaded = load_frames(sequence, frames, size)
+        k = sequence_camera(sequence, size)
+        for carry in ("shift", "pose"):
+            measure_ms, carry_ms = [], []
+            key, key_gt = None, None
+            for i, (rgb, gt) in enumerate(loaded):
+                a = time.perf_counter()
+                greys = frame_greys(rgb, 1, carry == "pose")
+                motion = key.measure(greys) if key is not None else None
+                b = time.perf_counter()
+                if i % 4 == 0:
+                    key, key_gt = KeyframeMotion(greys, 1, 0.0), gt
                     continue
-                age += 1
-                carried = translate_depth(key[1], shift.dx, shift.dy)
-                mask = (carried > 0.001) & (gt > 0.001)
-                if mask.sum() > 0.01 * mask.size:  # frames with almost no measured depth say nothing
-                    floor.append(rmse(carried, gt, mask))
-        rows.append({"keyframes": policy.label if policy.mode != "auto" else
-                     f"auto(shift {policy.max_shift:g}, conf {policy.min_confidence:g}, age {policy.max_age})",
-                     "keyframe_share": round(keys / total, 3), "floor_median_m": round(float(np.median(floor)), 3),
-                     "floor_p90_m": round(float(np.percentile(floor, 90)), 3), "frames": total})
-    return rows
+                carry_to(key_gt, motion, k if carry == "pose" else None, key.tracks)
+                measure_ms.append(1000 * (b - a))
+                carry_ms.append(1000 * (time.perf_counter() - b))
+            total = np.array(measure_ms) + np.array(carry_ms)
+            out[f"{size[0]}x{size[1]} {carry}"] = {"measure_ms_p50": round(float(np.median(measure_ms)), 2),
+                                                   "carry_ms_p50": round(float(np.median(carry_ms)), 2),
+                                                   "total_ms_p50": round(float(np.median(total)), 2),
+                                                   "total_ms_p90": round(float(np.percentile(total, 90)), 2)}
+    return out
+
+
+def load_scenes(sequences, size) -> list:
+    return [(load_frames(s, 100_000, size), sequence_camera(s, size)) for s in sequences]
+
+
+def sweep_policies(carry: str) -> list:
+    from smoothdino.edge.keyframes import KeyframePolicy
+
+    if carry == "shift":
+        return [KeyframePolicy(mode="auto", max_shift=s, min_confidence=c, max_age=a)
+                for s in (0.02, 0.04, 0.06) for c in (0.25, 0.4) for a in (3, 4)]
+    return [KeyframePolicy(mode="auto", max_shift=s, min_confidence=c, max_age=a, min_coverage=v)
+            for s in (0.08, 0.12, 0.2) for c in (0.1, 0.2) for a in (4, 6, 8) for v in (0.5, 0.7)]
 
 
 def replay_async(open_pipeline, frames, fps: float = 30.0) -> dict:
@@ -177,6 +258,63 @@ def replay_async(open_pipeline, frames, fps: float = 30.0) -> dict:
             "age_ms_p50": round(float(np.median(ages_ms)), 1)}
 
 
+def ground_truth_report(args, sequences) -> dict:
+    """--floor, --sweep, --carry-cost: ground truth and timings only (no export, no network)."""
+    from smoothdino.edge.keyframes import auto_policy, parse_keyframes
+
+    size = parse_size(args.size)
+    report: dict = {"size": args.size, "sequences": [str(s) for s in sequences]}
+    lines: list[str] = []
+    scenes = load_scenes(sequences, size) if args.floor or args.sweep else []
+    if args.floor:
+        gaps = floor_gaps(scenes, size)
+        report["gaps"] = gaps
+        lines += [f"Propagation floor at fixed gaps, {args.size}, ground truth (median / p90 RMSE m; pose fallbacks)", ""]
+        lines += markdown_table(["gap", "shift", "pose", "pose fell back"],
+                                [[g, f"{gaps['shift'][g]['median_m']:.3f} / {gaps['shift'][g]['p90_m']:.3f}",
+                                  f"{gaps['pose'][g]['median_m']:.3f} / {gaps['pose'][g]['p90_m']:.3f}",
+                                  f"{gaps['pose'][g]['pose_fallbacks']}/{gaps['pose'][g]['pairs']}"] for g in gaps["pose"]])
+        policies = {carry: {w: floor_policy(scenes, size, parse_keyframes(w, carry=carry), carry)
+                            for w in ("2", "3", "4", "auto")} for carry in ("shift", "pose")}
+        report["policies"] = policies
+        lines += ["", f"Propagation floor per policy, {args.size}, ground truth", ""]
+        lines += markdown_table(["keyframes", "shift: median / p90 (m)", "keyframes", "pose: median / p90 (m)",
+                                 "keyframes"],
+                                [[w, f"{policies['shift'][w]['median_m']:.3f} / {policies['shift'][w]['p90_m']:.3f}",
+                                  f"{100 * policies['shift'][w]['keyframe_share']:.0f} %",
+                                  f"{policies['pose'][w]['median_m']:.3f} / {policies['pose'][w]['p90_m']:.3f}",
+                                  f"{100 * policies['pose'][w]['keyframe_share']:.0f} %"] for w in policies["pose"]])
+        report["auto_limits"] = {c: {k: v for k, v in vars(auto_policy(c)).items() if k not in ("mode", "n")}
+                                 for c in ("shift", "pose")}
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(policies, indent=1) + "\n")
+    if args.sweep:
+        report["sweep"] = {}
+        for carry in ("shift", "pose"):
+            rows = []
+            for policy in sweep_policies(carry):
+                figures = floor_policy(scenes, size, policy, carry)
+                limits = f"shift {policy.max_shift:g}, conf {policy.min_confidence:g}, age {policy.max_age}" + \
+                    (f", coverage {policy.min_coverage:g}" if carry == "pose" else "")
+                rows.append({"carry": carry, "auto": limits, **figures})
+            report["sweep"][carry] = rows
+            lines += ["", f"auto's limits, {carry} carry, {args.size}, ground truth", ""]
+            lines += markdown_table(["limits", "keyframe share", "floor median (m)", "floor p90 (m)"],
+                                    [[r["auto"], r["keyframe_share"], r["median_m"], r["p90_m"]] for r in rows])
+    if args.carry_cost:
+        cost = carry_cost(sequences[0], [parse_size("224x294"), parse_size("480x640")])
+        report["carry_cost"] = cost
+        lines += ["", f"Carry cost a frame ({sequences[0].name}, {os.cpu_count()} CPUs, median ms)", ""]
+        lines += markdown_table(["size, carry", "measure (shift + corners)", "carry", "total p50", "total p90"],
+                                [[k, v["measure_ms_p50"], v["carry_ms_p50"], v["total_ms_p50"], v["total_ms_p90"]]
+                                 for k, v in cost.items()])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "keyframes_ground_truth.json").write_text(json.dumps(report, indent=1) + "\n")
+    print("\n".join(lines))
+    return report
+
+
 def main(argv=None) -> dict:
     from smoothdino.edge.keyframes import parse_keyframes
     from smoothdino.edge.pipeline import DepthPipeline
@@ -197,22 +335,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--async-threads", default="1,2", help="network threads to try in async mode")
     ap.add_argument("--async-only", action="store_true", help="only the --async replay")
     ap.add_argument("--sweep", action="store_true", help="only the ground-truth sweep behind auto's defaults (no network)")
+    ap.add_argument("--floor", action="store_true",
+                    help="only the propagation floor per carry, policy and gap, on ground truth (no export, no network)")
+    ap.add_argument("--carry-cost", action="store_true", help="only the carry's milliseconds a frame at 224x294 and 480x640")
+    ap.add_argument("--json", type=Path, help="--floor: also write {carry: {policy: {median_m, p90_m, keyframe_share}}}")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-keyframes")
     args = ap.parse_args(argv)
     sequences = args.data or sorted(p for p in NYU.iterdir() if p.is_dir())
-    if args.sweep:
-        from smoothdino.edge.keyframes import KeyframePolicy
-
-        policies = [KeyframePolicy(mode="n", n=n) for n in (2, 3, 4)] + [
-            KeyframePolicy(mode="auto", max_shift=s, min_confidence=c, max_age=a)
-            for s in (0.02, 0.04, 0.06) for c in (0.25, 0.4) for a in (3, 4)]
-        rows = floor_sweep(sequences, parse_size(args.size), policies)
-        lines = markdown_table(["keyframes", "keyframe share", "floor median (m)", "floor p90 (m)", "frames"],
-                               [list(r.values()) for r in rows])
-        print("\n".join(lines))
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "keyframes_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
-        return {"sweep": rows}
+    if args.floor or args.sweep or args.carry_cost:
+        return ground_truth_report(args, sequences)
     size = parse_size(args.size)
     if args.async_only:
         args.asynchronous, args.policies = True, ""

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
-from smoothdino.core.files import DiskFull, SpaceReserve, atomic_write_text
+from smoothdino.core.files import DiskFull, SpaceReserve, remove_stale_temporaries
 from smoothdino.core.images import resize_depth, resize_rgb
 from smoothdino.core.signals import (
     held_signals,
@@ -25,6 +25,7 @@ from smoothdino.core.signals import (
 from .asynchronous import AsyncPipeline
 from .keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
 from .pipeline import FramePipeline, FrameResult
+from .run_identity import RunIdentity, claim_run_folder
 from .sinks import (
     DISPLAY_RANGE,
     DepthPngSink,
@@ -33,7 +34,10 @@ from .sinks import (
     WindowSink,
     side_by_side,
 )
+from .sinks.png import as_written
+from .sinks.view import overlay_lines
 from .sources import Frame
+from .sources.intrinsics import IntrinsicsChoice
 
 
 @dataclass
@@ -86,16 +90,9 @@ class StreamOutputs:
     # output or counted), and the chunk's own folder for metrics.json/csv (its rows, joined later by the driver)
     primed: frozenset[str] = frozenset()
     metrics_folder: Path | None = None
-
-
-def claim_output_folder(folder: Path, pipeline: FramePipeline, resume: bool) -> None:
-    """Depth PNGs are reused on resume only if the same export wrote them."""
-    marker = folder / ".smoothdino-export"
-    identity = pipeline.identity
-    if resume and marker.is_file() and marker.read_text().strip() != identity:
-        raise UserError(f"{folder}: written by another export ({marker.read_text().strip()}); "
-                        "pass --no-resume to overwrite, or choose another --out")
-    atomic_write_text(marker, identity + "\n")
+    # process --ray: frame name -> keyframe?, the decisions of one unbroken run (the driver's schedule), forced on
+    # the primed frames and the chunk's own; None: the policy decides
+    schedule: dict[str, bool] | None = None
 
 
 LIVE_OUTPUTS = ("depth", "metrics.json", "metrics.csv", ".smoothdino-export")
@@ -129,10 +126,12 @@ class ResumableSteps:
     uninterrupted one. `process`, `live` and `bench` all step through it."""
 
     def __init__(self, pipeline: FramePipeline, read_done: Callable[[str], np.ndarray | None] | None = None,
-                 keyframes: KeyframePolicy = EVERY_FRAME):
+                  keyframes: KeyframePolicy = EVERY_FRAME, schedule: dict[str, bool] | None = None,
+                 carry: str = "shift"):
         self.pipeline = pipeline
         self.read_done = read_done  # frame name -> depth written earlier, or None
-        self.frames = KeyframeSteps(pipeline, keyframes)
+        self.frames = KeyframeSteps(pipeline, keyframes, carry)
+        self.schedule = schedule or {}  # frame name -> keyframe?, forced (StreamOutputs.schedule)
         self.replayed_age = 0  # frames since the keyframe, for the last frame read back
 
     def __call__(self, name: str, rgb: np.ndarray, out_size: tuple[int, int],
@@ -140,25 +139,18 @@ class ResumableSteps:
         """(depth at out_size, the FrameResult or None when the depth was read back)."""
         depth = self.read_done(name) if self.read_done is not None else None
         if depth is not None:
-            self.replayed_age = self.frames.replay(rgb, timestamp)
+            self.replay(name, rgb, timestamp)
             return depth, None
-        result = self.frames.step(rgb, timestamp)
+        result = self.frames.step(rgb, timestamp, keyframe=self.schedule.get(name))
         return resize_depth(result.depth, out_size), result
 
-    def replay(self, rgb: np.ndarray, timestamp: float | None = None) -> None:
-        """A frame before this run's first (a chunk's priming): the policy's decision replayed, no depth."""
-        self.replayed_age = self.frames.replay(rgb, timestamp)
+    def set_intrinsics(self, intrinsics) -> None:
+        self.frames.set_intrinsics(intrinsics)
 
-
-def overlay_lines(result: FrameResult | None, fps: float) -> list[str]:
-    if result is None:
-        return ["(resumed from disk)"]
-    t = result.timings
-    stages = " ".join(f"{k[:3]} {t[k] * 1000:.0f}" for k in ("encoder", "adapter", "decoder", "motion") if t.get(k))
-    # a carried frame shows how old its depth is (a keyframe's, moved by the camera shift)
-    age = f"  age {result.age_frames}f {result.age_ms:.0f}ms" if not result.keyframe else ""
-    return [f"{fps:5.1f} FPS  {t['total'] * 1000:.0f} ms{age}", f"ms: {stages}",
-            f"shift {result.shift.dx:+.1f},{result.shift.dy:+.1f} px  conf {result.shift.confidence:.2f}"]
+    def replay(self, name: str, rgb: np.ndarray, timestamp: float | None = None) -> None:
+        """A frame this run does not compute (written earlier, or a chunk's priming): the policy's decision (or
+        the schedule's) replayed, no depth."""
+        self.replayed_age = self.frames.replay(rgb, timestamp, keyframe=self.schedule.get(name))
 
 
 def run_stream(
@@ -170,15 +162,19 @@ def run_stream(
     run_info: dict | None = None,
     on_frame: Callable[[StreamReport], None] | None = None,
     keyframes: KeyframePolicy = EVERY_FRAME,
+    carry: str = "shift",
+    intrinsics: IntrinsicsChoice | None = None,
 ) -> StreamReport:
     """Every frame of `source` through `pipeline` into the outputs. Each frame's outputs (its depth PNG, its
     metrics row, the video frame, every sink's output) are one unit: SIGINT/SIGTERM/SIGHUP are held while a unit
     is written and while the outputs are flushed at the end, and raise only while a frame is read or computed,
-    so after any signal the metrics describe exactly the PNGs on disk (core.signals)."""
+    so after any signal the metrics describe exactly the PNGs on disk (core.signals). `carry` (edge.carry): how
+    keyframes' depth reaches the frames after them; the pose carry takes the camera from `intrinsics` at the first
+    frame (the option, a bag's CameraInfo, NYUv2's Kinect)."""
     report = StreamReport(name=source.name)
     with termination_as_interrupt(), held_signals() as gate:
         try:
-            _stream(pipeline, source, outputs, report, resize, run_info, on_frame, keyframes)
+            _stream(pipeline, source, outputs, report, resize, run_info, on_frame, keyframes, carry, intrinsics)
         except KeyboardInterrupt:
             report.interrupted = True
         except DiskFull as err:  # `process` picks up where it stopped; a live stream starts anew
@@ -190,30 +186,44 @@ def run_stream(
 
 
 def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: StreamReport, resize: bool,
-            run_info: dict | None, on_frame: Callable[[StreamReport], None] | None, keyframes: KeyframePolicy) -> None:
+            run_info: dict | None, on_frame: Callable[[StreamReport], None] | None, keyframes: KeyframePolicy,
+            carry: str = "shift", intrinsics: IntrinsicsChoice | None = None) -> None:
     size = pipeline.frame_size
     folder = outputs.folder
+    if folder:  # the folder's earlier frames are reused only if a run of this identity wrote them
+        claim_run_folder(folder, RunIdentity.of(pipeline, keyframes, resize,
+                                                asynchronous=isinstance(pipeline, AsyncPipeline),
+                                                carry=getattr(pipeline, "carry", carry)))
     pngs = DepthPngSink(folder / "depth") if folder else None
-    if pngs is not None:
-        claim_output_folder(pngs.folder, pipeline, outputs.resume)
-    # room for metrics.json however full the disk gets under the PNGs
-    reserve = SpaceReserve(folder, _summary_bytes(source)) if folder else None
-    metrics = MetricsSink(outputs.metrics_folder or folder, {**(run_info or {}), "source": source.name},
-                          keep_rows=not source.live) if folder else None
-    video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
-    window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights,
-                        outputs.depth_range) if outputs.window else None
-    if isinstance(pipeline, AsyncPipeline):  # live --async: never waits for the network, never resumes
-        steps = AsyncSteps(pipeline)
-    else:
-        steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live else None,
-                               keyframes)
+    # what a killed run left in our folders (its reserve, a PNG or the video half written): gone before we start
+    if folder:
+        remove_stale_temporaries(folder, recursive=True)
+    if outputs.video:
+        remove_stale_temporaries(Path(outputs.video).parent)
+    reserve = metrics = video = window = None
     warned_resize = False
     fps = 0.0
     start = last_output = time.perf_counter()
-    failed = False
-    frames = iter(source)
-    try:
+    failed = opened = False
+    try:  # the outputs open inside: one that cannot takes the others (the reserve too) away with it
+        # room for metrics.json however full the disk gets under the PNGs
+        reserve = SpaceReserve(folder, _summary_bytes(source)) if folder else None
+        metrics = MetricsSink(outputs.metrics_folder or folder, {**(run_info or {}), "source": source.name},
+                              keep_rows=not source.live) if folder else None
+        video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
+        window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights,
+                            outputs.depth_range) if outputs.window else None
+        if isinstance(pipeline, AsyncPipeline):  # live --async: never waits for the network, never resumes
+            steps = AsyncSteps(pipeline)
+        else:
+            steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live
+                                   else None, keyframes, outputs.schedule, carry)
+        frames = iter(source)
+        camera_pending = getattr(pipeline, "carry", carry) == "pose"
+        if camera_pending and intrinsics is None:
+            raise UserError("--carry pose: the camera's intrinsics are unknown; give --intrinsics fx,fy,cx,cy or use "
+                            "--carry shift")
+        opened = True
         while True:
             with interruptible():  # nothing is written here: a signal ends the stream at once
                 frame: Frame | None = next(frames, None)
@@ -224,8 +234,11 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                            f"the engines {size[0]}x{size[1]}: resizing (depth is resized back)")
                     warned_resize = True
                 rgb = fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline)
+                if camera_pending:  # the pose carry's camera: the first frame says which (a bag's CameraInfo)
+                    steps.set_intrinsics(intrinsics.for_frame(frame.meta, *frame.rgb.shape[:2]))
+                    camera_pending = False
                 if frame.name in outputs.primed:  # before a chunk (process --ray): the keyframe state only
-                    steps.replay(rgb, frame.timestamp)
+                    steps.replay(frame.name, rgb, frame.timestamp)
                     continue
                 depth, result = steps(frame.name, rgb, frame.rgb.shape[:2], frame.timestamp)
             if depth is None:  # async, before the first keyframe is ready: counted, never shown without depth
@@ -240,17 +253,26 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                 elif pngs is not None:
                     pngs.write(frame.name, depth)
                     written.append(lambda name=frame.name: pngs.path(name).unlink(missing_ok=True))
+                row = None
                 if metrics is not None:
                     age = result.age_frames if result else steps.replayed_age
-                    metrics.add(frame.name, depth, frame.depth_gt, result.timings if result else None,
-                                keyframe=age == 0, age_frames=age,
-                                scene_cut=bool(result.scene_cut) if result else None,
-                                **({"nonfinite_pixels": result.nonfinite} if result and result.nonfinite else {}))
+                    row = metrics.add(frame.name, depth, frame.depth_gt, result.timings if result else None,
+                                      keyframe=age == 0, age_frames=age,
+                                      scene_cut=bool(result.scene_cut) if result else None,
+                                      **carry_fields(result, age),
+                                      **({"nonfinite_pixels": result.nonfinite} if result and result.nonfinite else {}))
                     written.append(metrics.undo_last)
                 canvas = None
                 if video is not None or window is not None:
-                    canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), pipeline.random_weights,
-                                          outputs.depth_range)
+                    # live: the result and the output rate; recorded: the PNG and the row it writes, which the
+                    # --ray driver reads back for its video (edge.sinks.view.overlay_lines): the same video
+                    if source.live:
+                        canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), pipeline.random_weights,
+                                              outputs.depth_range)
+                    else:
+                        lines = overlay_lines(result if row is None else row)
+                        canvas = side_by_side(frame.rgb, as_written(depth), lines, pipeline.random_weights,
+                                              outputs.depth_range)
                     if video is not None:
                         video.write(canvas)
                 for sink in outputs.sinks:
@@ -297,7 +319,7 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                                     nonfinite_frames=report.nonfinite, interrupted=report.interrupted,
                                     keyframes="async" if isinstance(pipeline, AsyncPipeline) else keyframes.label,
                                     waiting_frames=report.waiting)
-        closers = [reserve and reserve.release, metrics and metrics.write,
+        closers = [reserve and reserve.release, opened and metrics and metrics.write,
                    video and (video.discard if failed else video.close), window and window.close,
                    *(sink.close for sink in outputs.sinks), source.close]
         close_all([c for c in closers if c])
@@ -314,10 +336,31 @@ class AsyncSteps:
     def __init__(self, pipeline: AsyncPipeline):
         self.pipeline = pipeline
 
+    def set_intrinsics(self, intrinsics) -> None:
+        self.pipeline.set_intrinsics(intrinsics)
+
     def __call__(self, name: str, rgb: np.ndarray, out_size: tuple[int, int],
                  timestamp: float | None = None) -> tuple[np.ndarray | None, FrameResult | None]:
         result = self.pipeline.step(rgb, timestamp)
         return (None, None) if result is None else (resize_depth(result.depth, out_size), result)
+
+
+def carry_fields(result: FrameResult | None, age: int) -> dict:
+    """A metrics row's account of how the frame's depth got there: `carry` (network, pose, shift, none; empty for a
+    carried frame read back from an earlier run), the pose carry's PnP inliers and tracked corners, the camera's
+    position (m) and rotation (quaternion) in its keyframe's frame, and why a pose carry fell back to the shift."""
+    if result is None:
+        return {"carry": "network" if age == 0 else ""}
+    fields = {"carry": result.carry}
+    if result.carry == "pose" or result.fallback:
+        fields.update(inliers=result.inliers, tracked=result.tracked)
+    if result.pose is not None:
+        pose = result.pose.camera_in_keyframe()
+        (fields["tx_m"], fields["ty_m"], fields["tz_m"]) = (round(float(v), 5) for v in pose[:3, 3])
+        (fields["qx"], fields["qy"], fields["qz"], fields["qw"]) = (round(v, 6) for v in result.pose.quaternion_xyzw())
+    if result.fallback:
+        fields["fallback"] = result.fallback
+    return fields
 
 
 def _summary_bytes(source) -> int:

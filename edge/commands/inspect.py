@@ -19,6 +19,8 @@ from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy
 from smoothdino.edge.pipeline import FramePipeline
 from smoothdino.edge.sinks import DISPLAY_RANGE
 
+from .robotics import RobotOptions, choose_carry
+
 
 @dataclass
 class InspectOptions:
@@ -29,6 +31,7 @@ class InspectOptions:
     resize: bool = True
     keyframes: KeyframePolicy = EVERY_FRAME
     depth_range: tuple[float, float] = DISPLAY_RANGE  # metres the video's depth colours span (--depth-range)
+    carry: str | None = None  # shift | pose (auto's decisions follow the carry); None: pose where the camera is known
 
     def open_sources(self) -> list:
         """Every bad argument refused, in one line, before any work."""
@@ -56,8 +59,10 @@ def inspect(pipeline: FramePipeline, sources: list, options: InspectOptions) -> 
     with pipeline, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         for source in sources:
             task = bar.add_task(source.name, total=len(source))
+            carry, policy, intrinsics = choose_carry(options.carry, source, RobotOptions(), options.keyframes)
             payloads.append(inspect_sequence(pipeline, source, Path(options.out) / source.name, options.level,
-                                             resize=options.resize, run_info=run_info, keyframes=options.keyframes,
+                                             resize=options.resize, run_info=run_info, keyframes=policy,
+                                             carry=carry, intrinsics=intrinsics,
                                              depth_range=options.depth_range,
                                              on_frame=lambda n, task=task: bar.update(task, completed=n)))
             source.close()

@@ -109,7 +109,8 @@ def stability_plot(rows: list[dict], title: str, random_weights: bool) -> np.nda
 def inspect_sequence(pipeline: FramePipeline, source, folder: Path, level: int, *, resize: bool = True,
                      run_info: dict | None = None, on_frame: Callable[[int], None] | None = None,
                      keyframes: KeyframePolicy = EVERY_FRAME,
-                     depth_range: tuple[float, float] = DISPLAY_RANGE) -> dict:
+                     depth_range: tuple[float, float] = DISPLAY_RANGE, carry: str = "shift",
+                     intrinsics=None) -> dict:
     """Run `source` through `pipeline` (opened with keep_outputs=True) and write the inspection into
     `folder`; returns what stability.json holds. With keyframes, only the frames the network ran on are
     inspected (carried frames have no features), each against the previous keyframe: what the adapter fuses.
@@ -122,7 +123,7 @@ def inspect_sequence(pipeline: FramePipeline, source, folder: Path, level: int, 
     random_weights = pipeline.random_weights
     before_key, after_key = f"patch{level}", f"fused_patch{level}"
 
-    steps = KeyframeSteps(pipeline, keyframes)  # resets the pipeline
+    steps = KeyframeSteps(pipeline, keyframes, carry)  # resets the pipeline
     tracker: StabilityTracker | None = None
     grid: FeatureGrid | None = None
     kept: list[dict] = []
@@ -132,6 +133,8 @@ def inspect_sequence(pipeline: FramePipeline, source, folder: Path, level: int, 
             notice(f"{source.name}: frames are {frame.rgb.shape[0]}x{frame.rgb.shape[1]}, the engines "
                    f"{size[0]}x{size[1]}: resizing (images are resized back)")
             warned_resize = True
+        if intrinsics is not None and steps.k is None:  # the pose carry's camera, from the first frame
+            steps.set_intrinsics(intrinsics.for_frame(frame.meta, *frame.rgb.shape[:2]))
         result = steps.step(fit_frame(frame.rgb, size, resize, f"{source.name}/{frame.name}", pipeline))
         if not result.keyframe:
             continue

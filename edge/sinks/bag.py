@@ -9,12 +9,22 @@ from pathlib import Path
 
 import numpy as np
 from smoothdino.core.console import notice
+from smoothdino.core.files import DISK_FULL, DiskFull, durable_replace, temporary_path
 from smoothdino.edge.sources.bag import CAMERA_INFO, IMAGE, POINTCLOUD2, _rosbags
 from smoothdino.edge.sources.frame import Frame
 from smoothdino.edge.sources.intrinsics import IntrinsicsChoice
 
 from .pointcloud import depth_to_points
-from .ros_messages import camera_info_fields, depth_32fc1, depth_image_fields, point_fields, pointcloud2_fields
+from .ros_messages import (
+    TF_MESSAGE,
+    camera_info_fields,
+    camera_transform,
+    depth_32fc1,
+    depth_image_fields,
+    keyframe_frame_id,
+    point_fields,
+    pointcloud2_fields,
+)
 
 __all__ = ["BagSink", "depth_32fc1"]  # depth_32fc1 lives in ros_messages (shared with examples/ros2); kept here too
 
@@ -27,8 +37,10 @@ class BagSink:
     """A FrameSink writing a ROS 2 bag (MCAP storage, rosbag2 metadata) at `path` (a folder, as `ros2 bag`
     writes them): <namespace>/depth (Image 32FC1, metres, NaN where there is no depth, per REP 118),
     <namespace>/depth/camera_info and <namespace>/depth/points (PointCloud2 x y z rgb, every `cloud_stride`-th
-    pixel). Written in a hidden folder beside `path` and moved into place when the stream ends; the earlier bag
-    there is removed only once the new one is in place, and kept when a resumed run stopped short of it."""
+    pixel). Written in a hidden folder beside `path` (core.files.temporary_path) and moved into place, synced, when
+    the stream ends; the earlier bag there is moved aside (`.<name>.previous`, never a temporary name: a stale
+    temporary is removed at the next start) and removed only once the new one is in place, and kept when a resumed
+    run stopped short of it."""
 
     def __init__(self, path: Path, namespace: str, intrinsics: IntrinsicsChoice, cloud_stride: int = 4,
                  random_weights: bool = False):
@@ -38,10 +50,8 @@ class BagSink:
         self.intrinsics = intrinsics
         self.cloud_stride = max(1, int(cloud_stride))
         self.typestore = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)  # JetPack 6 ships Ubuntu 22.04: Humble
-        self.staging = self.path.parent / f".{self.path.name}.{os.getpid()}.tmp"
+        self.staging = temporary_path(self.path)
         self._restore_previous()
-        if self.staging.exists():
-            shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
         # metadata format 8: the oldest rosbags writes, so the widest range of ROS 2 releases reads it
         self.writer = rosbag2.Writer(self.staging / self.path.name, version=8, storage_plugin=rosbag2.StoragePlugin.MCAP)
@@ -54,6 +64,8 @@ class BagSink:
             "depth": self.writer.add_connection(self.topics["depth"], IMAGE, typestore=self.typestore),
             "info": self.writer.add_connection(self.topics["info"], CAMERA_INFO, typestore=self.typestore),
             "points": self.writer.add_connection(self.topics["points"], POINTCLOUD2, typestore=self.typestore),
+            # the camera's motion since the keyframe (pose carry): camera frame in the keyframe's frame
+            "tf": self.writer.add_connection("/tf", TF_MESSAGE, typestore=self.typestore),
         }
         self.frames = 0
         self.reused = 0  # frames read back from an earlier run's PNGs (a resumed run)
@@ -80,22 +92,37 @@ class BagSink:
         cloud = depth_to_points(depth, k, self.cloud_stride, rgb)
         fields = [types["sensor_msgs/msg/PointField"](**f) for f in point_fields()]
         self._put("points", types[POINTCLOUD2](header=header, fields=fields, **pointcloud2_fields(cloud)), log_time)
+        moved = camera_transform(result)
+        if moved is not None:
+            (x, y, z), (qx, qy, qz, qw) = moved
+            transform = types["geometry_msgs/msg/Transform"](
+                translation=types["geometry_msgs/msg/Vector3"](x=x, y=y, z=z),
+                rotation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
+            parent = types["std_msgs/msg/Header"](stamp=header.stamp, frame_id=keyframe_frame_id(header.frame_id))
+            stamped = types["geometry_msgs/msg/TransformStamped"](header=parent, child_frame_id=header.frame_id,
+                                                                  transform=transform)
+            self._put("tf", types[TF_MESSAGE](transforms=[stamped]), log_time)
         self.frames += 1
         self.reused += result is None
 
     @property
-    def _aside(self) -> str:
-        return f"{self.path.name}.previous"
+    def _aside(self) -> Path:
+        return self.path.parent / f".{self.path.name}.previous"
 
     def _restore_previous(self) -> None:
         """A run killed (SIGKILL, power) between moving the old bag aside and the new one in left no bag at `path`:
-        the old one, whole, is moved back."""
+        the old one, whole, is moved back (also from inside an older version's staging folder); killed just after
+        the new one went in, the old one is removed."""
         if self.path.exists():
+            shutil.rmtree(self._aside, ignore_errors=True)
             return
-        for aside in sorted(self.path.parent.glob(f".{self.path.name}.*.tmp/{self._aside}")):
-            os.replace(aside, self.path)
-            shutil.rmtree(aside.parent, ignore_errors=True)
-            return
+        older = sorted(self.path.parent.glob(f".{self.path.name}.*.tmp/{self.path.name}.previous"))
+        for aside in [self._aside, *older]:
+            if aside.exists():
+                os.replace(aside, self.path)
+                if aside != self._aside:
+                    shutil.rmtree(aside.parent, ignore_errors=True)
+                return
 
     def _frames_in(self, path: Path) -> int:
         """Depth frames in the bag at `path`; 0 for none, another camera's, or one that cannot be read."""
@@ -122,7 +149,14 @@ class BagSink:
                 return
             # the earlier bag is moved aside, not deleted, until the new one is in place: never no bag, never half
             if self.path.exists():
-                os.replace(self.path, self.staging / self._aside)
-            os.replace(self.staging / self.path.name, self.path)
+                os.replace(self.path, self._aside)
+            try:
+                durable_replace(self.staging / self.path.name, self.path)
+            except OSError as err:  # the new bag is not in place: the earlier one goes back
+                self._restore_previous()
+                if err.errno in DISK_FULL:
+                    raise DiskFull(self.path) from None
+                raise
+            shutil.rmtree(self._aside, ignore_errors=True)
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)

@@ -18,7 +18,7 @@ from smoothdino.core.files import (
 from smoothdino.core.images import resize_depth
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 
-from .png import to_millimetres
+from .png import as_written
 
 
 def _finite_or_none(value):
@@ -72,9 +72,13 @@ class MetricsSink:
         self._log = None  # live: metrics.csv, open for appending (unbuffered)
         self._fields: list[str] = []
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._before: tuple | None = None  # what the last add changed, as it was (undo_last)
 
     def add(self, name: str, depth: np.ndarray, gt: np.ndarray | None, timings: dict | None = None, **extra) -> dict:
-        depth = to_millimetres(depth).astype(np.float32) / 1000.0
+        slot = self._counts.get("total_ms", 0) % self.LATENCY_WINDOW  # the latency slot a live row may overwrite
+        self._before = (self._prev, dict(self._sums), dict(self._counts), slot,
+                        self._latency[slot] if self._latency.size else None)
+        depth = as_written(depth)
         row = {"frame": name}
         if gt is not None:
             gt = resize_depth(gt, depth.shape, ground_truth=True)
@@ -95,11 +99,18 @@ class MetricsSink:
         return row
 
     def undo_last(self) -> None:
-        """Take the last row back (its frame's other outputs failed): from memory, or cut from the live log."""
+        """Take the last row back (its frame's other outputs failed): from memory, or cut from the live log and out
+        of the running sums and latencies; the next row's `temporal` is against the frame before it again. Exactly
+        as if the row never came (the sums are restored, not subtracted: no rounding left behind)."""
+        self._prev, self._sums, self._counts, slot, latency = self._before
+        self._before = None  # one row back, no more
         self.frames -= 1
         if self.keep_rows:
             self.rows.pop()
-        elif self._log is not None:
+            return
+        if latency is not None:
+            self._latency[slot] = latency
+        if self._log is not None:
             self._log.truncate(self._row_start)
 
     def _accumulate(self, row: dict) -> None:
@@ -108,6 +119,8 @@ class MetricsSink:
             if value is not None and np.isfinite(value):
                 self._sums[key] = self._sums.get(key, 0.0) + float(value)
                 self._counts[key] = self._counts.get(key, 0) + 1
+        if row.get("carry"):  # frames by how their depth got there (network, pose, shift, none)
+            self._counts[f"carry:{row['carry']}"] = self._counts.get(f"carry:{row['carry']}", 0) + 1
         if row.get("total_ms"):
             self._latency[(self._counts.get("total_ms", 0)) % self.LATENCY_WINDOW] = row["total_ms"]
             self._counts["total_ms"] = self._counts.get("total_ms", 0) + 1
@@ -161,6 +174,13 @@ class MetricsSink:
             out["latency_p50_ms"] = float(np.percentile(latency, 50))
             out["latency_p95_ms"] = float(np.percentile(latency, 95))
             out["fps"] = float(1000.0 / np.mean(latency))
+        if self.keep_rows:
+            carries = [r["carry"] for r in self.rows if r.get("carry")]
+            counts = {c: carries.count(c) for c in dict.fromkeys(carries)}
+        else:
+            counts = {k.split(":", 1)[1]: v for k, v in self._counts.items() if k.startswith("carry:")}
+        if counts:
+            out["carry"] = counts  # frames by how their depth got there: network (keyframes), pose, shift, none
         out["frames"] = self.frames
         return out
 

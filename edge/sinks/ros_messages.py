@@ -53,6 +53,27 @@ def pointcloud2_fields(cloud: PointCloud) -> dict:
             "row_step": POINT_STEP * len(cloud), "data": cloud.packed(alpha=0).view(np.uint8), "is_dense": True}
 
 
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"  # what /tf carries: a list of geometry_msgs/TransformStamped
+
+
+def keyframe_frame_id(camera_frame_id: str) -> str:
+    """The frame the camera's pose is given in: the last keyframe's camera (re-anchored at every keyframe)."""
+    return f"{camera_frame_id}_keyframe"
+
+
+def camera_transform(result) -> tuple[tuple[float, float, float], tuple[float, float, float, float]] | None:
+    """(translation xyz, rotation quaternion xyzw) of the camera in its keyframe's frame (edge.carry.CameraPose), the
+    identity on a keyframe, None where the motion is unknown (a shift carry, no depth, a frame read back)."""
+    if result is None:
+        return None
+    if result.carry == "network":
+        return (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)
+    if result.pose is None:
+        return None
+    pose = result.pose.camera_in_keyframe()
+    return tuple(float(v) for v in pose[:3, 3]), result.pose.quaternion_xyzw()
+
+
 def for_rclpy(fields: dict) -> dict:
     """The same fields as rclpy's messages take them: uint8 arrays -> array('B'), float arrays -> array('d')."""
     out = {}
