@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: test demo install clean x11-for-tests
+.PHONY: test demo install clean x11-for-tests chromium-for-tests
 
 $(BIN)/smoothdino: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/smoothdino: pyproject.toml
 
 install: $(BIN)/smoothdino
 
-test: install x11-for-tests
+test: install x11-for-tests chromium-for-tests
 	$(BIN)/python -m pytest -q
 
 # tests/test_window.py runs `live` with its window under Xvfb. Best effort: installed only where Xvfb is
@@ -24,6 +24,14 @@ x11-for-tests:
 	@command -v Xvfb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb) >/dev/null 2>&1) \
 		|| echo "note: Xvfb not installed; tests/test_window.py will skip"; } || true
+
+# tests/test_web_view.py drives `live --serve` in Debian's headless Chromium (Playwright with executable_path: no
+# browser download). Best effort as for Xvfb: chromium-headless-shell (Debian 12+), else chromium; never fails.
+chromium-for-tests:
+	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }) >/dev/null 2>&1 \
+		|| echo "note: Chromium not installed; tests/test_web_view.py will skip"; } || true
 
 demo: install
 	$(BIN)/smoothdino demo --out out/demo

@@ -215,8 +215,8 @@ def sweep_policies(carry: str) -> list:
     if carry == "shift":
         return [KeyframePolicy(mode="auto", max_shift=s, min_confidence=c, max_age=a)
                 for s in (0.02, 0.04, 0.06) for c in (0.25, 0.4) for a in (3, 4)]
-    return [KeyframePolicy(mode="auto", max_shift=s, min_confidence=c, max_age=a, min_coverage=v)
-            for s in (0.08, 0.12, 0.2) for c in (0.1, 0.2) for a in (4, 6, 8) for v in (0.5, 0.7)]
+    return [KeyframePolicy(mode="auto", max_shift=s, min_confidence=0.1, max_age=a, min_coverage=v)
+            for s in (0.03, 0.04, 0.05, 0.06, 0.08) for a in (6, 8, 10) for v in (0.0, 0.6)]
 
 
 def replay_async(open_pipeline, frames, fps: float = 30.0) -> dict:
@@ -291,13 +291,14 @@ def ground_truth_report(args, sequences) -> dict:
             args.json.write_text(json.dumps(policies, indent=1) + "\n")
     if args.sweep:
         report["sweep"] = {}
-        for carry in ("shift", "pose"):
+        for carry in args.sweep_carries.split(","):
             rows = []
             for policy in sweep_policies(carry):
                 figures = floor_policy(scenes, size, policy, carry)
                 limits = f"shift {policy.max_shift:g}, conf {policy.min_confidence:g}, age {policy.max_age}" + \
                     (f", coverage {policy.min_coverage:g}" if carry == "pose" else "")
                 rows.append({"carry": carry, "auto": limits, **figures})
+                print(json.dumps(rows[-1]), flush=True)
             report["sweep"][carry] = rows
             lines += ["", f"auto's limits, {carry} carry, {args.size}, ground truth", ""]
             lines += markdown_table(["limits", "keyframe share", "floor median (m)", "floor p90 (m)"],
@@ -337,6 +338,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--sweep", action="store_true", help="only the ground-truth sweep behind auto's defaults (no network)")
     ap.add_argument("--floor", action="store_true",
                     help="only the propagation floor per carry, policy and gap, on ground truth (no export, no network)")
+    ap.add_argument("--sweep-carries", default="shift,pose", help="--sweep: the carries to sweep auto's limits for")
     ap.add_argument("--carry-cost", action="store_true", help="only the carry's milliseconds a frame at 224x294 and 480x640")
     ap.add_argument("--json", type=Path, help="--floor: also write {carry: {policy: {median_m, p90_m, keyframe_share}}}")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-keyframes")

@@ -24,8 +24,9 @@ ALLOWED = {
     "edge.method": {"core", "edge.method", "edge.engines", "edge.machine", "edge.sources", "edge.sinks"},
     "edge.inspection": {"core", "edge.inspection", "edge.method", "edge.engines", "edge.machine", "edge.sources",
                         "edge.sinks"},
+    "edge.web": {"core", "edge.web", "edge.sinks", "edge.sources"},
     "edge.commands": {"core", "edge.commands", "edge.method", "edge.engines", "edge.machine", "edge.sources",
-                      "edge.sinks", "edge.inspection"},
+                      "edge.sinks", "edge.inspection", "edge.web"},
 }
 
 
@@ -133,7 +134,7 @@ def test_importing_the_run_time_is_cheap():
     assert out[0] == "[]" and out[1] == "True"
 
 
-@pytest.mark.parametrize("room_dir", ["engines", "sources", "sinks", "inspection", "machine", "commands"])
+@pytest.mark.parametrize("room_dir", ["engines", "sources", "sinks", "inspection", "machine", "commands", "web"])
 def test_every_room_says_what_it_is_and_exports_its_names(room_dir):
     init = ROOT / "edge" / room_dir / "__init__.py"
     tree = ast.parse(init.read_text())

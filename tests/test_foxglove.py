@@ -147,6 +147,7 @@ def test_live_foxglove_serves_every_channel(small_export, tmp_path):
     latency = json.loads(by_topic[TOPICS["latency"]][-1])
     assert latency["total_ms"] > 0 and latency["encoder_ms"] > 0 and "RANDOM WEIGHTS" in latency["warning"]
     assert latency["keyframe"] is True and latency["age_frames"] == 0  # --no-async, every frame: the depth is fresh
+    assert latency["carry"] == "network" and latency["inliers"] == 0  # how it got here: the network itself
     calibration = viewer.decoder(TOPICS["calibration"]).FromString(by_topic[TOPICS["calibration"]][0])
     assert calibration.K[0] == pytest.approx(k.fx)
     viewer.close()

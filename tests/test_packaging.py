@@ -36,6 +36,9 @@ def test_wheel_has_one_top_level_name(tmp_path):
     for sub in ("models", "export", "calibration", "edge", "benchmarks", "core"):
         assert f"smoothdino/{sub}/__init__.py" in names
     assert "smoothdino/cli.py" in names and "smoothdino/__init__.py" in names
+    # package data: the browser view's page (live --serve) is served from the installed package
+    static = sorted(p.name for p in (ROOT / "edge" / "web" / "static").iterdir())
+    assert static and [n for n in static if f"smoothdino/edge/web/static/{n}" not in names] == []
     assert not any(n.startswith("smoothdino/tests/") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "smoothdino = smoothdino.cli:app" in zipfile.ZipFile(wheel).read(entry).decode()

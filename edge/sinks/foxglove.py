@@ -36,7 +36,9 @@ LATENCY_SCHEMA = {"title": "smoothdino.Latency", "type": "object", "properties":
     "frame": {"type": "string"}, **{f"{k}_ms": {"type": "number"} for k in ("encoder", "adapter", "decoder", "motion", "total")},
     "fps": {"type": "number"}, "dropped_publishes": {"type": "integer"}, "warning": {"type": "string"},
     # how old the depth is: 0 on a keyframe; frames and ms since the keyframe it was carried from (edge.keyframes)
-    "keyframe": {"type": "boolean"}, "age_frames": {"type": "integer"}, "age_ms": {"type": "number"}}}
+    "keyframe": {"type": "boolean"}, "age_frames": {"type": "integer"}, "age_ms": {"type": "number"},
+    # how it was carried (edge.carry): network (a keyframe) | pose | shift | none, and the pose's PnP inliers
+    "carry": {"type": "string"}, "inliers": {"type": "integer"}}}
 
 
 def _foxglove():
@@ -125,8 +127,8 @@ class FoxgloveSink:
 
     def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
         timings = dict(result.timings) if result is not None else {}
-        age = {"keyframe": result.keyframe, "age_frames": result.age_frames,
-               "age_ms": result.age_ms} if result is not None else {}
+        age = {"keyframe": result.keyframe, "age_frames": result.age_frames, "age_ms": result.age_ms,
+               "carry": result.carry, "inliers": result.inliers} if result is not None else {}
         with self._wake:
             if self._mailbox is not None:
                 self.dropped += 1

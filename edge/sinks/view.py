@@ -5,6 +5,7 @@ the overlay text in a dark band over the top left of the RGB half, sized to the 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -99,8 +100,9 @@ def legend_layout(width: int, frame_height: int, depth_range: tuple[float, float
     x0 = swatch[1] + 2 * pad + _text_size(_label(lo), scale)[0] // 2 + 1
     x1 = width - 1 - pad - unit_w - last_w // 2
     if x1 - x0 < 8:  # too narrow for the name beside the bar: the bar takes the whole width, the swatch its end
-        swatch = (0, max(2, min(bar_h, width // 6)))
-        x0, x1 = swatch[1] + 1, width - 1
+        # (a frame 1-4 px wide: the swatch shrinks, or goes, so that at least one column of gradient stays)
+        swatch = (0, max(0, min(max(2, min(bar_h, width // 6)), width - 2)))
+        x0, x1 = swatch[1] + 1 if swatch[1] else 0, width - 1
     # as many intervals as labels fit (a label and a gap each), at least one: the ends are always marked
     label_w = 2 * max(_text_size(_label(v), scale)[0] for v in (lo, hi, (lo + hi) / 2)) + 4 * pad
     step = _nice_step(hi - lo, max(1, (x1 - x0) // label_w))
@@ -174,6 +176,46 @@ def overlay(canvas: np.ndarray, lines: list[str], width: int, frame_height: int)
     for i, text in enumerate(lines):
         color = (60, 60, 255) if text.startswith("RANDOM") else (255, 255, 255)
         cv2.putText(canvas, text, (margin, margin + text_h + step * i), FONT, scale, color, 1, cv2.LINE_AA)
+
+
+STAGES = ("encoder", "adapter", "decoder", "motion")  # the overlay's "ms:" line, in this order
+
+
+def frame_facts(result) -> dict:
+    """What the overlay says of a frame, from its FrameResult, under the keys of its metrics row (edge.loop writes
+    those from the same result), so a row read back from metrics.json gives the same facts."""
+    facts = {f"{k}_ms": v * 1000.0 for k, v in result.timings.items()}
+    facts.update(keyframe=result.keyframe, age_frames=result.age_frames, age_ms=result.age_ms,
+                 shift=(result.shift.dx, result.shift.dy, result.shift.confidence))
+    carry = getattr(result, "carry", None)  # how the keyframe's depth was carried here (FrameResult.carry, if given)
+    if carry is not None:
+        facts["carry"] = getattr(carry, "carry", carry)
+    if getattr(result, "inliers", 0):
+        facts["inliers"] = result.inliers
+    return facts
+
+
+def overlay_lines(frame, fps: float | None = None) -> list[str]:
+    """The overlay text of one frame, the same wherever the frame is drawn (window, `live --record`, `process`'s
+    video, the `--ray` driver's video). `frame` is its FrameResult, or its metrics row (a mapping: what `process`
+    wrote and the `--ray` driver reads back from metrics.json; edge.loop draws a recorded run from the row, so both
+    videos show the same frames), or None: a frame read back from an earlier run, as is a row without timings.
+    `fps`: the output rate a live viewer sees; a line says only what the frame's facts hold."""
+    facts = frame if frame is None or isinstance(frame, Mapping) else frame_facts(frame)
+    if not facts or not facts.get("total_ms"):
+        return ["(resumed from disk)"]
+    age = ""
+    if not facts.get("keyframe", True):  # a carried frame shows how old its depth is, and how it was carried
+        age = f"  age {facts.get('age_frames', 0)}f"
+        age += f" {facts['age_ms']:.0f}ms" if facts.get("age_ms") is not None else ""
+        if facts.get("carry"):  # pose: how many tracked corners agreed with the camera's motion
+            age += f" ({facts['carry']}" + (f", {facts['inliers']} inliers" if facts.get("inliers") else "") + ")"
+    stages = " ".join(f"{k[:3]} {facts[k + '_ms']:.0f}" for k in STAGES if facts.get(k + "_ms"))
+    lines = [(f"{fps:5.1f} FPS  " if fps is not None else "") + f"{facts['total_ms']:.0f} ms{age}", f"ms: {stages}"]
+    if facts.get("shift") is not None:
+        dx, dy, confidence = facts["shift"]
+        lines.append(f"shift {dx:+.1f},{dy:+.1f} px  conf {confidence:.2f}")
+    return lines
 
 
 def side_by_side(rgb: np.ndarray, depth: np.ndarray, lines: list[str], random_weights: bool = False,

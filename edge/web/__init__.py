@@ -1,0 +1,15 @@
+"""The browser view of a running stream (`live --serve`, `process --serve`): an HTTP server inside the process that
+serves one page and the stream to any browser, with no internet and nothing to install on the viewing side. The page
+shows RGB | depth with the colour bar in metres, the depth and 3-D point under the cursor (from the frame shown),
+pinned points' distance over time, the output and network rates, the depth's age and how it was carried, stage
+times and drops, and saves snapshots. view.py is the loop's side (never waits), message.py one frame as sent,
+server.py the routes, viewers.py one thread per page, access.py who may connect, websocket.py the protocol;
+static/ holds the page (shipped in the package)."""
+
+from .access import Access, is_loopback
+from .message import FrameMessage, encode_depth_png, encode_jpeg
+from .server import ViewServer
+from .view import WebStream, WebView, parse_serve, rates, serve_view
+
+__all__ = ["Access", "FrameMessage", "ViewServer", "WebStream", "WebView", "encode_depth_png", "encode_jpeg",
+           "is_loopback", "parse_serve", "rates", "serve_view"]

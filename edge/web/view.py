@@ -1,0 +1,281 @@
+"""`WebView`: the browser view of a running stream, from the loop's side. The loop never waits for it: `write`
+leaves the frame in a one-frame mailbox (a frame still there is replaced and counted as dropped for the viewers)
+and returns; an encoder thread turns the newest frame into one `FrameMessage`, once, whatever the number of pages,
+and only while someone watches; each page's own thread sends it the newest message it has not seen (viewers.py).
+The server outlives a stream: `process --serve` shows every sequence through one address; `stop()` ends it."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from smoothdino.core.console import notice
+from smoothdino.edge.sinks.foxglove import parse_address
+from smoothdino.edge.sinks.view import DISPLAY_RANGE, side_by_side
+from smoothdino.edge.sinks.window import WindowSink
+from smoothdino.edge.sources.frame import Frame
+from smoothdino.edge.sources.intrinsics import IntrinsicsChoice, IntrinsicsText
+
+from .message import FrameMessage, encode_depth_png, encode_jpeg
+from .server import ViewServer
+
+RATE_WINDOW_S = 2.0  # the FPS and network rate the page shows are over the last 2 s of written frames
+RECENT = 16  # frames kept (by reference) for the snapshot button: the page shows one of the last few
+STOP_WAIT_S = 2.0
+
+
+def parse_serve(text: str | None) -> tuple[str, int] | None:
+    """`--serve [HOST:]PORT` -> (host, port), 127.0.0.1 unless a host is given; None when not asked for."""
+    return parse_address(text, "--serve") if text is not None else None
+
+
+@dataclass
+class _Written:
+    stream: WebStream
+    frame: Frame
+    depth: np.ndarray
+    result: object  # FrameResult, or None for a frame read back from an earlier run
+    canvas: np.ndarray | None
+    wall_ms: float  # when the loop handed it over (epoch ms: the benchmark's frame-to-screen clock)
+
+
+def rates(times: list[tuple[float, int | None]]) -> tuple[float, float]:
+    """(output frames a second, network passes a second) over the last RATE_WINDOW_S of (time, keyframe id)
+    pairs; a new keyframe id is a network pass, so async live counts the passes whose depth reached the output."""
+    if len(times) < 2:
+        return 0.0, 0.0
+    last = times[-1][0]
+    window = [(t, key) for t, key in times if t >= last - RATE_WINDOW_S]
+    span = window[-1][0] - window[0][0]
+    if len(window) < 2 or span <= 0:
+        return 0.0, 0.0
+    passes = sum(1 for (_, a), (_, b) in zip(window, window[1:]) if b is not None and b != a)
+    return (len(window) - 1) / span, passes / span
+
+
+def intrinsics_origin(explicit: IntrinsicsText | None, frame: Frame) -> str:
+    """Where the 3-D point's intrinsics come from, as the page says it (IntrinsicsChoice's order)."""
+    if explicit is not None:
+        return "--intrinsics"
+    return "camera info" if frame.meta.get("intrinsics") is not None else "NYUv2 Kinect, scaled"
+
+
+class _SnapshotFolder:
+    """The window's `s` key (WindowSink.save_snapshot) for the page's button: the same three PNGs, named alike,
+    in the snapshots folder and nowhere else."""
+
+    save_snapshot = WindowSink.save_snapshot
+
+    def __init__(self, folder: Path, depth_range: tuple[float, float], random_weights: bool):
+        self.snapshots, self.depth_range, self.random_weights = Path(folder), depth_range, random_weights
+
+
+class WebStream:
+    """The FrameSink one stream hands to the loop (StreamOutputs.sinks). Closing it ends the stream, not the
+    server (WebView.stop does)."""
+
+    def __init__(self, view: WebView, source):
+        self.view = view
+        self.name = source.name
+        self.stats = getattr(source, "stats", None)
+
+    def write(self, frame: Frame, depth: np.ndarray, result, canvas: np.ndarray | None) -> None:
+        self.view.write(self, frame, depth, result, canvas)
+
+    def close(self) -> None:
+        pass
+
+
+class WebView:
+    """Serve the browser view at `address` (host, port) until `stop()`. `url` is what to open (with the token
+    when bound to another interface than loopback); `viewers` the pages and MJPEG clients connected now."""
+
+    def __init__(self, address: tuple[str, int], *, snapshots: Path = Path("snapshots"),
+                 depth_range: tuple[float, float] = DISPLAY_RANGE, random_weights: bool = False,
+                 intrinsics: IntrinsicsText | None = None, jpeg_quality: int = 80, option: str = "--serve"):
+        self.depth_range = depth_range
+        self.random_weights = random_weights
+        self.explicit = intrinsics
+        self.intrinsics = IntrinsicsChoice(intrinsics, "browser view")
+        self.jpeg_quality = jpeg_quality
+        self.snapshots = _SnapshotFolder(snapshots, depth_range, random_weights)
+        # published state, read by the viewers' threads: `cond` wakes them on a new message and on stop
+        self.cond = threading.Condition()
+        self.latest: FrameMessage | None = None
+        self.viewers: set = set()
+        self.stopping = False
+        # the loop's side: a one-frame mailbox
+        self._wake = threading.Condition()
+        self._mailbox: _Written | None = None
+        self._closing = False
+        self._times: deque[tuple[float, int | None]] = deque(maxlen=512)
+        self._recent: deque[tuple[int, _Written]] = deque(maxlen=RECENT)
+        self.written = 0  # frames the loop handed over
+        self.dropped = 0  # replaced in the mailbox before the encoder took them (a viewer's cost, never the loop's)
+        self.encoded = 0
+        self.encode_ms: deque[dict[str, float]] = deque(maxlen=1000)  # per encoded frame: view, jpeg, depth
+        self._error: str | None = None
+        self.server = ViewServer(address, self, option)
+        self._encoder = threading.Thread(target=self._encode_until_closed, name="web-view-encoder", daemon=True)
+        self._serving = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                         name="web-view-server", daemon=True)
+        self._encoder.start()
+        self._serving.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self.server.host
+        if host in ("0.0.0.0", "::", ""):  # every interface: the robot's own name (or any of its addresses)
+            host = socket.gethostname()
+        shown = f"[{host}]" if ":" in host else host
+        token = self.server.access.token
+        return f"http://{shown}:{self.port}/" + (f"?token={token}" if token else "")
+
+    def stream(self, source) -> WebStream:
+        return WebStream(self, source)
+
+    # -- the loop's side --------------------------------------------------------------------------
+
+    def write(self, stream: WebStream, frame: Frame, depth: np.ndarray, result, canvas: np.ndarray | None) -> None:
+        """Called by the loop for every frame: no encoding, no waiting (a lock held for a few assignments)."""
+        key = frame.index - result.age_frames if result is not None else None
+        item = _Written(stream, frame, depth, result, canvas, time.time() * 1000.0)
+        with self._wake:
+            self.written += 1
+            self._times.append((time.perf_counter(), key))
+            if self._mailbox is not None:
+                self.dropped += 1
+            self._mailbox = item
+            self._wake.notify()
+
+    # -- the encoder thread ---------------------------------------------------------------------
+
+    def _encode_until_closed(self) -> None:
+        seq = 0
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._mailbox is not None or self._closing)
+                item, self._mailbox = self._mailbox, None
+                times = list(self._times)
+            if item is None:
+                return
+            seq += 1
+            with self.cond:
+                self._recent.append((seq, item))
+                watched = bool(self.viewers)
+                depth_wanted = any(getattr(v, "wants_depth", False) for v in self.viewers)
+            if not watched:
+                continue  # nobody watching: nothing is encoded (a page that connects gets the next frame)
+            try:
+                message = self.encode(seq, item, times, depth_wanted)
+            except Exception as err:  # noqa: BLE001 - a viewer problem must never end the depth loop
+                if self._error is None:
+                    self._error = f"{type(err).__name__}: {err}"
+                    notice(f"browser view: encoding failed ({self._error}); the depth loop goes on")
+                continue
+            with self.cond:
+                self.latest = message
+                self.cond.notify_all()
+
+    def encode(self, seq: int, item: _Written, times: list, depth_wanted: bool) -> FrameMessage:
+        """The frame's message: the loop's RGB | depth canvas when it drew one (video, window), else one drawn
+        here without overlay text (the page shows the figures beside the picture)."""
+        start = time.perf_counter()
+        canvas = item.canvas if item.canvas is not None else side_by_side(
+            item.frame.rgb, item.depth, [], self.random_weights, self.depth_range)
+        drawn = time.perf_counter()
+        jpeg = encode_jpeg(canvas, self.jpeg_quality)
+        jpegged = time.perf_counter()
+        depth_png = encode_depth_png(item.depth) if depth_wanted else None
+        done = time.perf_counter()
+        self.encoded += 1
+        self.encode_ms.append({"view": (drawn - start) * 1e3, "jpeg": (jpegged - drawn) * 1e3,
+                               "depth": (done - jpegged) * 1e3 if depth_wanted else 0.0})
+        return FrameMessage(seq, self.header(item, times), jpeg, depth_png)
+
+    def header(self, item: _Written, times: list) -> dict:
+        frame, result, stats = item.frame, item.result, item.stream.stats
+        height, width = item.depth.shape[:2]
+        k = self.intrinsics.for_frame(frame.meta, height, width)
+        fps, network_fps = rates(times)
+        header = {
+            "source": item.stream.name, "frame": frame.name, "index": frame.index, "width": width, "height": height,
+            "written_ms": item.wall_ms, "fps": fps, "network_fps": network_fps,
+            "intrinsics": {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy,
+                           "from": intrinsics_origin(self.explicit, frame)},
+            "depth_range": list(self.depth_range), "random_weights": self.random_weights,
+            "camera_dropped": getattr(stats, "dropped", 0), "skipped": getattr(stats, "skipped", 0),
+            "viewer_dropped": self.dropped, "resumed": result is None,
+        }
+        if result is not None:
+            header.update(keyframe=bool(result.keyframe), age_frames=int(result.age_frames),
+                          age_ms=float(result.age_ms),
+                          carry=getattr(result, "carry", None), inliers=getattr(result, "inliers", None),
+                          fallback=getattr(result, "fallback", "") or None,
+                          stages_ms={k: v * 1000.0 for k, v in result.timings.items() if v})
+        return header
+
+    # -- the server's side ----------------------------------------------------------------------
+
+    def recent(self, seq: int) -> _Written | None:
+        with self.cond:
+            return next((item for s, item in self._recent if s == seq), None)
+
+    def save_snapshot(self, seq: int) -> list[Path] | None:
+        """The page's snapshot button: frame `seq` (one the page shows) into the snapshots folder; None when that
+        frame is no longer kept. Its name is the frame's, made safe for a file name."""
+        item = self.recent(seq)
+        if item is None:
+            return None
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.frame.name).lstrip(".") or "frame"
+        return self.snapshots.save_snapshot(name, item.frame.rgb, item.depth)
+
+    def stop(self) -> None:
+        """Stop encoding, say goodbye to every page (they show that the stream ended), close the server."""
+        with self._wake:
+            if self._closing:
+                return
+            self._closing = True
+            self._wake.notify()
+        self._encoder.join(timeout=STOP_WAIT_S)
+        with self.cond:
+            self.stopping = True
+            viewers = list(self.viewers)
+            self.cond.notify_all()
+        for viewer in viewers:
+            viewer.close()
+        with self.cond:  # each page gets its close frame (it then says "stream ended", not "reconnecting")
+            self.cond.wait_for(lambda: not self.viewers, timeout=STOP_WAIT_S)
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> WebView:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def serve_view(address: tuple[str, int] | None, **options) -> Iterator[WebView | None]:
+    """`with serve_view(parse_serve(text), ...) as view:` the view while the block runs, or None when not asked."""
+    if address is None:
+        yield None
+        return
+    view = WebView(address, **options)
+    try:
+        yield view
+    finally:
+        view.stop()
+
