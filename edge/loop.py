@@ -289,7 +289,7 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                     report.nonfinite += 1
                 if result.nonfinite and report.nonfinite == 1:  # once per stream; metrics count every one
                     notice(f"{source.name}/{frame.name}: {result.nonfinite} NaN/Inf depth pixels (an FP16 overflow?) "
-                           "written as 0 (no depth) and flagged in metrics; the temporal state restarts")
+                           "written as 0 (no depth) and flagged in metrics; the temporal state restarts if the features overflowed")
                 now = time.perf_counter()  # output frames a second, as the viewer sees them (not 1 / step time)
                 interval, last_output = max(now - last_output, 1e-6), now
                 fps = 0.9 * fps + 0.1 / interval if fps else 1.0 / max(result.timings["total"], 1e-6)

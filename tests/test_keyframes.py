@@ -207,3 +207,38 @@ def test_the_schedule_without_the_network_is_what_the_steps_decide(small_export)
             decided = [steps.step(rgb).keyframe for rgb in frames]
         assert list(decide_keyframes(frames, policy, 1, cut_below=0.2)) == decided, policy
         assert decided[7] and 1 < sum(decided) < 12
+
+
+class OverflowingPipeline(DepthPipeline):
+    """The real pipeline whose encoder overflows (NaN levels, as an FP16 encoder can) on one particular frame,
+    recognised by its pixels: so the fault repeats exactly when a resumed run primes or recomputes that frame."""
+
+    poisoned: bytes = b""
+
+    def _encode(self, rgb):
+        levels = super()._encode(rgb)
+        if rgb.tobytes() == self.poisoned:
+            levels = {name: np.full_like(value, np.nan) for name, value in levels.items()}
+        return levels
+
+
+@pytest.mark.parametrize("resume_at", [5, 7])
+def test_a_resume_primes_exactly_across_a_keyframe_whose_features_overflowed(small_export, resume_at):
+    """Keyframe 3 overflows: the unbroken run gives it no depth and starts afresh at keyframe 6. A run resumed at 5 or
+    7 must rebuild exactly that (priming with frame 3's levels would fuse keyframe 6 with NaN)."""
+    frames = _frames(10, velocity=(1.5, 0.5))
+    OverflowingPipeline.poisoned = frames[3].tobytes()
+    policy = KeyframePolicy(mode="n", n=3)
+    with OverflowingPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, policy)
+        unbroken = [steps.step(rgb) for rgb in frames]
+    assert unbroken[3].nonfinite == unbroken[3].depth.size and unbroken[6].keyframe and unbroken[6].nonfinite == 0
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as fresh:  # 6 starts afresh: fused with itself
+        assert np.array_equal(unbroken[6].depth, fresh.step(frames[6]).depth)
+    with OverflowingPipeline.from_folder(small_export, backend="onnxruntime") as pipeline:
+        steps = KeyframeSteps(pipeline, policy)
+        for rgb in frames[:resume_at]:
+            steps.replay(rgb)
+        resumed = [steps.step(rgb) for rgb in frames[resume_at:]]
+    for index, (again, first) in enumerate(zip(resumed, unbroken[resume_at:]), start=resume_at):
+        assert np.array_equal(again.depth, first.depth), index
