@@ -84,7 +84,7 @@ EVERY_FRAME = KeyframePolicy()
 # auto's limits for each carry, from the ground-truth sweep (benchmarks/README.md#keyframes)
 AUTO_LIMITS = {
     "shift": dict(max_shift=0.04, min_confidence=0.25, max_age=3),
-    "pose": dict(max_shift=0.12, min_confidence=0.1, max_age=8, min_coverage=0.5),
+    "pose": dict(max_shift=0.2, min_confidence=0.1, max_age=4, min_coverage=0.5),
 }
 
 

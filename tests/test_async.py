@@ -166,3 +166,22 @@ def test_async_scene_cut_gives_no_depth_until_a_keyframe_of_the_new_scene(small_
         fresh = pipeline.step(np.ascontiguousarray(np.roll(other, 1, axis=1)))
     assert result is None
     assert fresh.carry == "shift" and fresh.depth.any() and not fresh.scene_cut
+
+
+def test_async_carries_by_pose_from_the_frame_the_network_took(small_export):
+    """The caller follows corners from the frame in flight, so the depth that arrives is carried by the pose."""
+    from smoothdino.edge.sources.room import SyntheticRoom
+
+    room = SyntheticRoom(70, 98, frames=14, step=0.04, turn=0.015)
+    frames = [rgb for rgb, _ in room]
+    with AsyncPipeline(lambda: DepthPipeline.from_folder(small_export, backend="onnxruntime"), carry="pose",
+                       intrinsics=room.intrinsics) as pipeline:
+        results = [pipeline.step(frames[0])]
+        _wait_for(lambda: pipeline.passes >= 1)
+        for rgb in frames[1:]:
+            results.append(pipeline.step(rgb))
+    carried = [r for r in results[1:] if r is not None]
+    assert carried and {r.carry for r in carried} <= {"pose", "shift"}
+    posed = [r for r in carried if r.carry == "pose"]
+    assert len(posed) >= len(carried) // 2 and all(r.inliers >= 12 for r in posed)
+    assert all(r.fallback for r in carried if r.carry == "shift")  # a fallback says why
