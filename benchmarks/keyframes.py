@@ -45,13 +45,14 @@ def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a[mask] - b[mask]) ** 2))) if mask.any() else float("nan")
 
 
-def run_policies(open_pipeline, frames, words: list[str]) -> dict[str, dict]:
+def run_policies(open_pipeline, frames, words: list[str], carry: str = "shift", camera=None) -> dict[str, dict]:
     """Every policy over the same frames, each with its own pipeline (its own temporal state), interleaved frame by
-    frame in a rotating order, so other load on the machine hits every policy alike."""
+    frame in a rotating order, so other load on the machine hits every policy alike. `camera`: the Intrinsics the pose
+    carry needs."""
     from smoothdino.edge.keyframes import KeyframeSteps, parse_keyframes
 
     pipelines = {w: open_pipeline() for w in words}
-    steps = {w: KeyframeSteps(pipelines[w], parse_keyframes(w)) for w in words}
+    steps = {w: KeyframeSteps(pipelines[w], parse_keyframes(w, carry=carry), carry, camera) for w in words}
     runs = {w: {"depth": [], "ms": [], "keyframe": [], "key_index": [], "shift": []} for w in words}
     keys = dict.fromkeys(words, 0)
     try:
@@ -71,11 +72,11 @@ def run_policies(open_pipeline, frames, words: list[str]) -> dict[str, dict]:
     return runs
 
 
-def policy_figures(run: dict, every: dict, frames) -> dict:
-    from smoothdino.edge.carry import translate_depth
+def policy_figures(run: dict, every: dict, frames, floor: dict | None = None) -> dict:
+    """`floor`: the policy's propagation floor on these frames' ground truth (floor_policy), when they have it."""
     from smoothdino.edge.metrics import temporal_error
 
-    drift, floor, gt_rmse, delta1, coverage, flicker = [], [], [], [], [], []
+    drift, gt_rmse, delta1, coverage, flicker = [], [], [], [], []
     for i, (depth, (_, gt)) in enumerate(zip(run["depth"], frames)):
         has = depth > 0
         drift.append(1000 * rmse(depth, every["depth"][i], has))
@@ -87,11 +88,6 @@ def policy_figures(run: dict, every: dict, frames) -> dict:
         gt_rmse.append(rmse(depth, gt, both))
         ratio = np.maximum(depth[both] / gt[both], gt[both] / np.maximum(depth[both], 1e-3))
         delta1.append(float(np.mean(ratio < 1.25)) if both.any() else float("nan"))
-        if not run["keyframe"][i]:  # a perfect network's keyframe, carried the same way
-            carried = translate_depth(frames[run["key_index"][i]][1], *run["shift"][i])
-            mask = (carried > 0.001) & valid
-            if mask.sum() > 1000:
-                floor.append(rmse(carried, gt, mask))
         if i > 0 and frames[i - 1][1] is not None:
             flicker.append(temporal_error(depth, run["depth"][i - 1], gt, frames[i - 1][1]))
     ms = float(np.mean(run["ms"]))
@@ -102,8 +98,8 @@ def policy_figures(run: dict, every: dict, frames) -> dict:
     return {"ms_per_frame": round(ms, 2), "output_fps": round(1000 / ms, 2), "network_passes": int(sum(run["keyframe"])),
             "frames": len(run["ms"]), "drift_mm": stat(drift), "rmse_m": stat(gt_rmse), "delta1": stat(delta1),
             "coverage": stat(coverage), "flicker_m": stat(flicker),
-            "floor_median_m": stat(floor, np.median), "floor_p90_m": stat(floor, lambda v: np.percentile(v, 90)),
-            "floor_frames": len(floor)}
+            "floor_median_m": floor["median_m"] if floor else None, "floor_p90_m": floor["p90_m"] if floor else None,
+            "floor_frames": floor["carried_frames"] if floor else 0}
 
 
 def sequence_camera(sequence: Path, size) -> np.ndarray:
@@ -330,6 +326,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", default="224x294")
     ap.add_argument("--precision", default="int8", help="fp32 or int8 (the INT8 plan, --force past its gate)")
     ap.add_argument("--policies", default="every,2,3,4,auto")
+    ap.add_argument("--carry", default="pose", choices=("pose", "shift"), help="how carried frames get depth")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--async", dest="asynchronous", action="store_true", help="also replay at 30 FPS through live --async")
     ap.add_argument("--async-size", default="480x640")
@@ -359,11 +356,18 @@ def main(argv=None) -> dict:
     words = [parse_keyframes(w).label for w in args.policies.split(",") if w]
     if words and "every" not in words:
         words.insert(0, "every")  # the reference for drift and speed
+    from smoothdino.edge.sources import NYU_KINECT
+
+    report["carry"] = args.carry
     for sequence in sequences if words else []:
         frames = load_frames(sequence, args.frames, size)
-        runs = run_policies(lambda: DepthPipeline(manifest, backend="onnxruntime", threads=args.threads), frames, words)
+        runs = run_policies(lambda: DepthPipeline(manifest, backend="onnxruntime", threads=args.threads), frames, words,
+                            args.carry, NYU_KINECT)
         for word, run in runs.items():
-            figures = policy_figures(run, runs["every"], frames)
+            has_gt = all(gt is not None for _, gt in frames)
+            floor = floor_policy([(frames, sequence_camera(sequence, size))], size,
+                                 parse_keyframes(word, carry=args.carry), args.carry) if has_gt and word != "every" else None
+            figures = policy_figures(run, runs["every"], frames, floor)
             per_policy.setdefault(word, []).append(figures)
             print(json.dumps({"sequence": sequence.name, "keyframes": word, **figures}), flush=True)
     for word, rows in per_policy.items():  # frame-weighted means over the sequences
@@ -392,7 +396,7 @@ def main(argv=None) -> dict:
             report["async"]["runs"][str(threads)] = figures
             print(json.dumps({"async_threads": threads, **figures}), flush=True)
 
-    lines = [f"Keyframes, vits14+temporal {report['precision']} {args.size}, ONNX Runtime CPU {args.threads} threads, "
+    lines = [f"Keyframes ({args.carry} carry), vits14+temporal {report['precision']} {args.size}, ONNX Runtime CPU {args.threads} threads, "
              f"{len(sequences)} NYUv2 sequences x {args.frames} frames, random weights", ""]
     lines += markdown_table(
         ["keyframes", "ms / output frame", "output FPS", "x every", "network passes", "drift vs every (mm)",
