@@ -114,15 +114,15 @@ def lift(points: np.ndarray, depth: np.ndarray, k: np.ndarray) -> tuple[np.ndarr
 def solve_pose(keyframe_points: np.ndarray, current_points: np.ndarray, keyframe_depth: np.ndarray,
                k: np.ndarray) -> tuple[CameraPose | None, str]:
     """Corners seen in the keyframe and in the current frame (pixels, [N, 2] each, same order) and the keyframe's
-    depth -> the camera's motion, or (None, why not). RANSAC is OpenCV's, seeded the same on every call (its RNG
-    starts from a fixed state), so the same inputs always give the same pose: resume stays exact."""
+    depth -> the camera's motion, or (None, why not). RANSAC is OpenCV's classic one, whose generator starts from the
+    same fixed state on every call, so the same inputs always give the same pose: resume stays exact (a test holds
+    it to that, bit for bit)."""
     if len(keyframe_points) < MIN_POINTS:
         return None, f"{len(keyframe_points)} tracked corners"
     xyz, keep = lift(keyframe_points, keyframe_depth, k)
     if len(keep) < MIN_POINTS:
         return None, f"{len(keep)} corners with depth"
     image = current_points[keep].astype(np.float64)
-    cv2.setRNGSeed(0)
     ok, rvec, tvec, inliers = cv2.solvePnPRansac(xyz, image, k, None, iterationsCount=RANSAC_ITERATIONS,
                                                  reprojectionError=REPROJECTION_PX, confidence=0.999,
                                                  flags=cv2.SOLVEPNP_EPNP)

@@ -101,8 +101,12 @@ def test_the_pose_from_tracked_corners_is_the_known_motion(room_frames):
 
 def test_the_same_frames_give_the_same_pose_bit_for_bit(room_frames):
     """RANSAC is seeded: a resumed run and a --ray chunk recompute exactly the pose of the unbroken run."""
+    import cv2
+
     poses = []
-    for _ in range(2):
+    for seed in (1, 2):
+        cv2.setRNGSeed(seed)  # whatever else in the process draws from OpenCV's generator
+        cv2.randu(np.zeros((4, 4)), 0, 1)
         motion = KeyframeMotion(frame_greys(room_frames[0][0], 1, True), 1, 0.1)
         for rgb, _ in room_frames[1:5]:
             motion.measure(frame_greys(rgb, 1, True))
