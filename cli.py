@@ -18,8 +18,15 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from smoothdino.core.backends import backend_word
-from smoothdino.core.console import console, error_line, notice, random_weights_notice, reset_notices
+from smoothdino.core.backends import BACKENDS, ONNXRUNTIME_BACKENDS, backend_word
+from smoothdino.core.console import (
+    console,
+    error_line,
+    notice,
+    random_weights_notice,
+    reset_notices,
+    untrained_adapter_notice,
+)
 from smoothdino.core.errors import UserError
 from smoothdino.core.extras import missing_extra
 from smoothdino.core.images import parse_size
@@ -30,6 +37,27 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Live metric depth from a moving camera: DINOv2 + temporal adapter on TensorRT / ONNX Runtime.")
 weights_app = typer.Typer(no_args_is_help=True, help="Official DINOv2 release files: list, fetch, verify.")
 app.add_typer(weights_app, name="weights")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from smoothdino import __version__
+
+        try:  # the installed distribution's (pyproject.toml); a source tree without one: the package's own
+            typer.echo(f"smoothdino {version('smoothdino-edge')}")
+        except PackageNotFoundError:
+            typer.echo(f"smoothdino {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+):
+    pass
 
 
 def user_errors(fn):
@@ -143,12 +171,21 @@ def info():
         table.add_row(name, version or "not installed")
     g = env.gpu()
     table.add_row("GPU", f"{g['name']} (compute {g['compute_capability']})" if g else "none")
-    backends = ["onnxruntime (" + ", ".join(env.onnxruntime_providers()) + ")"]
-    for row in env.tensorrt_flavours():  # TensorRT and TensorRT for RTX: version, runs here, builds here
+    from smoothdino.edge.engines.factory import cuda_provider_state
+
+    providers = env.onnxruntime_providers()
+    cuda, cuda_line = cuda_provider_state(providers, (g or {}).get("name"))
+    backends = ["onnxruntime (" + ", ".join(providers) + ")",
+                f"onnxruntime-cuda: {'runs' if cuda else 'no'} - {cuda_line}"]
+    flavours = env.tensorrt_flavours()
+    for row in flavours:  # TensorRT and TensorRT for RTX: version, runs here, builds here
         version = f" {row['version']}" if row["version"] else ""
         runs = "runs engines" if row["usable"] else f"no - {row['why']}"
         builds = "; builds engines (no GPU needed)" if row["can_build"] and not row["usable"] else ""
         backends.append(f"{row['flavour']}{version}: {runs}{builds}")
+    # what --backend auto takes for an export with engines of a flavour that runs here (export builds them)
+    auto = next((r["flavour"] for r in flavours if r["usable"]), "onnxruntime-cuda" if cuda else "onnxruntime")
+    backends.append(f"auto -> {auto} (TensorRT, then ONNX Runtime's CUDA provider, then the CPU)")
     table.add_row("back-ends", "\n".join(backends))
     table.add_row("torch reference", "yes" if env.package_version("torch") else "no (edge-only install)")
     table.add_row("OpenCV GStreamer (CSI cameras)", "yes" if env.opencv_gstreamer() else "no")
@@ -170,22 +207,22 @@ def info():
 
 # -- options shared by the commands that export (export, process, demo, bench) -----------------------
 
-Arch = Annotated[str, typer.Option(help="Backbone: vits14, vitb14, vitl14 or vitg14.")]
-Head = Annotated[str, typer.Option(help="NYUv2 depth head: dpt or linear4.")]
-Adapter = Annotated[str, typer.Option(help="none, paper (folded into the decoder) or temporal.")]
-Precision = Annotated[str, typer.Option(help="fp32, fp16 (GPUs), int8, auto (fastest gated: fp16 on GPUs; per stage fp32 or int8 on the CPU), or per stage: encoder=fp32,decoder=int8.")]
-Backend = Annotated[str, typer.Option(help="auto, onnxruntime, tensorrt or tensorrt-rtx.")]
+Arch = Annotated[str, typer.Option(metavar="vits14|vitb14|vitl14|vitg14", help="Backbone: DINOv2 small, base, large or giant.")]
+Head = Annotated[str, typer.Option(metavar="dpt|linear4", help="NYUv2 depth head.")]
+Adapter = Annotated[str, typer.Option(metavar="none|paper|temporal", help="none, paper (folded into the decoder) or temporal.")]
+Precision = Annotated[str, typer.Option(metavar="fp32|fp16|int8|auto|STAGE=P,...", help="fp32, fp16 (GPUs), int8, auto (fastest gated: fp16 on GPUs; per stage fp32 or int8 on the CPU), or per stage: encoder=fp32,decoder=int8.")]
+Backend = Annotated[str, typer.Option(metavar="|".join(BACKENDS), help="auto: TensorRT where its engines run, else ONNX Runtime's CUDA provider (the gpu extra), else the CPU; one notice says which.")]
 WeightsDir = Annotated[Optional[Path], typer.Option(help="Folder with the official .pth files (default: cache).")]
 AdapterWeights = Annotated[Optional[Path], typer.Option(help="Trained adapter (smoothdino train checkpoint or state dict).")]
 RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Seeded random weights in the official layout (no download; results are not metric).")]
 Seed = Annotated[int, typer.Option(help="Seed for --random-weights.")]
 MinConfidence = Annotated[float, typer.Option(help="Phase-correlation response below which a frame is a scene cut.")]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads per ONNX Runtime session (default: physical cores).")]
-Intrinsics = Annotated[Optional[str], typer.Option(help="Camera fx,fy,cx,cy in pixels of the input frames, for point clouds (default: a bag's CameraInfo, else NYUv2's Kinect scaled to the frames).")]
+Intrinsics = Annotated[Optional[str], typer.Option(metavar="FX,FY,CX,CY", help="Camera fx,fy,cx,cy in pixels of the input frames, for point clouds (default: a bag's CameraInfo, else NYUv2's Kinect scaled to the frames).")]
 CloudStride = Annotated[int, typer.Option(help="Point clouds keep every Nth pixel in each direction.")]
 EnginesOrExport = Annotated[Path | None, typer.Option("--engines", help="Export folder; without it, export on the fly into <out>/engines.")]
-ExportSize = Annotated[str | None, typer.Option("--size", help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size).")]
-Keyframes = Annotated[str, typer.Option(help="When the network runs: every (every frame, exact), N (every N-th frame), or auto (when the camera moved too far from the last keyframe, the views overlap poorly, or it is 4 frames old). Other frames get the last keyframe's depth carried to them (--carry).")]
+ExportSize = Annotated[str | None, typer.Option("--size", metavar="HEIGHTxWIDTH", help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size).")]
+Keyframes = Annotated[str, typer.Option(metavar="every|N|auto", help="When the network runs: every (every frame, exact), N (every N-th frame), or auto (when the camera moved too far from the last keyframe, the views overlap poorly, or it is 4 frames old). Other frames get the last keyframe's depth carried to them (--carry).")]
 Carry = Annotated[Optional[str], typer.Option(metavar="shift|pose", help="How a keyframe's depth reaches the frames after it: pose (the camera's 3-D motion from tracked corners; needs intrinsics) or shift (a 2-D translation). Default: pose where the camera is known (NYUv2 folders, bags with CameraInfo, --intrinsics), else shift, with a notice.")]
 ResizeFrames = Annotated[bool, typer.Option("--resize/--no-resize", help="Resize frames of another size to the engines' (--no-resize: refuse).")]
 
@@ -227,7 +264,7 @@ def _export_folder(engines: Optional[Path], spec, out: Path) -> Path:
 @user_errors
 def export(
     arch: Arch = "vits14", head: Head = "dpt", adapter: Adapter = "temporal",
-    size: Annotated[str, typer.Option(help="Frame size HEIGHTxWIDTH the graphs are fixed to.")] = "480x640",
+    size: Annotated[str, typer.Option(metavar="HEIGHTxWIDTH", help="Frame size the graphs are fixed to.")] = "480x640",
     precision: Precision = "fp16", backend: Backend = "auto",
     compute_capability: Annotated[Optional[list[str]], typer.Option(help="TensorRT for RTX target, e.g. 8.6 (repeat; default: this GPU, else a portable set).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder (graphs, engines, manifest.json).")] = Path("engines/vits14-temporal"),
@@ -235,7 +272,7 @@ def export(
     seed: Seed = 0,
     calibration: Annotated[Optional[list[Path]], typer.Option(help="NYUv2 sequence folders for calibration and the gate (repeat).")] = None,
     calibration_frames: Annotated[int, typer.Option(help="Calibration pairs (INT8 calibration and the gate).")] = 8,
-    calibration_method: Annotated[str, typer.Option(help="INT8 activation ranges: minmax, entropy or percentile.")] = "minmax",
+    calibration_method: Annotated[str, typer.Option(metavar="minmax|entropy|percentile", help="INT8 activation ranges.")] = "minmax",
     tolerance_mm: Annotated[Optional[float], typer.Option(help="Gate tolerance on the depth RMSE change (default: 5 mm fp16, 10 mm int8).")] = None,
     force: Annotated[bool, typer.Option(help="Keep an export that fails the gate.")] = False,
     workspace_mib: Annotated[int, typer.Option(help="TensorRT builder workspace cap (small Jetsons: 512).")] = 1024,
@@ -251,6 +288,7 @@ def export(
     with console.status("exporting") as status:
         manifest, _ = export_model(spec, out, progress=lambda msg: status.update(msg))
     console.print(gate_table(manifest, f"export -> {out}"))
+    untrained_adapter_notice(manifest.weights)
 
 
 @app.command()
@@ -292,7 +330,7 @@ def _gate_and_record(manifest, folder: Path, backend: str, calibration, frames: 
 @user_errors
 def build(
     engines: Annotated[Path, typer.Option(help="An export folder with ONNX graphs (manifest.json), e.g. copied from a PC.")],
-    backend: Annotated[str, typer.Option(help="tensorrt (JetPack, x86 GPUs) or tensorrt-rtx; auto: the one that runs here.")] = "auto",
+    backend: Annotated[str, typer.Option(metavar="auto|tensorrt|tensorrt-rtx", help="tensorrt (JetPack, x86 GPUs) or tensorrt-rtx; auto: the one that runs here.")] = "auto",
     compute_capability: Annotated[Optional[list[str]], typer.Option(help="TensorRT for RTX targets (repeat), e.g. 8.6.")] = None,
     workspace_mib: Annotated[int, typer.Option(help="Builder workspace limit (MiB).")] = 1024,
     calibration: Annotated[Optional[list[Path]], typer.Option(help="NYUv2 sequence folders for the gate (repeat).")] = None,
@@ -388,7 +426,7 @@ class ModelChoice:
         return _export_spec(arch=self.arch, head=self.head, adapter=self.adapter, size=self.size or frame_size(),
                             precision=self.precision, weights_dir=self.weights_dir, adapter_weights=self.adapter_weights,
                             random_weights=self.random_weights, seed=self.seed, calibration_frames=2,
-                            backend="onnxruntime" if backend_word(backend) == "onnxruntime" else "auto")
+                            backend=word if (word := backend_word(backend)) in ONNXRUNTIME_BACKENDS else "auto")
 
 
 @dataclass(frozen=True)
@@ -460,11 +498,11 @@ class ViewChoice:
 
 VIEW = OptionGroup("view", {"depth_range": (DepthRange, None)}, ViewChoice)
 ROS2_TRANSPORTS = r"(?i)dds|zenoh"
-Ros2Transport = Annotated[Optional[str], typer.Option("--ros2", metavar="[dds|zenoh]", help="Publish live ROS 2 topics, no ROS install needed: dds (the default: ROS 2's default middleware, Humble and later) or zenoh (rmw_zenoh, Jazzy and later, through its router). Under --ros2-namespace: depth/image (32FC1 metres, NaN = no depth), depth/camera_info, depth/points (every --cloud-stride-th pixel), color/image with --ros2-color, /tf for frames the pose carry moved; sensor-data QoS, node `smoothdino`. The loop never waits for ROS: a frame not yet published is replaced by the next (counted).")]
+Ros2Transport = Annotated[Optional[str], typer.Option("--ros2", metavar="[dds|zenoh]", help="Publish live ROS 2 topics, no ROS install needed: dds (the default: ROS 2's default middleware, Humble and later) or zenoh (rmw_zenoh, Jazzy and later, through its router). Under --ros2-namespace: depth/image (32FC1 metres, NaN = no depth), depth/camera_info, depth/points (every --cloud-stride-th pixel), color/image with --ros2-color, /tf (the camera in its keyframe's frame: keyframes and --carry pose); sensor-data QoS, node `smoothdino`. The loop never waits for ROS: a frame not yet published is replaced by the next (counted).")]
 Ros2Domain = Annotated[Optional[int], typer.Option(help="--ros2: the ROS 2 domain (default: ROS_DOMAIN_ID, else 0).")]
-Ros2Namespace = Annotated[str, typer.Option(help="--ros2: namespace of the node and its topics, e.g. /robot1/front.")]
+Ros2Namespace = Annotated[str, typer.Option(metavar="NAMESPACE", help="--ros2: namespace of the node and its topics, e.g. /robot1/front.")]
 Ros2Connect = Annotated[Optional[str], typer.Option(metavar="ENDPOINT", help="--ros2 zenoh: the Zenoh router, e.g. tcp/192.168.1.10:7447 (default: tcp/localhost:7447, the robot's `ros2 run rmw_zenoh_cpp rmw_zenohd`; ZENOH_SESSION_CONFIG_URI is read as rmw_zenoh reads it).")]
-Ros2Distro = Annotated[Optional[str], typer.Option(help="--ros2: the robot's ROS 2, humble (DDS only), jazzy, kilted or rolling (default: ROS_DISTRO, else jazzy).")]
+Ros2Distro = Annotated[Optional[str], typer.Option(metavar="humble|jazzy|kilted|rolling", help="--ros2: the robot's ROS 2, humble (DDS only), jazzy, kilted or rolling (default: ROS_DISTRO, else jazzy).")]
 Ros2Color = Annotated[bool, typer.Option("--ros2-color", help="--ros2: also publish color/image (the input frame, rgb8).")]
 
 
@@ -512,7 +550,27 @@ def _bare_option(args: list[str], option: str, values: str, default: str) -> lis
     return given
 
 
-class RayAddressOptional(typer.core.TyperCommand):
+# Options renamed so that one concept has one name in every command (--frames: a frame limit), the old name kept,
+# hidden, for one release: command -> {old: new}. RenamedOptions reads the old name as the new one, with a notice.
+RENAMED_OPTIONS = {"process": {"--limit": "--frames"}, "live": {"--max-frames": "--frames"}}
+
+
+class RenamedOptions(typer.core.TyperCommand):
+    """A command that still takes its RENAMED_OPTIONS' old names (not shown in --help)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        renamed, given = RENAMED_OPTIONS.get(self.name, {}), list(args)
+        for i, arg in enumerate(given):
+            if arg == "--":  # what follows is arguments, never options
+                break
+            old, equals, value = arg.partition("=")
+            if old in renamed:
+                notice(f"{old} is now {renamed[old]} (the old name works until the next release)")
+                given[i] = renamed[old] + equals + value
+        return super().parse_args(ctx, given)
+
+
+class RayAddressOptional(RenamedOptions):
     """`--ray` alone is `--ray auto` (typer has no option with an optional value): a bare --ray, or one followed by
     something that is no cluster address (another option, a sequence), gets `auto`. Likewise `--ros2` alone is
     `--ros2 dds`."""
@@ -526,14 +584,14 @@ class RayAddressOptional(typer.core.TyperCommand):
 
 @command(STEP, MODEL, RUN, VIEW, ROS2, cls=RayAddressOptional)
 def process(
-    sequences: Annotated[list[Path], typer.Argument(help="NYUv2 sequence folders (<i>.jpg [+ <i>.png depth]), image folders, or ROS bags (a bag folder or a .mcap file).")],
+    sequences: Annotated[list[Path], typer.Argument(help="Video files (.mp4, .mkv, .avi, ...), image folders, NYUv2 sequence folders (<i>.jpg + <i>.png depth), or ROS bags (a bag folder or a .mcap file).")],
     out: Annotated[Path, typer.Option(help="Output folder: <out>/<sequence>/{depth/*.png, video.mp4, metrics.*; depth_bag/ for a bag; points/*.ply}. With --ray: storage every node sees at the same path.")] = Path("out/process"),
     video: Annotated[bool, typer.Option(help="Write <sequence>/video.mp4 (RGB | depth).")] = True,
     resume: Annotated[bool, typer.Option(help="Skip frames whose depth PNG is already written (by a run with the same options: a folder written with others is refused).")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run's outputs in each <out>/<sequence> (e.g. one made with other options) instead of resuming it.")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="At most this many frames per sequence.")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="At most this many frames per sequence (the first ones).")] = None,
     motion_downscale: MotionDownscale = 1,
-    topic: Annotated[Optional[str], typer.Option(help="A bag's image topic (Image rgb8/bgr8/mono8 or CompressedImage jpeg/png; default: the bag's only one).")] = None,
+    topic: Annotated[Optional[str], typer.Option(metavar="TOPIC", help="A bag's image topic (Image rgb8/bgr8/mono8 or CompressedImage jpeg/png; default: the bag's only one).")] = None,
     intrinsics: Intrinsics = None,
     points: Annotated[bool, typer.Option("--points", help="Also write <sequence>/points/<frame>.ply (coloured point clouds, metres).")] = False,
     cloud_stride: CloudStride = 4,
@@ -543,12 +601,12 @@ def process(
     step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None, view: ViewChoice = None,
     ros2: Ros2Choice = None,
 ):
-    """Depth for recorded sequences: 16-bit PNGs (mm), a video, and metrics against ground truth. A ROS bag
-    in gives a ROS 2 bag out (<sequence>/depth_bag: 32FC1 depth, CameraInfo, PointCloud2)."""
+    """Depth for recorded videos and sequences: 16-bit PNGs (mm), a video, and metrics (against ground truth where
+    there is some). A ROS bag in gives a ROS 2 bag out (<sequence>/depth_bag: 32FC1 depth, CameraInfo, PointCloud2)."""
     from smoothdino.edge.commands import process as command
     from smoothdino.edge.commands.robotics import RobotOptions
 
-    options = command.ProcessOptions(sequences, out, video, step.resize, resume, limit, step.policy,
+    options = command.ProcessOptions(sequences, out, video, step.resize, resume, frames, step.policy,
                                      RobotOptions(topic, intrinsics, points, cloud_stride), view.range,
                                      overwrite=overwrite, serve=serve, ros2=ros2.options, carry=step.carry)
     options.check()
@@ -590,13 +648,13 @@ def inspect(
 @command(RUN, VIEW, ROS2, cls=RayAddressOptional)
 def live(
     engines: Annotated[Path, typer.Option(help="Export folder (manifest.json).")],
-    source: Annotated[str, typer.Option(help="0 | /dev/video0 | csi://0 | a GStreamer pipeline | a video file (replayed in real time).")] = "0",
+    source: Annotated[str, typer.Option(metavar="0|/dev/videoN|csi://N|VIDEO|PIPELINE", help="A camera (index, device, Jetson CSI sensor, rtsp://...), a GStreamer pipeline, or a video file (replayed in real time).")] = "0",
     headless: Annotated[bool, typer.Option(help="No window.")] = False,
     snapshots: Annotated[Path, typer.Option(help="Where the window's s key saves RGB, 16-bit depth (mm) and colour depth PNGs.")] = Path("snapshots"),
     record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here (.mp4), or the Foxglove channels (.mcap).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write depth PNGs and metrics into this folder. A live run never resumes: a folder holding an earlier run is refused unless --overwrite.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run's depth PNGs and metrics in --out.")] = False,
-    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     motion_downscale: MotionDownscale = 2,
     foxglove: Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Serve RGB, coloured and raw depth, point cloud and per-stage latency over Foxglove's WebSocket protocol. Binds 127.0.0.1 (this machine only) unless a HOST is given: 0.0.0.0:8765 serves every interface. A slow viewer gets frames dropped, never slows the loop.")] = None,
     intrinsics: Intrinsics = None,
@@ -612,7 +670,7 @@ def live(
     from smoothdino.edge.commands.robotics import RobotOptions
     from smoothdino.edge.keyframes import parse_keyframes
 
-    options = command.LiveOptions(source, headless, snapshots, record, out, overwrite, max_frames, foxglove,
+    options = command.LiveOptions(source, headless, snapshots, record, out, overwrite, frames, foxglove,
                                   asynchronous, parse_keyframes(keyframes),
                                   RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), view.range,
                                   serve=serve, ros2=ros2.options, carry=carry)
@@ -622,7 +680,7 @@ def live(
 @command(VIEW)
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
-    size: Annotated[str, typer.Option(help="Frame size of the synthetic sequence and the export.")] = "240x320",
+    size: Annotated[str, typer.Option(metavar="HEIGHTxWIDTH", help="Frame size of the synthetic sequence and the export.")] = "240x320",
     frames: Annotated[int, typer.Option(help="Frames in the synthetic sequence.")] = 24,
     arch: Arch = "vits14", backend: Backend = "auto", keyframes: Keyframes = "every", carry: Carry = None,
     view: ViewChoice = None,
@@ -653,17 +711,17 @@ def demo(
 @user_errors
 def bench(
     data: Annotated[list[str], typer.Option(help="NYUv2 sequence folders (repeat), or synthetic[:HxW].")],
-    configs: Annotated[str, typer.Option(help="Comma-separated arch[+adapter].")] = "vits14,vits14+paper,vits14+temporal,vitb14",
-    backends: Annotated[str, typer.Option(help="Comma-separated: torch, onnxruntime, tensorrt, tensorrt-rtx; unavailable ones are reported.")] = "torch,onnxruntime,tensorrt",
-    precisions: Annotated[str, typer.Option(help="Comma-separated precisions of the exports (fp32, fp16, int8, ...); torch runs fp32.")] = "fp32",
+    configs: Annotated[str, typer.Option(metavar="ARCH[+ADAPTER],...", help="Comma-separated arch[+adapter].")] = "vits14,vits14+paper,vits14+temporal,vitb14",
+    backends: Annotated[str, typer.Option(metavar="BACKEND,...", help="Comma-separated: torch, onnxruntime, tensorrt, tensorrt-rtx; unavailable ones are reported.")] = "torch,onnxruntime,tensorrt",
+    precisions: Annotated[str, typer.Option(metavar="PRECISION,...", help="Comma-separated precisions of the exports (fp32, fp16, int8, ...); torch runs fp32.")] = "fp32",
     frames: Annotated[int, typer.Option(help="Consecutive frames per sequence.")] = 50,
     out: Annotated[Path, typer.Option(help="results.json, results.md, accuracy_vs_latency.png, depth/.")] = Path("out/bench"),
-    size: Annotated[Optional[str], typer.Option(help="Frame size HEIGHTxWIDTH (default: the frames').")] = None,
+    size: Annotated[Optional[str], typer.Option(metavar="HEIGHTxWIDTH", help="Frame size (default: the frames').")] = None,
     warmup: Annotated[int, typer.Option(help="Frames per runner left out of the latency statistics.")] = 2,
     threads: Threads = None,
     weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None, random_weights: RandomWeights = False,
     seed: Seed = 0,
-    keyframes: Annotated[str, typer.Option(help="Comma-separated keyframe policies, each a row per configuration: every, N, auto (see process --keyframes).")] = "every",
+    keyframes: Annotated[str, typer.Option(metavar="every|N|auto,...", help="Comma-separated keyframe policies, each a row per configuration: every, N, auto (see process --keyframes).")] = "every",
     carry: Carry = None,
 ):
     """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base: every back-end and precision, same frames."""
@@ -695,11 +753,11 @@ def bench(
 def train(
     data: list[Path] = typer.Argument(..., help="NYUv2 scene folders (<i>.jpg + <i>.png) or a folder of scenes."),
     out: Path = typer.Option(Path("runs/adapter"), help="Run folder: checkpoint.pt, adapter.pt, log.jsonl, cache/."),
-    arch: str = typer.Option("vits14", help=ARCH_HELP),
-    head: str = typer.Option("dpt", help="Frozen NYUv2 depth head: dpt or linear4."),
-    adapter: str = typer.Option("temporal", help="temporal (the method as intended) or paper (as published)."),
+    arch: str = typer.Option("vits14", metavar="vits14|vitb14|vitl14|vitg14", help=ARCH_HELP),
+    head: str = typer.Option("dpt", metavar="dpt|linear4", help="Frozen NYUv2 depth head."),
+    adapter: str = typer.Option("temporal", metavar="temporal|paper", help="temporal (the method as intended) or paper (as published)."),
     hidden: int = typer.Option(64, help="Hidden width of the temporal adapter's conv block."),
-    size: str = typer.Option("480x640", help="Training frame size HEIGHTxWIDTH (frames are resized)."),
+    size: str = typer.Option("480x640", metavar="HEIGHTxWIDTH", help="Training frame size (frames are resized)."),
     epochs: int = typer.Option(10, help="Epochs (paper: 10)."),
     batch: int = typer.Option(10, help="Pairs per batch (paper: 10); split across ranks under torchrun."),
     lr: float = typer.Option(1e-5, help="Adam learning rate (paper: 1e-5)."),
@@ -753,7 +811,7 @@ def train(
 @user_errors
 def doctor(
     engines: Annotated[Optional[Path], typer.Option(help="Also check this export folder (manifest.json) against this machine's TensorRT.")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Grab one frame from it: csi://0 | 0 | /dev/video0 | a GStreamer pipeline | a video file.")] = None,
+    source: Annotated[Optional[str], typer.Option(metavar="SOURCE", help="Grab one frame from it: csi://0 | 0 | /dev/video0 | a GStreamer pipeline | a video file.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for that frame.")] = 10.0,
     root: Annotated[Optional[Path], typer.Option(hidden=True, envvar="SMOOTHDINO_SYSTEM_ROOT", help="Read the system files under this folder (tests).")] = None,
 ):

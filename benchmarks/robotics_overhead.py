@@ -11,6 +11,10 @@ Two measurements per frame size, on synthetic moving frames generated before any
 - in the loop: run_stream per-frame time (from the source handing a frame over to the last sink returning),
   plain and with each sink, on an export at that size (made here with random weights unless --engines
   SIZE=FOLDER is given; --no-pipeline skips it). One untimed run first warms ONNX Runtime up.
+- ROS 2 (`--ros2`), per transport (DDS through Cyclone, Zenoh through a router in a child process): the publisher
+  thread's ms a frame to build Image + CameraInfo + PointCloud2 (every --cloud-stride-th pixel) and to send them,
+  the loop side's `write`, and the depth images a second a loopback subscriber (another process, on 127.0.0.1,
+  multicast off) receives while frames are offered at --ros2-offer-fps for --ros2-seconds.
 Percentiles are real percentiles (numpy, linear) of the per-frame times. The first frame of every run (first
 write: files opened; first frame of a stream: no phase correlation) is warm-up: reported apart as first_ms,
 left out of the percentiles.
@@ -23,7 +27,12 @@ import argparse
 import base64
 import contextlib
 import json
+import os
+import random
+import socket
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -245,20 +254,30 @@ def timed_stream(pipeline, frames: list[Frame], sinks: list) -> list[float]:
     return [end - start for start, end in zip(source.handed, done)]
 
 
-def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: int) -> dict:
-    """run_stream time per frame: plain, + bag sink, + Foxglove sink with a viewer, plain again (after an
-    untimed warm-up run)."""
+def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: int, ros2: bool = True) -> dict:
+    """run_stream time per frame: plain, + bag sink, + Foxglove sink with a viewer, + each ROS 2 transport (no
+    subscriber: the loop's side is what is timed), plain again (after an untimed warm-up run)."""
+    from smoothdino.edge.sinks.ros2 import Ros2Publisher
+
     from smoothdino.edge.pipeline import DepthPipeline
 
     frames, _ = synthetic_frames(size, count)
     rows = {}
-    with tempfile.TemporaryDirectory() as tmp, DepthPipeline.from_folder(engines, backend="auto") as pipeline:
+    with cyclone_loopback(), tempfile.TemporaryDirectory() as tmp, \
+            DepthPipeline.from_folder(engines, backend="auto") as pipeline:
         folder = Path(tmp)
         description = pipeline.description
         timed_stream(pipeline, frames[:2], [])  # warm-up: ONNX Runtime's first runs, not timed
-        for name in ("plain", "bag sink", "Foxglove sink + viewer", "plain (again)"):
+        variants = ["plain", "bag sink", "Foxglove sink + viewer", *(["ROS 2 dds", "ROS 2 zenoh"] if ros2 else []),
+                    "plain (again)"]
+        for name in variants:
             viewer, publishes = None, None
-            if name == "bag sink":
+            if name.startswith("ROS 2"):
+                sinks = [Ros2Publisher(name.split()[-1], namespace=ROS2_NAMESPACE, domain=random.randrange(120, 230),
+                                       connect=f"tcp/127.0.0.1:{_free_port()}" if name.endswith("zenoh") else None,
+                                       distro="jazzy", intrinsics=IntrinsicsChoice(None, "bench", nyu=True),
+                                       cloud_stride=cloud_stride, live=False)]
+            elif name == "bag sink":
                 sinks = [BagSink(folder / f"bag{len(rows)}", "/camera", IntrinsicsChoice(), cloud_stride)]
             elif name.startswith("Foxglove"):
                 fox, viewer = _viewer_or_recording(folder)
@@ -278,6 +297,166 @@ def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: i
     for row in rows.values():
         row["overhead_p50_ms"] = row["per_frame"]["p50_ms"] - plain
     return {"pipeline": description, "rows": rows}
+
+
+ROS2_NAMESPACE = "/bench"
+CYCLONE_LOOPBACK = """<?xml version="1.0" encoding="UTF-8"?>
+<CycloneDDS xmlns="https://cdds.io/config"><Domain Id="any">
+  <General><Interfaces><NetworkInterface name="lo"/></Interfaces><AllowMulticast>false</AllowMulticast></General>
+  <Discovery><ParticipantIndex>auto</ParticipantIndex><MaxAutoParticipantIndex>20</MaxAutoParticipantIndex>
+    <Peers><Peer address="127.0.0.1"/></Peers></Discovery>
+</Domain></CycloneDDS>
+"""
+ZENOH_ROUTER = """
+import json, signal, sys, zenoh
+config = zenoh.Config()
+config.insert_json5("mode", '"router"')
+config.insert_json5("scouting/multicast/enabled", "false")
+config.insert_json5("listen/endpoints", json.dumps([sys.argv[1]]))
+session = zenoh.open(config)
+print("ready", flush=True)
+signal.sigwait([signal.SIGTERM, signal.SIGINT])
+"""
+
+
+def subscribe(transport: str, domain: int, endpoint: str, seconds: float) -> None:
+    """A loopback subscriber (run as its own process): counts the depth images on <ROS2_NAMESPACE>/depth/image as
+    they arrive (bytes only, no Python deserialization), until `seconds` passed; prints the arrival times as JSON."""
+    from smoothdino.edge.sinks.ros2_topics import Graph
+
+    graph = Graph.of(ROS2_NAMESPACE, domain=domain, distro="jazzy")
+    topic = graph.topic("depth")
+    arrivals: list[float] = []
+    if transport == "dds":
+        from cyclonedds._clayer import ddspy_take
+        from cyclonedds.core import Qos, SampleState, ViewState, InstanceState
+        from cyclonedds.domain import DomainParticipant
+        from cyclonedds.qos import Policy
+        from cyclonedds.sub import DataReader
+        from cyclonedds.topic import Topic
+        from smoothdino.edge.sinks.ros2_dds import idl_type
+
+        participant = DomainParticipant(domain)
+        reader = DataReader(participant, Topic(participant, topic.dds_topic, idl_type("jazzy", topic.ros_type)),
+                            qos=Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(5)))
+        mask = SampleState.Any | ViewState.Any | InstanceState.Any
+        print("ready", flush=True)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            taken = ddspy_take(reader._ref, mask, 16)
+            now = time.monotonic()
+            arrivals += [now for _, info in taken if info.valid_data]
+            time.sleep(0.001)
+    else:
+        import zenoh
+
+        from smoothdino.edge.sinks.ros2_zenoh import data_key
+
+        config = zenoh.Config()
+        config.insert_json5("mode", '"peer"')
+        config.insert_json5("scouting/multicast/enabled", "false")
+        config.insert_json5("connect/endpoints", json.dumps([endpoint]))
+        session = zenoh.open(config)
+        subscriber = session.declare_subscriber(data_key(graph, topic), lambda sample: arrivals.append(time.monotonic()))
+        print("ready", flush=True)
+        time.sleep(seconds)
+        subscriber.undeclare()
+        session.close()
+    print(json.dumps(arrivals), flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cyclone_loopback():
+    """CYCLONEDDS_URI naming lo, peer 127.0.0.1, multicast off, while the block runs (and for its children): the
+    benchmark's DDS traffic stays on this machine."""
+    previous = os.environ.get("CYCLONEDDS_URI")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "cyclonedds.xml"
+        config.write_text(CYCLONE_LOOPBACK)
+        os.environ["CYCLONEDDS_URI"] = config.as_uri()
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("CYCLONEDDS_URI", None)
+            else:
+                os.environ["CYCLONEDDS_URI"] = previous
+
+
+def _child(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    """A child that prints `ready` once it listens."""
+    child = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    if child.stdout.readline().strip() != "ready":
+        child.kill()
+        raise RuntimeError(f"{args[:3]} did not start")
+    return child
+
+
+def ros2_costs(size: tuple[int, int], seconds: float, offer_fps: float, cloud_stride: int) -> dict:
+    """Per transport: publisher-thread ms a frame (build the three messages' CDR, send them), loop-side write ms,
+    and what a loopback subscriber in another process receives a second while frames are offered."""
+    from smoothdino.edge.sinks.ros2 import Ros2Publisher
+
+    frames, depths = synthetic_frames(size, 8)
+    rows = {}
+    with cyclone_loopback():
+        for transport in ("dds", "zenoh"):
+            domain = random.randrange(120, 230)
+            endpoint = f"tcp/127.0.0.1:{_free_port()}"
+            router = _child(["-c", ZENOH_ROUTER, endpoint]) if transport == "zenoh" else None
+            try:
+                listener = _child(["-m", "smoothdino.benchmarks.robotics_overhead", "--subscribe", transport,
+                                   str(domain), endpoint, str(seconds + 4)])
+                publisher = Ros2Publisher(transport, namespace=ROS2_NAMESPACE, domain=domain,
+                                          connect=endpoint if transport == "zenoh" else None, distro="jazzy",
+                                          intrinsics=IntrinsicsChoice(None, "bench", nyu=True),
+                                          cloud_stride=cloud_stride, live=False)
+                build, send = _timed(publisher.builder, "build"), _timed(publisher.transport, "publish")
+                time.sleep(1.0)  # discovery
+                writes, start = [], time.perf_counter()
+                i = 0
+                while time.perf_counter() - start < seconds:
+                    due = start + i / offer_fps
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                    t0 = time.perf_counter()
+                    publisher.write(frames[i % len(frames)], depths[i % len(depths)], None, None)
+                    writes.append(time.perf_counter() - t0)
+                    i += 1
+                offered = time.perf_counter() - start
+                publisher.close()
+                arrivals = json.loads(listener.communicate(timeout=seconds + 30)[0].strip().splitlines()[-1])
+            finally:
+                if router is not None:
+                    router.kill()
+                    router.wait()
+            span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+            rows[transport] = {"build": per_frame(build), "send": per_frame(send), "write": per_frame(writes),
+                               "offered": i, "offered_fps": i / offered, "published": publisher.published,
+                               "dropped": publisher.dropped, "failed": publisher.failed, "received": len(arrivals),
+                               "received_fps": (len(arrivals) - 1) / span if span else 0.0}
+    return rows
+
+
+def _timed(owner, name: str) -> list[float]:
+    """Seconds of each call of owner.<name> from now on (the publisher thread looks the method up on the instance)."""
+    seconds: list[float] = []
+    method = getattr(owner, name)
+
+    def timed(*args):
+        start = time.perf_counter()
+        try:
+            return method(*args)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    setattr(owner, name, timed)
+    return seconds
 
 
 def _export(size: tuple[int, int], out: Path) -> Path:
@@ -307,6 +486,17 @@ def markdown(result: dict) -> str:
              f"{r['per_frame']['first_ms']:.2f}" if "first_ms" in r["per_frame"] else "-",
              r["per_frame"].get("timed_frames", "-"), notes(r)]
             for name, r in entry["sinks"].items()])
+        if "ros2" in entry:
+            lines += ["", f"ROS 2 publisher, {result['ros2_seconds']:g} s of frames offered at "
+                          f"{result['ros2_offer_fps']:g}/s, a loopback subscriber in another process (ms per frame, "
+                          "p50 (p95)):", ""]
+            lines += markdown_table(["transport", "build Image+CameraInfo+PointCloud2", "send", "loop-side write",
+                                     "published", "dropped", "received/s"], [
+                [name, f"{r['build']['p50_ms']:.2f} ({r['build']['p95_ms']:.2f})",
+                 f"{r['send']['p50_ms']:.2f} ({r['send']['p95_ms']:.2f})",
+                 f"{r['write']['p50_ms']:.3f} ({r['write']['p95_ms']:.3f})", r["published"], r["dropped"],
+                 f"{r['received_fps']:.1f}"]
+                for name, r in entry["ros2"].items()])
         if "loop" in entry:
             lines += ["", f"In the loop ({entry['loop']['pipeline']}), ms per frame:", ""]
             lines += markdown_table(["run", "p50", "p95", "first", "p50 overhead vs plain", "frames timed", "notes"], [
@@ -326,19 +516,29 @@ def main(argv=None):
     p.add_argument("--cloud-stride", type=int, default=4)
     p.add_argument("--engines", action="append", default=[], help="SIZE=FOLDER, an export at that size (repeat)")
     p.add_argument("--no-pipeline", action="store_true", help="sink costs only")
+    p.add_argument("--ros2-seconds", type=float, default=5.0, help="seconds of frames offered to each ROS 2 transport")
+    p.add_argument("--ros2-offer-fps", type=float, default=60.0, help="frames a second offered to the ROS 2 publisher")
+    p.add_argument("--no-ros2", action="store_true", help="leave the ROS 2 transports out")
+    p.add_argument("--subscribe", nargs=4, metavar=("TRANSPORT", "DOMAIN", "ENDPOINT", "SECONDS"), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
     a = p.parse_args(argv)
+    if a.subscribe:  # the loopback subscriber's own process
+        transport, domain, endpoint, seconds = a.subscribe
+        return subscribe(transport, int(domain), endpoint, float(seconds))
     if a.frames < 3 or a.loop_frames < 3:
         p.error("--frames and --loop-frames: at least 3 (the first frame of each run is warm-up)")
     a.out.mkdir(parents=True, exist_ok=True)
     given = {parse_size(k): Path(v) for k, v in (e.split("=", 1) for e in a.engines)}
-    result = {"cloud_stride": a.cloud_stride, "random_weights": True, "sizes": {}}
+    result = {"cloud_stride": a.cloud_stride, "random_weights": True, "sizes": {}, "ros2_seconds": a.ros2_seconds,
+              "ros2_offer_fps": a.ros2_offer_fps}
     for text in a.sizes.split(","):
         size = parse_size(text)
         entry = {"sinks": sink_costs(size, a.frames, a.cloud_stride)}
+        if not a.no_ros2:
+            entry["ros2"] = ros2_costs(size, a.ros2_seconds, a.ros2_offer_fps, a.cloud_stride)
         if not a.no_pipeline:
             engines = given.get(size) or _export(size, a.out)
-            entry["loop"] = loop_costs(size, engines, a.loop_frames, a.cloud_stride)
+            entry["loop"] = loop_costs(size, engines, a.loop_frames, a.cloud_stride, ros2=not a.no_ros2)
         result["sizes"][text] = entry
         atomic_write_text(a.out / "robotics_overhead.json", json_dumps(result))
     atomic_write_text(a.out / "robotics_overhead.md", markdown(result))

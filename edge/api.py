@@ -42,6 +42,7 @@ from .keyframes import KeyframePolicy, KeyframeSteps, parse_carry, parse_keyfram
 from .motion import Shift
 from .pipeline import DepthPipeline, FramePipeline, FrameResult
 from .sinks.pointcloud import PointCloud, depth_to_points
+from .sinks.ros2 import Ros2Publisher  # noqa: F401 - the API's ROS 2 publisher: DepthFrames as live topics
 from .sources.intrinsics import Intrinsics
 
 Colour = Literal["rgb", "bgr"]
@@ -237,27 +238,27 @@ class AsyncDepthSession(_Session):
 
 
 @overload
-def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = ...,
-               keyframes: str | int | KeyframePolicy = ..., asynchronous: Literal[False] = ...,
+def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = ..., color: Colour | None = ...,
+               backend: str = ..., keyframes: str | int | KeyframePolicy = ..., asynchronous: Literal[False] = ...,
                threads: int | None = ..., min_confidence: float = ..., motion_downscale: int = ...,
                carry: str | None = ..., intrinsics: IntrinsicsLike | None = ...) -> DepthSession: ...
 
 
 @overload
-def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = ...,
-               keyframes: str | int | KeyframePolicy = ..., asynchronous: Literal[True],
+def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = ..., color: Colour | None = ...,
+               backend: str = ..., keyframes: str | int | KeyframePolicy = ..., asynchronous: Literal[True],
                threads: int | None = ..., min_confidence: float = ..., motion_downscale: int = ...,
                carry: str | None = ..., intrinsics: IntrinsicsLike | None = ...) -> AsyncDepthSession: ...
 
 
-def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = "auto",
-               keyframes: str | int | KeyframePolicy = "every", asynchronous: bool = False,
+def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = None, color: Colour | None = None,
+               backend: str = "auto", keyframes: str | int | KeyframePolicy = "every", asynchronous: bool = False,
                threads: int | None = None, min_confidence: float = 0.1,
                motion_downscale: int = 1, carry: str | None = None,
                intrinsics: IntrinsicsLike | None = None) -> DepthSession | AsyncDepthSession:
     """Open an export (a folder with manifest.json, from `smoothdino export`) for one camera stream; `smoothdino.open`.
 
-    colour: the frames' channel order, "rgb" or "bgr" (OpenCV: "bgr"); required, never guessed.
+    colour (or color): the frames' channel order, "rgb" or "bgr" (OpenCV: "bgr"); required, never guessed.
     backend: "auto" (TensorRT where its engines can run, else ONNX Runtime, with a notice), "onnxruntime",
         "tensorrt" or "tensorrt-rtx".
     keyframes: "every" (the network on every frame), N (on frames 0, N, 2N, ...) or "auto" (when the camera moved
@@ -273,7 +274,9 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour, backend: str = 
 
     Bad arguments raise ValueError; a missing or unusable export raises smoothdino.core.errors.UserError naming
     the file and the fix. Use the session as a context manager (or call close()) to release the engines."""
-    order = _colour(colour)
+    if colour is not None and color is not None and _colour(colour) != _colour(color):
+        raise ValueError(f"colour={colour!r} and color={color!r}: give the frames' channel order once")
+    order = _colour(colour if colour is not None else color)
     try:
         carry = parse_carry(carry if carry is not None else "pose" if intrinsics is not None else "shift", "carry")
         if carry == "pose" and intrinsics is None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smoothdino.core.console import console, random_weights_notice
+from smoothdino.core.console import adapter_state, console, random_weights_notice, untrained_adapter_notice
 from smoothdino.edge.asynchronous import AsyncPipeline
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy
 from smoothdino.edge.loop import StreamOutputs, StreamReport, claim_live_folder, run_stream
@@ -60,6 +60,7 @@ def live(open_pipeline: Callable[[], FramePipeline], options: LiveOptions) -> St
     pipeline = AsyncPipeline(open_pipeline, carry=carry) if options.asynchronous else open_pipeline()
     if pipeline.random_weights:
         random_weights_notice()
+    untrained_adapter_notice(pipeline.weights)
     # the network opens first (a camera opened first would drop frames while the engines load), so a camera that
     # does not open closes it again
     try:
@@ -68,8 +69,9 @@ def live(open_pipeline: Callable[[], FramePipeline], options: LiveOptions) -> St
         pipeline.close()
         raise
     console.print(f"live: {pipeline.description} <- {options.source}  (Ctrl-C to stop)")
-    with pipeline, serve_view(parse_serve(options.serve), snapshots=options.snapshots, depth_range=options.depth_range,
-                              random_weights=pipeline.random_weights, intrinsics=options.robot.explicit) as web:
+    with pipeline, serve_view(parse_serve(options.serve), snapshots=options.snapshots,
+                              depth_range=options.depth_range, random_weights=pipeline.random_weights,
+                              intrinsics=options.robot.explicit) as web:
         ros2 = ros2_publisher(options.ros2, options.robot, live=True)  # first: a bad endpoint opens nothing else
         viewer = live_sink(address, options.record if mcap else None, options.robot, pipeline.random_weights)
         if viewer is not None and viewer.url:
@@ -80,7 +82,8 @@ def live(open_pipeline: Callable[[], FramePipeline], options: LiveOptions) -> St
             folder=options.out, video=None if mcap else options.record, window=not options.headless, resume=False,
             sinks=([viewer] if viewer else []) + ([web.stream(stream)] if web else []) + ([ros2] if ros2 else []),
             snapshots=options.snapshots, depth_range=options.depth_range),
-            run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights},
+            run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights,
+                      **adapter_state(pipeline.weights), **(ros2.run_info() if ros2 else {})},
             keyframes=policy, carry=carry, intrinsics=intrinsics)
     record = options.record
     console.print(f"live: {report.computed} frames, {report.fps:.2f} FPS, {report.dropped} dropped by the camera thread"

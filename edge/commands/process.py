@@ -1,5 +1,5 @@
-"""`smoothdino process`: recorded sequences (NYUv2/image folders, ROS bags) through the resumable loop, a progress
-bar per sequence and the report table at the end."""
+"""`smoothdino process`: recorded sequences (video files, NYUv2/image folders, ROS bags) through the resumable
+loop, a progress bar per sequence and the report table at the end."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smoothdino.core.console import console, random_weights_notice
+from smoothdino.core.console import adapter_state, console, random_weights_notice, untrained_adapter_notice
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy, parse_carry
 from smoothdino.edge.loop import StreamOutputs, StreamReport, run_stream
 from smoothdino.edge.pipeline import FramePipeline
@@ -97,9 +97,11 @@ def process(pipeline: FramePipeline, options: ProcessOptions) -> list[StreamRepo
 
     if pipeline.random_weights:
         random_weights_notice()
+    untrained_adapter_notice(pipeline.weights)
     console.print(f"pipeline: {pipeline.description}")
     run_info = {"pipeline": pipeline.description, "backend": pipeline.backend,
-                "random_weights": pipeline.random_weights, "weights": pipeline.weights}
+                "random_weights": pipeline.random_weights, "weights": pipeline.weights,
+                **adapter_state(pipeline.weights)}
     reports = []
     with pipeline, serve_view(parse_serve(options.serve), snapshots=Path(options.out) / "snapshots",
                               depth_range=options.depth_range, random_weights=pipeline.random_weights,
@@ -109,6 +111,8 @@ def process(pipeline: FramePipeline, options: ProcessOptions) -> list[StreamRepo
                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
         if web is not None:
             console.print(f"process: browser view -> {web.url}", soft_wrap=True)
+        if ros2 is not None:
+            run_info.update(ros2.run_info())  # the publisher's counts, in each metrics.json
         for sequence in options.sequences:
             source = open_sequence(Path(sequence), options.robot, options.limit)
             folder = Path(options.out) / source.name

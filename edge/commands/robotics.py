@@ -1,6 +1,7 @@
-"""What `process` and `live` add for robots, from their options: a bag path read as a source, the bag and PLY
-outputs beside the depth PNGs, the Foxglove live view / MCAP recording, live ROS 2 topics. The modules doing the
-work import their optional libraries (rosbags, foxglove-sdk, cyclonedds, zenoh) only when one is asked for."""
+"""What `process` and `live` add for robots, from their options: a bag path (or a video file) read as a source,
+the bag and PLY outputs beside the depth PNGs, the Foxglove live view / MCAP recording, live ROS 2 topics. The
+modules doing the work import their optional libraries (rosbags, foxglove-sdk, cyclonedds, zenoh) only when one is
+asked for."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from smoothdino.edge.sources.intrinsics import (
     IntrinsicsText,
     parse_intrinsics,
 )
-from smoothdino.edge.sources.recorded import FolderSource
+from smoothdino.edge.sources.frame import VIDEO_SUFFIXES
+from smoothdino.edge.sources.recorded import FolderSource, VideoSource
 
 BAG_OUTPUT = "depth_bag"  # <out>/<sequence>/depth_bag/: a ROS 2 bag folder (metadata.yaml + depth_bag.mcap)
 POINTS_OUTPUT = "points"
@@ -35,19 +37,33 @@ class RobotOptions:
         self.explicit: IntrinsicsText | None = parse_intrinsics(self.intrinsics) if self.intrinsics else None
 
 
+def is_video(path: Path) -> bool:
+    return Path(path).is_file() and Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
 def check_sequence(path: Path, options: RobotOptions) -> None:
-    """A folder of frames or a bag; --topic only for a bag."""
+    """A folder of frames, a video file or a bag; --topic only for a bag. A video OpenCV cannot open is refused
+    here, before any work."""
     if is_bag(path):
         return
-    if not Path(path).is_dir():
-        raise UserError(f"{path}: not a folder or a ROS bag; give NYUv2 sequence folders such as "
-                        "nyu2_sample/bedroom_0004_out, or a bag (a folder with metadata.yaml, or a .mcap file)")
+    if is_video(path):
+        VideoSource(path).close()
+    elif not Path(path).is_dir():
+        raise UserError(f"{path}: not a folder, a video file ({', '.join(sorted(VIDEO_SUFFIXES))}) or a ROS bag; "
+                        "give a video, a folder of images or NYUv2 frames (<i>.jpg + <i>.png depth), or a bag (a "
+                        "folder with metadata.yaml, or a .mcap file)")
     if options.topic:
-        raise UserError(f"{path}: --topic {options.topic} applies to ROS bags, and this is a folder of frames")
+        raise UserError(f"{path}: --topic {options.topic} applies to ROS bags, and this is "
+                        f"{'a video' if is_video(path) else 'a folder of frames'}")
 
 
 def open_sequence(path: Path, options: RobotOptions, limit: int | None = None):
-    return BagSource(path, options.topic, limit=limit) if is_bag(path) else FolderSource(path, limit=limit)
+    """A bag, a video (its frames named by index: 000000, 000001, ...) or a folder of frames (named as the files)."""
+    if is_bag(path):
+        return BagSource(path, options.topic, limit=limit)
+    if is_video(path):
+        return VideoSource(path, limit=limit)
+    return FolderSource(path, limit=limit)
 
 
 def first_frame_size(path: Path, options: RobotOptions) -> tuple[int, int]:
