@@ -1,9 +1,12 @@
 """The back-end words, one list for every command (export, process, live, bench, calibrate).
 
-    auto          TensorRT where it can run, else ONNX Runtime (with a one-line notice)
-    onnxruntime   ONNX Runtime on the graphs (CPU; CUDA / TensorRT execution providers when present)
-    tensorrt      TensorRT 10/11 engines (Jetson, x86 GPUs)
-    tensorrt-rtx  TensorRT for RTX engines (RTX desktop GPUs; buildable on any machine)
+    auto              TensorRT where its engines can run, else ONNX Runtime's CUDA provider where ONNX Runtime has
+                      it, else ONNX Runtime on the CPU; one notice says which and why (edge.engines.factory)
+    onnxruntime       ONNX Runtime on the graphs (its CUDA provider when onnxruntime-gpu is installed, else the CPU)
+    onnxruntime-cuda  ONNX Runtime's CUDA execution provider (the `gpu` extra: onnxruntime-gpu): NVIDIA GPUs without
+                      TensorRT; where ONNX Runtime has no CUDA provider, the CPU with a notice saying so
+    tensorrt          TensorRT 10/11 engines (Jetson, x86 GPUs)
+    tensorrt-rtx      TensorRT for RTX engines (RTX desktop GPUs; buildable on any machine)
 `onnx` is accepted for `onnxruntime` (export writes ONNX graphs for it).
 """
 
@@ -11,7 +14,8 @@ from __future__ import annotations
 
 from .errors import UserError
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "tensorrt-rtx")
+BACKENDS = ("auto", "onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx")
+ONNXRUNTIME_BACKENDS = ("onnxruntime", "onnxruntime-cuda")  # the words ONNX Runtime runs: ONNX graphs, no engines
 ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "trt": "tensorrt"}
 
 

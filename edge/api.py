@@ -274,6 +274,8 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = None, c
 
     Bad arguments raise ValueError; a missing or unusable export raises smoothdino.core.errors.UserError naming
     the file and the fix. Use the session as a context manager (or call close()) to release the engines."""
+    if colour is None and color is None:  # as for any missing keyword: the order is never guessed
+        raise TypeError("open_depth() missing the keyword argument 'colour' (or 'color'): 'rgb' or 'bgr'")
     if colour is not None and color is not None and _colour(colour) != _colour(color):
         raise ValueError(f"colour={colour!r} and color={color!r}: give the frames' channel order once")
     order = _colour(colour if colour is not None else color)

@@ -271,7 +271,7 @@ class KeyframeSteps:
                 self.pipeline.reset() if self._rgb is None else self.pipeline.prime(self._rgb)
                 self._synced = True
             result = self.pipeline.step(rgb)
-            result.timings["motion"] += measured  # the decision's own measurement (every measures none)
+            result.timings["motion"] = result.timings.get("motion", 0.0) + measured  # the decision's own measurement (every measures none)
             self._new_keyframe(rgb, greys, result.depth, timestamp)
             return result
         if self._depth is None:  # the keyframe was replayed: compute it again, exactly as the first run did

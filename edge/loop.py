@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from smoothdino.core.console import notice
+from smoothdino.core.console import notice, untrained_adapter
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import DiskFull, SpaceReserve, remove_stale_temporaries
 from smoothdino.core.images import resize_depth, resize_rgb
@@ -219,6 +219,7 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
             steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live
                                    else None, keyframes, outputs.schedule, carry)
         frames = iter(source)
+        untrained = untrained_adapter(pipeline.weights)  # said on every drawn frame, as random weights are
         camera_pending = getattr(pipeline, "carry", carry) == "pose"
         if camera_pending and intrinsics is None:
             raise UserError("--carry pose: the camera's intrinsics are unknown; give --intrinsics fx,fy,cx,cy or use "
@@ -268,11 +269,11 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                     # --ray driver reads back for its video (edge.sinks.view.overlay_lines): the same video
                     if source.live:
                         canvas = side_by_side(frame.rgb, depth, overlay_lines(result, fps), pipeline.random_weights,
-                                              outputs.depth_range)
+                                              outputs.depth_range, untrained)
                     else:
                         lines = overlay_lines(result if row is None else row)
                         canvas = side_by_side(frame.rgb, as_written(depth), lines, pipeline.random_weights,
-                                              outputs.depth_range)
+                                              outputs.depth_range, untrained)
                     if video is not None:
                         video.write(canvas)
                 for sink in outputs.sinks:

@@ -154,8 +154,9 @@ def formats_for(spec: ExportSpec) -> list[str]:
 
 
 def export_target(spec: ExportSpec) -> str:
-    """"gpu" when the export builds TensorRT engines, else "cpu" (ONNX Runtime): what `int8` and `auto` mean."""
-    return "gpu" if _tensorrt_flavour(spec) else "cpu"
+    """"gpu" when the export builds TensorRT engines or is for ONNX Runtime's CUDA provider, else "cpu" (ONNX
+    Runtime on the CPU): what `int8` and `auto` mean."""
+    return "gpu" if spec.backend == "onnxruntime-cuda" or _tensorrt_flavour(spec) else "cpu"
 
 
 def _tensorrt_flavour(spec: ExportSpec, say_why: bool = False) -> str | None:

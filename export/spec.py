@@ -26,7 +26,7 @@ class ExportSpec:
     adapter: str = "temporal"
     size: tuple[int, int] = (480, 640)
     precision: str = "fp16"
-    backend: str = "auto"  # auto | onnxruntime (alias onnx) | tensorrt | tensorrt-rtx
+    backend: str = "auto"  # auto | onnxruntime (alias onnx) | onnxruntime-cuda (graphs) | tensorrt | tensorrt-rtx
     compute_capabilities: list[str] = field(default_factory=list)  # TensorRT for RTX targets, e.g. ["8.6"]
     weights_dir: Path | None = None
     adapter_weights: Path | None = None

@@ -52,7 +52,7 @@ def test_depth_flags_and_ages_equal_what_process_writes(small_export, tmp_path, 
     sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SIZE, frames=7, velocity=(2.5, 1.0)))
     result = CliRunner().invoke(app, ["process", str(sequence), "--out", str(tmp_path / "out"), "--engines",
                                       str(small_export), "--backend", "onnxruntime", "--no-video",
-                                      "--keyframes", keyframes])
+                                      "--keyframes", keyframes, "--carry", "shift"])  # the API's default
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "out" / "seq" / "metrics.json").read_text())["frames"]
     assert len(rows) == 7

@@ -1,5 +1,6 @@
 """`smoothdino process --ray`: chunks of every sequence on a local Ray instance (2 CPUs) give byte-identical PNGs and
-the same metrics rows as one process, for every keyframe policy; a worker killed mid-chunk, Ctrl-C on the driver, a
+the same metrics rows as one process, for every keyframe policy and corrupt frames anywhere; a run under other options
+is refused (folder and chunk), or redone whole with --overwrite; a worker killed mid-chunk, Ctrl-C on the driver, a
 bad address and an --out a worker cannot write."""
 
 from __future__ import annotations
@@ -15,22 +16,30 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from smoothdino.cli import app
+from smoothdino.core.errors import UserError
 from smoothdino.edge.commands.chunks import (
+    SCHEDULE,
     Chunk,
+    SequencePlan,
     chunk_size,
     cut,
-    needs_replay_from_start,
-    prime_start,
+    finished,
+    keyframe_schedule,
+    last_readable_before,
+    sequence_schedule,
 )
-from smoothdino.edge.keyframes import parse_keyframes
+from smoothdino.edge.keyframes import decide_keyframes, parse_keyframes
+from smoothdino.edge.run_identity import RunIdentity
 from smoothdino.edge.sources.recorded import FolderSource
 from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 from typer.testing import CliRunner
 
 from .conftest import ROOT, SMALL
+from .test_resume_identity import UNKNOWN_ON_RESUME
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()
@@ -53,9 +62,9 @@ def _process(sequences, out, engines, *extra):
 
 
 def _timeless(rows: list[dict], resumed: bool = False) -> list[dict]:
-    """Rows without their timings; with `resumed`, without scene_cut too (a frame read back from an earlier
-    attempt has no timings and scene_cut null, as on resume)."""
-    return [{k: v for k, v in row.items() if not k.endswith("_ms") and not (resumed and k == "scene_cut")}
+    """Rows without their timings; with `resumed`, without what a frame read back from an earlier attempt does not
+    know either (as on resume)."""
+    return [{k: v for k, v in row.items() if not k.endswith("_ms") and not (resumed and k in UNKNOWN_ON_RESUME)}
             for row in rows]
 
 
@@ -79,27 +88,94 @@ def _footer(output: str) -> str:
     return next(line for line in output.splitlines() if "chunks of up to" in line)
 
 
-def test_chunk_size_rule_and_where_a_chunk_starts_priming(tmp_path):
-    every, three, auto = parse_keyframes("every"), parse_keyframes("3"), parse_keyframes("auto")
-    assert chunk_size(400_000, 100, every) == 1000  # capped
-    assert chunk_size(10_000, 10, every) == 250  # 4 chunks a worker
-    assert chunk_size(100, 8, every) == 16 and chunk_size(100, 8, auto) == 64  # floors
-    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=12))
-    (sequence / "7.jpg").write_bytes(b"\xff\xd8 truncated")  # position 6
-    source = FolderSource(sequence)
-    assert [prime_start(source, s, every) for s in (0, 4, 7, 8)] == [0, 3, 5, 7]  # the last readable frame before
-    assert [prime_start(source, s, three) for s in (4, 6, 8, 10)] == [0, 3, 3, 6]  # the keyframe before the last
-    assert prime_start(source, 10, auto) == 0
-    from smoothdino.edge.commands.chunks import SequencePlan
+def _corrupt(sequence: Path, *positions: int) -> Path:
+    """Frames at these positions truncated (skipped and counted by every run)."""
+    for position in positions:
+        jpg = sequence / f"{position + 1}.jpg"
+        data = jpg.read_bytes()
+        jpg.write_bytes(data[: len(data) // 2])
+    return sequence
 
-    plan = cut([SequencePlan(sequence, "seq", 12, False)], 5)[0]
-    assert [(c.start, c.end) for c in plan.chunks] == [(0, 5), (5, 10), (10, 12)]
-    dones = {c.key: {"prime_from": p, "skipped_positions": s} for c, p, s in
-             zip(plan.chunks, (0, 0, 6), ([], [5], []))}
-    # N counts readable frames: the chunk primed from frame 6 guessed wrong about frame 5, skipped before it
-    assert needs_replay_from_start(plan, dones, three) == [plan.chunks[2]]
-    assert needs_replay_from_start(plan, dones, every) == []
+
+def _identity(policy) -> RunIdentity:
+    pipeline = SimpleNamespace(identity="test", precision="fp16", frame_size=SMALL, min_confidence=0.1,
+                               motion_downscale=1)
+    return RunIdentity.of(pipeline, policy, True)
+
+
+def _refuse(height, width):
+    raise UserError(f"frames are {height}x{width}")
+
+
+def test_chunk_size_rule_and_where_a_chunk_starts_priming(tmp_path):
+    every, three = parse_keyframes("every"), parse_keyframes("3")
+    assert chunk_size(400_000, 100) == 1000  # capped
+    assert chunk_size(10_000, 10) == 250  # 4 chunks a worker
+    assert chunk_size(100, 8) == 16  # the floor
+    sequence = _corrupt(write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=20, velocity=(2.5, 1.0))), 13)
+    source = FolderSource(sequence)
+    assert [last_readable_before(source, s) for s in (0, 4, 13, 14)] == [0, 3, 12, 12]  # every: the adapter's frame
+
+    # N counts readable frames: keyframes 0, 3, 6, 9, 12, then 16 and 19 (frame 13 is skipped)
+    schedule = keyframe_schedule(source, three, _identity(three), _refuse)
+    assert schedule.positions == [p for p in range(20) if p != 13]
+    assert [p for p, k in zip(schedule.positions, schedule.keyframes) if k] == [0, 3, 6, 9, 12, 16, 19]
+    assert schedule.priming(0, 5) == (0, {str(p + 1): p % 3 == 0 for p in range(5)})
+    # chunk [15, 20) starts on a carried frame of keyframe 12: it primes from 9, 12's own previous keyframe
+    first, forced = schedule.priming(15, 20)
+    assert first == 9 and list(forced) == [str(p + 1) for p in (9, 10, 11, 12, 14, 15, 16, 17, 18, 19)]
+    assert [forced[str(p + 1)] for p in (12, 15, 16)] == [True, False, True]
+    assert schedule.priming(12, 15)[0] == 9  # starts on keyframe 12: its previous keyframe is all it needs
+    assert schedule.priming(13, 14) == (13, {})  # nothing readable of its own
+
+    # auto: one decision per readable frame, exactly decide_keyframes' on the readable frames
+    auto = parse_keyframes("auto")
+    decided = keyframe_schedule(source, auto, _identity(auto), _refuse)
+    frames = [f.rgb for f in (source.load(p) for p in range(20)) if f is not None]
+    assert decided.keyframes == list(decide_keyframes(frames, auto, 1, 0.1)) and 2 < sum(decided.keyframes) < 19
+
+    plan = cut([SequencePlan(sequence, "seq", 20, False)], 5)[0]
+    assert [(c.start, c.end) for c in plan.chunks] == [(0, 5), (5, 10), (10, 15), (15, 20)]
     assert Chunk("s", "s", 5, 10).key == "0000005-0000010"
+
+
+def test_the_schedule_is_computed_once_per_sequence_and_the_frames(tmp_path):
+    """Cached under the run's identity and the frame files: read back by a resumed driver, computed again when a
+    frame file changed or the options did."""
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=8, velocity=(2.5, 1.0)))
+    plan, auto = SequencePlan(sequence, "seq", 8, False), parse_keyframes("auto")
+    loads = []
+
+    class Counting(FolderSource):
+        def load(self, position):
+            loads.append(position)
+            return super().load(position)
+
+    first = keyframe_schedule(Counting(sequence), auto, _identity(auto), _refuse)
+    assert sorted(loads) == list(range(8))  # every frame decoded once: O(frames)
+    out = tmp_path / "out"
+    assert sequence_schedule(plan, out, auto, _identity(auto), _refuse) == first
+    cached = out / "seq" / ".chunks" / SCHEDULE
+    written = cached.stat().st_mtime_ns
+    assert sequence_schedule(plan, out, auto, _identity(auto), _refuse) == first
+    assert cached.stat().st_mtime_ns == written  # read back, not computed again
+    _corrupt(sequence, 4)
+    assert 4 not in sequence_schedule(plan, out, auto, _identity(auto), _refuse).positions
+
+
+def test_a_chunk_done_under_other_options_is_refused_never_reused(tmp_path):
+    chunk, three = Chunk("seq", "seq", 0, 5), parse_keyframes("3")
+    record = chunk.record(tmp_path)
+    record.mkdir(parents=True)
+    (record / "metrics.json").write_text("{}")
+    (record / "done.json").write_text(json.dumps({"identity": _identity(three).record()}))
+    assert finished(chunk, tmp_path, _identity(three)) is not None
+    with pytest.raises(UserError) as refused:
+        finished(chunk, tmp_path, _identity(parse_keyframes("every")))
+    assert str(record) in str(refused.value) and "--keyframes 3 there, every now" in str(refused.value)
+    (record / "done.json").write_text(json.dumps({"identity": "vits14+temporal/dpt/fp16/70x98/w"}))  # an old one
+    with pytest.raises(UserError, match="recorded only the export"):
+        finished(chunk, tmp_path, _identity(three))
 
 
 @pytest.mark.nyu
@@ -120,26 +196,61 @@ def test_nyu_sequences_on_ray_equal_one_process(ray_cluster, nyu_root, small_exp
         assert int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
 
 
-@pytest.mark.parametrize("policy", ["3", "auto"])
-def test_keyframe_policies_on_ray_equal_one_process_with_a_corrupt_frame(ray_cluster, small_export, tmp_path, policy):
-    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=14, velocity=(2.5, 1.0)))
-    data = (sequence / "3.jpg").read_bytes()
-    (sequence / "3.jpg").write_bytes(data[: len(data) // 2])  # skipped and counted; N's keyframes shift after it
-    common = ["--no-video", "--keyframes", policy]
-    one = _process(sequence, tmp_path / "one", small_export, *common)
-    assert one.exit_code == 0, one.output
-    many = _process(sequence, tmp_path / "many", small_export, *common, "--ray", "auto", "--chunk", "4")
-    assert many.exit_code == 0, many.output
-    metrics = _assert_same(tmp_path / "one", tmp_path / "many", "seq")
-    assert metrics["run"]["skipped_frames"] == ["3.jpg"] and metrics["run"]["keyframes"] == policy
-    assert 1 < sum(r["keyframe"] for r in metrics["frames"]) < 13
-    runs = int(_footer(many.output).split()[0])
-    # 4 chunks; with N the chunks primed from a keyframe after the corrupt frame run again, from the first frame
-    assert runs == (6 if policy == "3" else 4)
+# corrupt frames (positions) in each sequence of 12 frames, for chunks of 3 frames: [0, 3) [3, 6) [6, 9) [9, 12)
+CORRUPT = {
+    "starts": (3, 9),  # a chunk's first frame
+    "windows": (4,),  # inside the frames chunk [6, 9) primes from (N = 3: keyframes 0 and 3, then 7)
+    "keyframes": (0, 7),  # the first frame, and the one that is a keyframe of N = 3 without the first skip
+}
 
-    again = _process(sequence, tmp_path / "many", small_export, *common, "--ray", "--chunk", "4")
-    assert again.exit_code == 0 and _footer(again.output).startswith("0 chunks")  # all done: nothing scheduled
-    _assert_same(tmp_path / "one", tmp_path / "many", "seq")
+
+@pytest.mark.parametrize("policy, carry", [("every", []), ("3", ["--carry", "shift"]), ("auto", ["--carry", "pose"])])
+def test_ray_equals_one_process_for_every_policy_with_corrupt_frames_anywhere(ray_cluster, small_export, tmp_path,
+                                                                              policy, carry):
+    sequences = [_corrupt(write_sequence(tmp_path / name, SyntheticScene(*SMALL, frames=12, velocity=(2.5, 1.0))),
+                          *positions) for name, positions in CORRUPT.items()]
+    common = ["--no-video", "--keyframes", policy, *carry]
+    one = _process(sequences, tmp_path / "one", small_export, *common)
+    assert one.exit_code == 0, one.output
+    many = _process(sequences, tmp_path / "many", small_export, *common, "--ray", "auto", "--chunk", "3")
+    assert many.exit_code == 0, many.output
+    assert _footer(many.output).startswith("12 chunks")  # each chunk once: no chunk is run again
+    for name, positions in CORRUPT.items():
+        metrics = _assert_same(tmp_path / "one", tmp_path / "many", name)
+        assert metrics["run"]["skipped_frames"] == [f"{p + 1}.jpg" for p in positions]
+        assert metrics["run"]["keyframes"] == policy
+        if policy != "every":
+            assert 1 < sum(r["keyframe"] for r in metrics["frames"]) < len(metrics["frames"])
+    if policy != "3":
+        return
+
+    # A resumed driver: the finished chunks are not run again, the schedule is read back, not computed again
+    windows = tmp_path / "many" / "windows"
+    schedule = windows / ".chunks" / SCHEDULE
+    written = schedule.stat().st_mtime_ns
+    (windows / ".chunks" / "0000009-0000012" / "done.json").unlink()
+    again = _process(sequences, tmp_path / "many", small_export, *common, "--ray", "--chunk", "3")
+    assert again.exit_code == 0 and _footer(again.output).startswith("1 chunks"), again.output
+    assert schedule.stat().st_mtime_ns == written
+    _assert_same(tmp_path / "one", tmp_path / "many", "windows", resumed=True)
+
+    # Other options: the folder is refused in one line naming it and the option, before any chunk runs
+    other = _process(sequences[1], tmp_path / "many", small_export, *common, "--ray", "--chunk", "3",
+                     "--min-confidence", "0.5")
+    assert other.exit_code == 2
+    errors = [line for line in other.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(windows) in errors[0] and "--min-confidence 0.1 there, 0.5 now" in errors[0]
+    # a chunk another run finished (its done.json says so) is refused, never reused
+    done = windows / ".chunks" / "0000006-0000009" / "done.json"
+    record = json.loads(done.read_text())
+    done.write_text(json.dumps({**record, "identity": {**record["identity"], "keyframes": "every"}}))
+    refused = _process(sequences[1], tmp_path / "many", small_export, *common, "--ray", "--chunk", "3")
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert str(done.parent) in refused.output and "--keyframes every there, 3 now" in refused.output
+    # --overwrite: the sequence redone whole, equal to one process
+    redone = _process(sequences[1], tmp_path / "many", small_export, *common, "--ray", "--chunk", "3", "--overwrite")
+    assert redone.exit_code == 0 and _footer(redone.output).startswith("4 chunks"), redone.output
+    _assert_same(tmp_path / "one", tmp_path / "many", "windows")
 
 
 def _chunk_workers() -> list[int]:

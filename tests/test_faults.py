@@ -484,6 +484,18 @@ def test_every_output_is_on_disk_before_it_takes_its_name(tmp_path):
     assert len(inside) == len(bag_files), (inside, bag_files)
 
 
+def test_write_cost_benchmark_measures_both_modes_and_leaves_nothing(tmp_path, capsys):
+    """benchmarks/write_cost.py (the README's fsync figure), at a tiny size: both modes timed, the table printed."""
+    from smoothdino.benchmarks.write_cost import MODES, main
+
+    result = main(["--size", "70x98", "--frames", "8", "--rounds", "2", "--folder", str(tmp_path / "disk"),
+                   "--out", str(tmp_path / "out")])
+    assert set(result["modes"]) == set(MODES) and all(m["frames"] == 6 for m in result["modes"].values())
+    assert json.loads((tmp_path / "out" / "write_cost.json").read_text())["fsync_p50_ms"] == result["fsync_p50_ms"]
+    assert "| fsync (as shipped) |" in capsys.readouterr().out
+    assert list((tmp_path / "disk").iterdir()) == []  # the PNGs went with their folder
+
+
 # -- a live row taken back ---------------------------------------------------------------------------
 
 def test_a_row_taken_back_leaves_no_trace_in_the_summary_or_the_next_row(tmp_path):

@@ -129,7 +129,7 @@ def test_resume_refuses_pngs_of_another_export_and_redoes_unreadable_ones(sequen
     assert _process(sequence, out, small_export, "--no-video").exit_code == 0
     depth = out / sequence.name / "depth"
     other = _process(sequence, out, small_export_fp32, "--no-video")  # fp32 export, same folder
-    assert other.exit_code == 2 and "written by another export" in other.output and "--no-resume" in other.output
+    assert other.exit_code == 2 and "the export (--engines" in other.output and "--overwrite" in other.output
     (depth / "2.png").write_bytes(b"not a png")  # e.g. a power cut on a Jetson
     again = _process(sequence, out, small_export, "--no-video")
     assert again.exit_code == 0, again.output
@@ -145,7 +145,7 @@ def test_on_the_fly_export_is_reused_only_while_current(tmp_path):
 
     def run(*extra):
         result = runner.invoke(app, ["process", str(seq), "--out", str(out), "--random-weights", "--no-video",
-                                     "--no-resume", "--backend", "onnxruntime", *extra])
+                                     "--overwrite", "--backend", "onnxruntime", *extra])
         assert result.exit_code == 0, result.output
         manifest = json.loads((out / "engines" / "manifest.json").read_text())
         return " ".join(result.output.split()), manifest

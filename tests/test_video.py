@@ -4,8 +4,12 @@ written, the colour bar with its scale in metres, --depth-range, and an overlay 
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import signal
+import threading
 import struct
 import subprocess
 import sys
@@ -223,9 +227,12 @@ def test_interrupted_process_never_leaves_half_an_mp4(small_export, tmp_path):
             assert child.returncode == 130 and "Traceback" not in stderr, stderr[-1500:]
             assert probe(video)["frames"] == pngs and probe(video)["codec"] == "h264"
             assert not [p for p in video.parent.iterdir() if ".tmp" in p.name]
-        else:
+        else:  # the temporary file stays until the next start removes it (tests/test_leftovers.py)
             assert not video.exists()
-            assert [p.name for p in video.parent.iterdir() if ".tmp" in p.name] == [f".video.{child.pid}.tmp.mp4"]
+            from smoothdino.core.files import parse_temporary
+
+            left = [p.name for p in video.parent.iterdir() if p.name.startswith(".video.")]
+            assert len(left) == 1 and parse_temporary(left[0]).pid == child.pid, left
 
 
 # -- the colour bar --------------------------------------------------------------------------------
@@ -361,3 +368,96 @@ def test_overlay_scales_with_the_frame_and_leaves_the_picture_readable(size):
         score = cv2.minMaxLoc(cv2.matchTemplate(grey, template, cv2.TM_CCOEFF_NORMED))[1]
         assert score > 0.6, (word, score)
     assert text_scale(480) > text_scale(240)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 2), (1, 3), (3, 1), (2, 2), (3, 3), (2, 5), (5, 4)])
+def test_frames_a_few_pixels_wide_get_their_whole_view(size):
+    """A 1-3 px wide frame (a crop, a line sensor) still gets its RGB | depth view and colour bar."""
+    height, width = size
+    rgb = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    depth = np.linspace(0.5, 9.0, height * width, dtype=np.float32).reshape(height, width)
+    canvas = side_by_side(rgb, depth, LINES, random_weights=True)
+    assert canvas.shape == (height + legend_layout(width, height).height, 2 * width, 3)
+    assert np.array_equal(canvas[:height, width:], colorize(depth))  # the depth half: the depth's colours
+    layout = legend_layout(width, height)
+    (x0, x1), (top, _) = layout.bar_columns, layout.bar_rows
+    assert 0 <= x0 <= x1 < width  # at least one column of the gradient
+    assert tuple(canvas[height + top, width + x1]) == tuple(colorize(np.float32([[DISPLAY_RANGE[1]]]))[0, 0])
+
+
+# -- one overlay: process and the --ray driver draw the same frames -----------------------------------
+
+def _decoded(path: Path) -> np.ndarray:
+    """Every frame as ffmpeg decodes it (BGR), [N, H, W, 3]."""
+    size = probe(path)["size"]
+    raw = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "bgr24",
+                          "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, size[1], size[0], 3)
+
+
+def test_ray_video_frames_equal_process_video_frames(short_sequence, small_export, tmp_path, monkeypatch):
+    """The --ray driver draws each frame's overlay from the metrics row its chunk wrote; `process` draws the same
+    row, so for the same frames, PNGs and rows the two videos are the same, frame for frame."""
+    from smoothdino.edge.commands.chunks import SequencePlan, assemble, cut
+    from smoothdino.edge.commands.robotics import RobotOptions
+
+    monkeypatch.delenv(ENCODER_VARIABLE, raising=False)
+    result = _process(short_sequence, small_export, tmp_path / "one", "--keyframes", "2")  # carried frames too
+    assert result.exit_code == 0, result.output
+    one = tmp_path / "one" / "short"
+    # the driver's side: one chunk whose record holds the rows `process` wrote, the same PNGs
+    out = tmp_path / "many"
+    plan = cut([SequencePlan(short_sequence, "short", 5, False)], 5)[0]
+    record = plan.chunks[0].record(out)
+    record.mkdir(parents=True)
+    shutil.copy(one / "metrics.json", record / "metrics.json")
+    shutil.copytree(one / "depth", out / "short" / "depth")
+    rows = json.loads((one / "metrics.json").read_text())["frames"]
+    assert any(not r["keyframe"] for r in rows) and all("total_ms" in r for r in rows)
+    done = {"computed": 5, "reused": 0, "keyframe_passes": 3, "scene_cuts": 0, "nonfinite": 0, "skipped_frames": []}
+    assemble(plan, {plan.chunks[0].key: done}, out, video=True, robot=RobotOptions(), limit=None, random_weights=True)
+    process_frames, ray_frames = _decoded(one / "video.mp4"), _decoded(out / "short" / "video.mp4")
+    assert process_frames.shape == ray_frames.shape and len(ray_frames) == 5
+    for i, (a, b) in enumerate(zip(process_frames, ray_frames)):
+        assert np.array_equal(a, b), f"frame {i}: {np.count_nonzero(a != b)} values differ"
+
+
+# -- an ffmpeg that stops taking frames ----------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["write", "close"])
+def test_a_stalled_ffmpeg_ends_in_one_line_within_the_bound(tmp_path, where):
+    """ffmpeg stopped (SIGSTOP: a real stalled child) while the sink writes a frame or waits for the file: the wait
+    is bounded (held signals cannot end it), then one line names the file, ffmpeg is gone and so is the file."""
+    from smoothdino.core.errors import UserError
+
+    path = tmp_path / "video.mp4"
+    sink = VideoSink(path)
+    sink.stall_seconds = 1.0  # the bound, shortened for the test
+    frame = np.zeros((240, 320, 3), np.uint8)  # 230 KB: more than a pipe holds
+    sink.write(frame)
+    ffmpeg = sink.writer.process
+    os.kill(ffmpeg.pid, signal.SIGSTOP)
+    raised: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            for _ in range(20 if where == "write" else 0):
+                sink.write(frame)
+            sink.close()
+        except BaseException as err:  # noqa: BLE001 - looked at below
+            raised.append(err)
+
+    worker = threading.Thread(target=finish, daemon=True)
+    began = time.monotonic()
+    worker.start()
+    worker.join(timeout=20)
+    blocked = worker.is_alive()
+    if ffmpeg.poll() is None:
+        os.kill(ffmpeg.pid, signal.SIGCONT)  # let a blocked writer go (the test failed)
+    assert not blocked, "the sink waited on the stopped ffmpeg without a bound"
+    assert time.monotonic() - began < 10
+    assert len(raised) == 1 and isinstance(raised[0], UserError), raised
+    message = str(raised[0])
+    assert str(path) in message and "\n" not in message and "ffmpeg" in message, message
+    assert ffmpeg.poll() is not None  # stopped ffmpeg killed, not left behind
+    assert list(tmp_path.iterdir()) == []

@@ -1,46 +1,57 @@
 """`process --ray` without Ray: sequences cut into chunks, one chunk through the resumable loop on a worker, and a
 sequence's outputs put together from its chunks on the driver. edge.commands.cluster schedules them.
 
-    chunk      frames [start, end) of one sequence (a ROS bag is one chunk: it is read in bag order). A worker writes
-               its depth PNGs (and PLYs, a bag's depth_bag) into <out>/<sequence>/ exactly as `process` does, its
-               metrics rows into <out>/<sequence>/.chunks/<start>-<end>/metrics.json (MetricsSink's own format),
-               then done.json there: the chunk is complete, and a resumed run does not schedule it again.
+    chunk      frames [start, end) of one sequence (a ROS bag or a video file is one chunk, read in order: a bag
+               in bag order; a video because reaching frame k without seeking means decoding the k frames before it,
+               and OpenCV's frame seeking is not exact on every codec; many videos still spread over workers). A
+               worker writes its depth PNGs (and PLYs, a bag's depth_bag) into <out>/<sequence>/ exactly as
+               `process` does, its metrics rows into <out>/<sequence>/.chunks/<start>-<end>/metrics.json
+               (MetricsSink's own format), then done.json there: the chunk is complete, and a resumed run does not
+               schedule it again.
+    schedule   --keyframes N and auto: the driver computes the sequence's keyframe schedule once (which frames are
+               readable, and each one's decision, from the frames alone: edge.keyframes.decide_keyframes, no network;
+               cached in <out>/<sequence>/.chunks/schedule.json under the run's identity) and hands each chunk its
+               priming and the decisions of its frames (KeyframeSchedule.priming), forced on them
+               (StreamOutputs.schedule), so every chunk decides exactly as one unbroken run, whatever was skipped.
     priming    before `start` the worker replays frames through the keyframe policy (edge.loop StreamOutputs.primed:
                RGB only, no network, no output), so the chunk's first frame meets exactly the state an unbroken run
                has there (edge.keyframes KeyframeSteps.replay, as a resumed `process`):
                  every   the last readable frame before `start` (the temporal adapter's previous frame)
-                 N       from the keyframe before the last one (start - N when `start` is itself a keyframe); the
-                         keyframes are every N-th *readable* frame, so when an earlier chunk skipped a corrupt frame
-                         before that point the driver runs the chunk again primed from the first frame
-                 auto    from the sequence's first frame: every decision depends on all earlier frames (phase
-                         correlation only, ~1-4 ms a frame)
+                 N, auto from the last keyframe before `start` when the chunk's first frame is a keyframe (its
+                         adapter's previous frame); else from the keyframe before that one (the last keyframe's depth
+                         is computed again, with its own previous keyframe, and carried)
     assembly   once all chunks of a sequence are done the driver joins their rows in frame order, recomputes the
                one figure that crosses a chunk boundary (`temporal` of a chunk's first frame, from the two PNGs and
                ground truths, with MetricsSink itself), and writes metrics.json/csv (MetricsSink) and the video
                (VideoSink, from the PNGs and the input frames).
 
 The result is byte-identical to one `process` over the whole sequence: PNGs and every metrics column but the
-timings. A chunk run again (a worker lost, an interrupted run) reuses the PNGs it already wrote, as on resume.
+timings. A chunk run again (a worker lost, an interrupted run) reuses the PNGs it already wrote, as on resume; its
+done.json records the run's identity (edge.run_identity), and one of another identity is refused, never reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import socket
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
-from smoothdino.core.files import atomic_write_text
-from smoothdino.edge.keyframes import KeyframePolicy
+from smoothdino.core.files import atomic_write_text, temporary_path
+from smoothdino.core.images import parse_size, resize_rgb
+from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy, decide_keyframes
 from smoothdino.edge.loop import StreamOutputs, StreamReport, run_stream
 from smoothdino.edge.metrics import METRICS
 from smoothdino.edge.pipeline import FramePipeline
+from smoothdino.edge.run_identity import RunIdentity, describe_difference
 from smoothdino.edge.sinks import (
     DISPLAY_RANGE,
     DepthPngSink,
@@ -48,29 +59,28 @@ from smoothdino.edge.sinks import (
     VideoSink,
     side_by_side,
 )
+from smoothdino.edge.sinks.view import overlay_lines
 from smoothdino.edge.sources.frame import SourceStats
 from smoothdino.edge.sources.recorded import FolderSource
 
-from .robotics import RobotOptions, open_sequence, process_sinks
+from .robotics import RobotOptions, choose_carry, open_sequence, process_sinks, sequence_intrinsics
 
 # The chunk size rule (chunk_size): about CHUNKS_PER_WORKER chunks for each worker over all frames, so the last
 # chunks to finish leave the other workers idle for at most ~1/4 of a worker's share; at least MIN_CHUNK frames
-# (every/N prime with one or two extra encoder passes a chunk: <= ~1/16 more network work), MIN_CHUNK_AUTO with
-# --keyframes auto (its priming replays the sequence from its first frame); at most MAX_CHUNK (progress and a
-# lost worker's redo stay fine-grained on very long sequences).
+# (a chunk primes with one or two extra encoder passes: <= ~1/16 more network work); at most MAX_CHUNK (progress
+# and a lost worker's redo stay fine-grained on very long sequences).
 CHUNKS_PER_WORKER = 4
 MIN_CHUNK = 16
-MIN_CHUNK_AUTO = 64
 MAX_CHUNK = 1000
 
 CHUNKS = ".chunks"  # <out>/<sequence>/.chunks/<start>-<end>/{metrics.json, metrics.csv, started, done.json}
+SCHEDULE = "schedule.json"  # <out>/<sequence>/.chunks/schedule.json: the sequence's keyframe schedule (N, auto)
 MARKER = ".smoothdino-cluster"  # <out>/.smoothdino-cluster: the driver's token; every worker must read it
 
 
-def chunk_size(total_frames: int, workers: int, policy: KeyframePolicy) -> int:
+def chunk_size(total_frames: int, workers: int) -> int:
     """Frames a chunk, from all sequences' frames and the cluster's workers (see the rule above)."""
-    low = MIN_CHUNK_AUTO if policy.mode == "auto" else MIN_CHUNK
-    return max(low, min(MAX_CHUNK, math.ceil(total_frames / (CHUNKS_PER_WORKER * max(1, workers)))))
+    return max(MIN_CHUNK, min(MAX_CHUNK, math.ceil(total_frames / (CHUNKS_PER_WORKER * max(1, workers)))))
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,7 @@ class Chunk:
     name: str  # the sequence's output folder under --out
     start: int
     end: int  # one past the last frame
-    bag: bool = False
+    bag: bool = False  # read in order as one chunk: a ROS bag or a video file
 
     @property
     def key(self) -> str:
@@ -97,18 +107,24 @@ class Chunk:
 class SequencePlan:
     path: Path
     name: str
-    length: int  # frames, after --limit
+    length: int  # frames, after --frames
     bag: bool
     chunks: list[Chunk] = field(default_factory=list)
+    carry: str = "shift"  # how depth is carried between keyframes, and the policy for it (as `process` chooses)
+    policy: KeyframePolicy = EVERY_FRAME
 
 
-def plan_sequences(sequences: list[Path], robot: RobotOptions, limit: int | None) -> list[SequencePlan]:
-    """Each sequence's name and length (listing a folder, or a bag's index: no frame is decoded)."""
+def plan_sequences(sequences: list[Path], robot: RobotOptions, limit: int | None, carry: str | None = None,
+                   policy: KeyframePolicy = EVERY_FRAME) -> list[SequencePlan]:
+    """Each sequence's name and length (listing a folder, or a bag's index: no frame is decoded), and its carry and
+    keyframe policy (edge.commands.robotics.choose_carry, as `process` chooses them)."""
     plans = []
     for path in sequences:
         source = open_sequence(Path(path), robot, limit)
         try:
-            plans.append(SequencePlan(Path(path), source.name, len(source), not isinstance(source, FolderSource)))
+            chosen, chosen_policy, _ = choose_carry(carry, source, robot, policy)
+            plans.append(SequencePlan(Path(path), source.name, len(source), not isinstance(source, FolderSource),
+                                      carry=chosen, policy=chosen_policy))
         finally:
             source.close()
     names = [p.name for p in plans]
@@ -127,17 +143,107 @@ def cut(plans: list[SequencePlan], size: int) -> list[SequencePlan]:
     return plans
 
 
-def prime_start(source: FolderSource, start: int, policy: KeyframePolicy) -> int:
-    """The first frame a chunk starting at `start` replays (see the module's table)."""
-    if start == 0 or policy.mode == "auto":
-        return 0
-    if policy.mode == "n":
-        n = policy.n
-        return start - n if start % n == 0 else max(start // n * n - n, 0)
-    first = start - 1  # every: the last readable frame (a corrupt one is skipped by the unbroken run too)
-    while first > 0 and source.load(first) is None:
-        first -= 1
-    return first
+def last_readable_before(source: FolderSource, start: int) -> int:
+    """--keyframes every: the first frame a chunk starting at `start` replays, the last readable one before it (the
+    adapter's previous frame; a corrupt one is skipped by the unbroken run too). `start` when there is none."""
+    for position in range(start - 1, -1, -1):
+        if source.load(position) is not None:
+            return position
+    return start
+
+
+@dataclass(frozen=True)
+class KeyframeSchedule:
+    """One unbroken run's keyframe decisions over a folder sequence: its readable frames in order (positions, names)
+    and whether each is a keyframe."""
+
+    positions: list[int]
+    names: list[str]
+    keyframes: list[bool]
+
+    def priming(self, start: int, end: int) -> tuple[int, dict[str, bool]]:
+        """(the first frame a chunk [start, end) replays, the decisions forced on the frames from there to `end`):
+        see the module's table."""
+        own = bisect_left(self.positions, start)  # the chunk's first readable frame
+        stop = bisect_left(self.positions, end)
+        keyframes: list[int] = []  # the last two before the chunk (a few frames back: O(N) or O(max_age))
+        for i in range(own - 1, -1, -1):
+            if self.keyframes[i]:
+                keyframes.append(i)
+                if len(keyframes) == 2:
+                    break
+        if own == stop or not keyframes:  # nothing of its own to compute, or nothing before it
+            first = own
+        elif self.keyframes[own] or len(keyframes) == 1:
+            first = keyframes[0]
+        else:
+            first = keyframes[1]
+        position = self.positions[first] if first < own else start
+        return position, {self.names[i]: self.keyframes[i] for i in range(first, stop)}
+
+    def record(self) -> dict:
+        return {"positions": self.positions, "names": self.names, "keyframes": self.keyframes}
+
+
+def keyframe_schedule(source: FolderSource, policy: KeyframePolicy, identity: RunIdentity,
+                      refuse_size: Callable[[int, int], None], stop: Callable[[], bool] = lambda: False
+                      ) -> KeyframeSchedule | None:
+    """A folder sequence's schedule: every frame decoded once, at the export's frame size (resized as the workers
+    do, or refused by `refuse_size`), through edge.keyframes.decide_keyframes (phase correlation only, no network).
+    None when `stop` said so before the end."""
+    size = parse_size(identity.size)
+    positions: list[int] = []
+    names: list[str] = []
+
+    def readable():
+        for position in range(len(source)):
+            if stop():
+                return
+            frame = source.load(position)
+            if frame is None:
+                continue
+            if frame.rgb.shape[:2] != size and not identity.resize:
+                refuse_size(*frame.rgb.shape[:2])
+            positions.append(position)
+            names.append(frame.name)
+            yield resize_rgb(frame.rgb, size)
+
+    keyframes = list(decide_keyframes(readable(), policy, identity.motion_downscale, identity.min_confidence,
+                                      identity.carry))
+    return None if stop() else KeyframeSchedule(positions, names, keyframes)
+
+
+def _fingerprint(source: FolderSource) -> str:
+    """The frame files as they are now (names, sizes, times): a schedule cached for other files is computed again."""
+    digest = hashlib.sha256()
+    for name, rgb, _ in source.frames:
+        try:
+            stat = rgb.stat()
+            digest.update(f"{name}\t{rgb.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{name}\t{rgb.name}\tmissing\n".encode())
+    return digest.hexdigest()
+
+
+def sequence_schedule(plan: SequencePlan, out: Path, policy: KeyframePolicy, identity: RunIdentity,
+                      refuse_size: Callable[[int, int], None], stop: Callable[[], bool] = lambda: False
+                      ) -> KeyframeSchedule | None:
+    """`plan`'s schedule, computed once per sequence: read back from <out>/<sequence>/.chunks/schedule.json when it
+    was computed there for this identity and these frame files, else computed and recorded there."""
+    path = Path(out) / plan.name / CHUNKS / SCHEDULE
+    source = FolderSource(plan.path, limit=plan.length)
+    key = {"identity": identity.record(), "frames": _fingerprint(source)}
+    try:
+        cached = json.loads(path.read_text())
+        if {k: cached[k] for k in key} == key:
+            return KeyframeSchedule(cached["positions"], cached["names"], cached["keyframes"])
+    except (OSError, ValueError, KeyError):
+        pass  # none yet, or of another run: computed below
+    schedule = keyframe_schedule(source, policy, identity, refuse_size, stop)
+    if schedule is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({**key, **schedule.record()}) + "\n")
+    return schedule
 
 
 class ChunkSource:
@@ -182,13 +288,17 @@ class ChunkJob:
     out: str
     run_id: str  # this driver run: a second start of the chunk in the same run is a retry
     policy: KeyframePolicy
-    identity: str  # the export's (DepthPipeline.identity): done.json records it
+    identity: RunIdentity  # the run's (edge.run_identity): done.json records it
+    carry: str = "shift"  # SequencePlan.carry
     resume: bool = True
     resize: bool = True
     limit: int | None = None
     robot: RobotOptions = field(default_factory=RobotOptions)
     run_info: dict = field(default_factory=dict)
-    from_start: bool = False  # --keyframes N after a corrupt frame: prime from the sequence's first frame, rewrite
+    # N, auto: the first frame to replay and the decisions forced from there (KeyframeSchedule.priming); None: every
+    # (the worker finds the last readable frame before the chunk), or the first chunk (nothing to prime)
+    prime_from: int | None = None
+    schedule: dict[str, bool] | None = None
 
 
 def _note_attempt(record: Path, attempt: str) -> bool:
@@ -207,21 +317,24 @@ def run_chunk(pipeline: FramePipeline, job: ChunkJob, on_frame: Callable[[Stream
     record = chunk.record(Path(job.out))
     record.mkdir(parents=True, exist_ok=True)
     (record / "done.json").unlink(missing_ok=True)
-    retried = _note_attempt(record, f"{job.run_id}:{'replay' if job.from_start else 'first'}")
+    retried = _note_attempt(record, job.run_id)
     resume = job.resume or retried  # a retry reuses what its first attempt wrote in this run
     if chunk.bag:
         full = source = open_sequence(Path(chunk.sequence), job.robot, job.limit)
         first, primed = 0, frozenset()
     else:
         full = FolderSource(Path(chunk.sequence), limit=job.limit)  # as `process` opens it (PLY intrinsics)
-        first = 0 if job.from_start else prime_start(full, chunk.start, job.policy)
+        first = job.prime_from if job.prime_from is not None else last_readable_before(full, chunk.start)
         source = ChunkSource(full, first, chunk.start, chunk.end)
         primed = frozenset(full.names[first:chunk.start])
     encoder_runs = pipeline.runs["encoder"]
     sinks = process_sinks(full, folder, job.robot, pipeline.random_weights)
     report = run_stream(pipeline, source, StreamOutputs(folder=folder, video=None, resume=resume, sinks=sinks,
-                                                        primed=primed, metrics_folder=record),
-                        resize=job.resize, run_info=job.run_info, keyframes=job.policy, on_frame=on_frame)
+                                                        primed=primed, metrics_folder=record,
+                                                        schedule=job.schedule),
+                        resize=job.resize, run_info=job.run_info, keyframes=job.policy, carry=job.carry,
+                        intrinsics=sequence_intrinsics(full, job.robot) if job.carry == "pose" else None,
+                        on_frame=on_frame)
     if report.interrupted:
         raise KeyboardInterrupt(f"{chunk.name} {chunk.key}: interrupted")
     if chunk.bag:
@@ -234,7 +347,7 @@ def run_chunk(pipeline: FramePipeline, job: ChunkJob, on_frame: Callable[[Stream
     reached = getattr(source, "reached", None)
     done = {
         "sequence": chunk.name, "start": chunk.start, "end": chunk.end, "prime_from": first,
-        "keyframes": job.policy.label, "identity": job.identity, "resize": job.resize, "from_start": job.from_start,
+        "keyframes": job.policy.label, "identity": job.identity.record(),
         "computed": report.computed, "reused": report.reused, "skipped": len(skipped), "skipped_frames": skipped,
         "skipped_positions": positions, "keyframe_passes": report.keyframes, "scene_cuts": report.scene_cuts,
         "nonfinite": report.nonfinite, "retried": retried,
@@ -250,24 +363,19 @@ def run_chunk(pipeline: FramePipeline, job: ChunkJob, on_frame: Callable[[Stream
     return done
 
 
-def finished(chunk: Chunk, out: Path, policy: KeyframePolicy, identity: str, resize: bool) -> dict | None:
-    """The chunk's done.json when an earlier run completed it with the same export, policy and resizing."""
+def finished(chunk: Chunk, out: Path, identity: RunIdentity) -> dict | None:
+    """The chunk's done.json when an earlier run of this identity completed it; None when it is still to run. One
+    that another identity wrote is refused in one line: its PNGs are never reused under other options."""
+    record = chunk.record(out)
     try:
-        done = json.loads((chunk.record(out) / "done.json").read_text())
+        done = json.loads((record / "done.json").read_text())
     except (OSError, ValueError):
         return None
-    same = (done.get("keyframes"), done.get("identity"), done.get("resize")) == (policy.label, identity, resize)
-    return done if same and (chunk.record(out) / "metrics.json").is_file() else None
-
-
-def needs_replay_from_start(plan: SequencePlan, dones: dict[str, dict], policy: KeyframePolicy) -> list[Chunk]:
-    """--keyframes N: chunks primed from a keyframe counted as if no frame before it were corrupt, while an
-    earlier chunk skipped one there. They run again, primed from the first frame (exact whatever was skipped)."""
-    if policy.mode != "n":
-        return []
-    skipped = sorted(p for c in plan.chunks for p in dones[c.key].get("skipped_positions", []))
-    return [c for c in plan.chunks if not dones[c.key].get("from_start") and skipped
-            and skipped[0] < dones[c.key]["prime_from"]]
+    difference = describe_difference(done.get("identity"), identity)
+    if difference:
+        raise UserError(f"{record}: a chunk done by a run with other options ({difference}); pass --overwrite to "
+                        "redo the sequence whole, or choose another --out")
+    return done if (record / "metrics.json").is_file() else None
 
 
 def check_shared_out(out: Path, token: str, node: str) -> None:
@@ -281,7 +389,7 @@ def check_shared_out(out: Path, token: str, node: str) -> None:
         what = "does not see" if seen is None else "sees another run's"
         raise UserError(f"{out}: a worker on {node} {what} {MARKER} that the driver wrote there; --out must be "
                         "storage every node sees at the same path (NFS or another shared mount)")
-    probe = Path(out) / f".smoothdino-probe-{node}-{os.getpid()}"
+    probe = temporary_path(Path(out) / "smoothdino-probe")
     try:
         probe.write_text(token)
         probe.unlink()
@@ -309,16 +417,6 @@ def _boundary_temporal(folder: Path, source: FolderSource, before: dict, row: di
         frame = source.load(positions[name])
         last = scratch.add(name, pngs.read(name), frame.depth_gt if frame is not None else None)
     return last.get("temporal", float("nan"))
-
-
-def _overlay(row: dict | None) -> list[str]:
-    """The video's overlay for a frame, from its metrics row (edge.loop.overlay_lines' content, where it is known)."""
-    if not row or "total_ms" not in row:
-        return ["(resumed from disk)"]
-    stages = " ".join(f"{k[:3]} {row[k + '_ms']:.0f}" for k in ("encoder", "adapter", "decoder", "motion")
-                      if row.get(k + "_ms"))
-    age = f"  age {row.get('age_frames', 0)}f" if not row.get("keyframe", True) else ""
-    return [f"{row['total_ms']:.0f} ms{age}", f"ms: {stages}"]
 
 
 def assemble(plan: SequencePlan, dones: dict[str, dict], out: Path, *, video: bool, robot: RobotOptions,
@@ -351,12 +449,14 @@ def assemble(plan: SequencePlan, dones: dict[str, dict], out: Path, *, video: bo
     metrics.write()
     report.summary = metrics.summary()
     if video:
-        _write_video(plan, folder, rows, robot, limit, random_weights, depth_range, stop)
+        _write_video(plan, folder, rows, robot, limit, random_weights, depth_range, stop,
+                     bool(run_info.get("untrained_adapter")))
     return report
 
 
 def _write_video(plan: SequencePlan, folder: Path, rows: list[dict], robot: RobotOptions, limit: int | None,
-                 random_weights: bool, depth_range: tuple[float, float], stop: Callable[[], bool]) -> None:
+                 random_weights: bool, depth_range: tuple[float, float], stop: Callable[[], bool],
+                 untrained: bool = False) -> None:
     source = open_sequence(plan.path, robot, limit)
     sink = VideoSink(folder / "video.mp4", fps=getattr(source, "fps", 10.0))
     pngs, by_name = DepthPngSink(folder / "depth"), {r["frame"]: r for r in rows}
@@ -367,8 +467,9 @@ def _write_video(plan: SequencePlan, folder: Path, rows: list[dict], robot: Robo
                 return
             depth = pngs.read(frame.name)
             if depth is not None:
-                sink.write(side_by_side(frame.rgb, depth, _overlay(by_name.get(frame.name)), random_weights,
-                                        depth_range))
+                # the overlay `process` draws from the same row (edge.loop): the same video frame for frame
+                sink.write(side_by_side(frame.rgb, depth, overlay_lines(by_name.get(frame.name)), random_weights,
+                                        depth_range, untrained))
         sink.close()
     except BaseException:
         sink.discard()

@@ -14,7 +14,11 @@ on with other chunks).
                  chunk, which reuses the frames it had written (as a resumed `process` does), so the result is still
                  exact; the table's footer counts the retried chunks. Ctrl-C stops the workers, keeps every finished
                  frame and chunk, and the same command resumes (finished chunks are not scheduled again). Corrupt
-                 frames are skipped and counted, as `process` does.
+                 frames are skipped and counted, as `process` does. A sequence folder or a chunk that a run with
+                 other options wrote is refused in one line (edge.run_identity), or redone whole with --overwrite.
+    schedule     --keyframes N and auto: background threads of the driver (one a sequence, up to one a core)
+                 compute each sequence's keyframe schedule once (chunks.sequence_schedule); a sequence's first chunk
+                 runs meanwhile, the others once it is there.
     ADDRESS      none or `auto`: join the cluster RAY_ADDRESS names or a Ray instance running on this machine, else
                  start a local one (stopped at the end); `local`: always a new local one; HOST:PORT (or ray://...):
                  join that cluster (checked first: an address nobody answers at is one line, not Ray's minutes of
@@ -23,6 +27,7 @@ on with other chunks).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -30,16 +35,18 @@ import threading
 import time
 import uuid
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 from smoothdino.core.backends import backend_word
-from smoothdino.core.console import console, random_weights_notice
+from smoothdino.core.console import adapter_state, console, random_weights_notice, untrained_adapter_notice
 from smoothdino.core.errors import UserError
-from smoothdino.core.files import atomic_write_text
-from smoothdino.edge.loop import StreamReport, claim_output_folder
+from smoothdino.core.files import atomic_write_text, process_alive, remove_stale_temporaries
+from smoothdino.edge.engines import Manifest
+from smoothdino.edge.loop import StreamReport
+from smoothdino.edge.run_identity import RunIdentity
 from smoothdino.edge.sinks import DISPLAY_RANGE
 
 from .chunks import (
@@ -47,14 +54,16 @@ from .chunks import (
     MARKER,
     Chunk,
     ChunkJob,
+    KeyframeSchedule,
     SequencePlan,
     assemble,
     chunk_size,
     cut,
     finished,
-    needs_replay_from_start,
     plan_sequences,
+    sequence_schedule,
 )
+from .process import claim_sequence_folder
 from .tables import stream_table
 
 RETRIES = 3  # a worker is started again (and its chunk retried) at most this many times
@@ -153,9 +162,6 @@ def process(options, cluster: ClusterOptions) -> list[StreamReport]:
         console.print(stream_table(result.reports, f"processed on {result.workers} Ray workers -> {options.out}"))
     runs = len(result.chunks)
     line = f"{runs} chunks of up to {result.chunk_size} frames run on {result.workers} workers"
-    again = sum(bool(c.get("from_start")) for c in result.chunks)
-    if again:
-        line += f" ({again} again, primed from the first frame: --keyframes N after a corrupt frame)"
     if result.retried:
         reused = sum(c["reused"] for c in result.retried)
         line += (f"; {len(result.retried)} retried after a worker was lost ("
@@ -163,7 +169,7 @@ def process(options, cluster: ClusterOptions) -> list[StreamReport]:
                  + f"; {reused} frames reused)")
     console.print(line)
     if result.interrupted:
-        console.print("interrupted: outputs so far are written; run the same command to resume")
+        console.print(f"interrupted: outputs so far are written; {options.again}")
         return result.reports or [StreamReport(name="", interrupted=True)]
     return result.reports
 
@@ -173,9 +179,11 @@ def run(options, cluster: ClusterOptions, show: bool = True) -> ClusterRun:
     ray = import_ray()
     if cluster.chunk is not None and cluster.chunk < 1:
         raise UserError(f"--chunk {cluster.chunk}: give 1 or more frames")
-    plans = plan_sequences([Path(s) for s in options.sequences], options.robot, options.limit)
+    plans = plan_sequences([Path(s) for s in options.sequences], options.robot, options.limit,
+                           options.carry, options.keyframes)
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out, recursive=True)  # what killed runs of this host left (another's: its workers')
     token = uuid.uuid4().hex
     atomic_write_text(out / MARKER, token + "\n")
     ours = connect(ray, cluster.address)
@@ -219,12 +227,22 @@ class _Driver:
         return infos[0]
 
     def stop_workers(self) -> None:
+        """Kill the workers. One killed mid-chunk (Ctrl-C) leaves its reserve and maybe a temporary file: once this
+        host's worker processes are gone, what they left under --out is removed (another host's are removed by the
+        next run's workers there, as their chunks start)."""
+        if not self.actors:
+            return
         for actor in self.actors:
             try:
                 self.ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - gone already
                 pass
         self.actors = []
+        here = [info["pid"] for info in self.result.opened if info.get("node") == socket.gethostname()]
+        deadline = time.monotonic() + 10.0
+        while any(process_alive(pid) for pid in here) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remove_stale_temporaries(self.out, recursive=True)
 
     def _get(self, refs):
         try:
@@ -241,7 +259,7 @@ class _Driver:
         options, out = self.options, self.out
         slots, resources = worker_slots(self.ray.cluster_resources(), self.cluster.backend, self.cluster.threads)
         total = sum(p.length for p in self.plans)
-        size = self.cluster.chunk or chunk_size(total, slots, options.keyframes)
+        size = self.cluster.chunk or chunk_size(total, slots)
         cut(self.plans, size)
         count = max(1, min(slots, sum(len(p.chunks) for p in self.plans)))
         begin = time.perf_counter()
@@ -249,38 +267,51 @@ class _Driver:
         self.result.startup_seconds = time.perf_counter() - begin
         if info["random_weights"]:
             random_weights_notice()
+        untrained_adapter_notice(info["weights"])
         if self.show:
             console.print(f"pipeline: {info['description']} on {count} Ray workers "
                           f"({', '.join(f'{k}={v}' for k, v in resources.items())} each)")
-        self.identity = info["identity"]
+        workers = SimpleNamespace(**info)  # what the workers' pipelines are; with a sequence's policy, its identity
+        self.identities = {p.name: RunIdentity.of(workers, p.policy, options.resize, carry=p.carry) for p in self.plans}
         self.run_info = {"pipeline": info["description"], "backend": info["backend"],
-                         "random_weights": info["random_weights"], "weights": info["weights"]}
+                         "random_weights": info["random_weights"], "weights": info["weights"],
+                         **adapter_state(info["weights"])}
         self.result.workers, self.result.chunk_size = count, size
         self.run_id = uuid.uuid4().hex[:12]
         self.dones: dict[str, dict[str, dict]] = {p.name: {} for p in self.plans}
         queue: deque[ChunkJob] = deque()
-        for plan in self.plans:
-            folder = out / plan.name
+        waiting: dict[str, list[Chunk]] = {}  # chunks that prime from their sequence's schedule, until it is there
+        for plan in self.plans:  # every folder claimed (or refused) before any chunk runs
+            claim_sequence_folder(out / plan.name, self.identities[plan.name], options.overwrite)
             if not options.resume:
-                shutil.rmtree(folder / CHUNKS, ignore_errors=True)
-            (folder / "depth").mkdir(parents=True, exist_ok=True)
-            claim_output_folder(folder / "depth", SimpleNamespace(identity=self.identity), options.resume)
+                shutil.rmtree(out / plan.name / CHUNKS, ignore_errors=True)
+        for plan in self.plans:
+            scheduled = not plan.bag and plan.policy.mode != "every"
             for chunk in plan.chunks:
-                done = options.resume and finished(chunk, out, options.keyframes, self.identity, options.resize)
+                done = options.resume and finished(chunk, out, self.identities[plan.name])
                 if done:
                     self.dones[plan.name][chunk.key] = done
-                else:
+                elif scheduled and chunk.start > 0:
+                    waiting.setdefault(plan.name, []).append(chunk)
+                else:  # every (or a bag) primes without a schedule; a first chunk has nothing to prime
                     queue.append(self._job(chunk))
         self.frames_total = total
         self.frames_done = sum(d["end"] - d["start"] for ds in self.dones.values() for d in ds.values())
         self.frames_start = self.frames_done
         start = time.perf_counter()
         finals: dict[str, Future] = {}
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assemble") as writer, self._bar() as bar:
+        refuse_size = Manifest.load(Path(self.cluster.engines)).check_frame_size
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assemble") as writer, \
+                ThreadPoolExecutor(max_workers=max(1, min(len(waiting), os.cpu_count() or 1)),  # a sequence a core
+                                   thread_name_prefix="schedule") as planner, self._bar() as bar:
             try:
+                schedules = {planner.submit(sequence_schedule, plan, out, plan.policy, self.identities[plan.name],
+                                            lambda h, w, path=plan.path: refuse_size(h, w, str(path)),
+                                            self.stop.is_set): plan.name
+                             for plan in self.plans if plan.name in waiting}
                 for plan in self.plans:
-                    self._complete(plan, queue, finals, writer)
-                self._schedule(queue, finals, writer, bar, start)
+                    self._complete(plan, finals, writer)
+                self._schedule(queue, waiting, schedules, finals, writer, bar, start)
             except KeyboardInterrupt:
                 self.result.interrupted = True
                 self.stop.set()  # a video being written is dropped, never left half-written
@@ -305,24 +336,18 @@ class _Driver:
             report.interrupted = self.result.interrupted
         return self.result
 
-    def _job(self, chunk: Chunk, from_start: bool = False) -> ChunkJob:
-        o = self.options
-        return ChunkJob(chunk=chunk, out=str(self.out), run_id=self.run_id, policy=o.keyframes, identity=self.identity,
-                        resume=o.resume and not from_start, resize=o.resize, limit=o.limit, robot=o.robot,
-                        run_info=self.run_info, from_start=from_start)
+    def _job(self, chunk: Chunk, schedule: KeyframeSchedule | None = None) -> ChunkJob:
+        o, plan = self.options, next(p for p in self.plans if p.name == chunk.name)
+        prime_from, decisions = schedule.priming(chunk.start, chunk.end) if schedule else (None, None)
+        return ChunkJob(chunk=chunk, out=str(self.out), run_id=self.run_id, policy=plan.policy,
+                        identity=self.identities[plan.name], carry=plan.carry, resume=o.resume, resize=o.resize,
+                        limit=o.limit, robot=o.robot, run_info=self.run_info, prime_from=prime_from,
+                        schedule=decisions)
 
-    def _complete(self, plan: SequencePlan, queue: deque, finals: dict, writer: ThreadPoolExecutor) -> None:
-        """All of a sequence's chunks done: run again those primed on a wrong guess (--keyframes N after a corrupt
-        frame), else write its metrics and video in the background."""
+    def _complete(self, plan: SequencePlan, finals: dict, writer: ThreadPoolExecutor) -> None:
+        """All of a sequence's chunks done: its metrics and video written in the background."""
         dones = self.dones[plan.name]
         if plan.name in finals or len(dones) < len(plan.chunks):
-            return
-        again = needs_replay_from_start(plan, dones, self.options.keyframes)
-        if again:
-            for chunk in again:
-                del dones[chunk.key]
-                self.frames_done -= chunk.frames
-                queue.appendleft(self._job(chunk, from_start=True))
             return
         o = self.options
         retried = sum(bool(d.get("retried")) for d in dones.values())
@@ -333,7 +358,8 @@ class _Driver:
                                           depth_range=getattr(o, "depth_range", None) or DISPLAY_RANGE,
                                           cluster_info=cluster_info, stop=self.stop.is_set)
 
-    def _schedule(self, queue: deque, finals: dict, writer, bar, start: float) -> None:
+    def _schedule(self, queue: deque, waiting: dict[str, list[Chunk]], schedules: dict[Future, str], finals: dict,
+                  writer, bar, start: float) -> None:
         ray = self.ray
         inflight: dict = {}  # chunk result ref -> (worker index, job, submitted at)
         idle = list(range(len(self.actors)))
@@ -346,9 +372,15 @@ class _Driver:
         answered: dict[int, float] = {}
         running: dict[int, int] = {}
         last_poll = 0.0
-        while queue or inflight:
+        while queue or inflight or schedules:
+            for future in [f for f in schedules if f.done()]:  # a sequence's schedule is there: its chunks can run
+                schedule, chunks = future.result(), waiting.pop(schedules.pop(future))
+                if schedule is not None:  # None: stopped (Ctrl-C) before the end
+                    queue.extend(self._job(chunk, schedule) for chunk in chunks)
             while queue and idle:
                 submit(idle.pop())
+            if not inflight:  # nothing runs: wait for a schedule
+                wait(list(schedules), timeout=0.2, return_when=FIRST_COMPLETED)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.2) if inflight else ([], [])
             for ref in ready:
                 worker, job, sent = inflight.pop(ref)
@@ -359,7 +391,7 @@ class _Driver:
                 self.result.chunks.append(done)
                 self.dones[job.chunk.name][job.chunk.key] = done
                 self.frames_done += job.chunk.frames
-                self._complete(next(p for p in self.plans if p.name == job.chunk.name), queue, finals, writer)
+                self._complete(next(p for p in self.plans if p.name == job.chunk.name), finals, writer)
                 if queue:
                     submit(worker)
                 else:

@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import ray
-from smoothdino.core.backends import backend_word
+from smoothdino.core.backends import ONNXRUNTIME_BACKENDS, backend_word
 from smoothdino.core.errors import UserError
+from smoothdino.core.files import remove_stale_temporaries, temporary_path
 from smoothdino.core.paths import smoothdino_home
 from smoothdino.edge.engines import TENSORRT_BACKENDS, Manifest
 from smoothdino.edge.machine.environment import gpu, tensorrt_usable, tensorrt_version
@@ -40,7 +41,7 @@ def engines_for_this_node(folder: Path, backend: str) -> Path:
     manifest = Manifest.load(folder)
     word = backend_word(backend)
     have_engines = all(manifest.stages[s].engine for s in manifest.stage_names)
-    if word == "onnxruntime" or (word == "auto" and not have_engines):
+    if word in ONNXRUNTIME_BACKENDS or (word == "auto" and not have_engines):
         return folder
     flavour = word if word in TENSORRT_BACKENDS else (manifest.tensorrt_flavour or "tensorrt")
     if not tensorrt_usable(flavour)[0]:
@@ -62,8 +63,8 @@ def engines_for_this_node(folder: Path, backend: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder a node; the others wait here, then open its engines
         if (local / "manifest.json").is_file():
             return local
-        tmp = local.with_name(f"{local.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_stale_temporaries(local.parent)  # the copy of a build killed on this node
+        tmp = temporary_path(local)
         shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns("*.engine", "*.plan", "*.runtime-cache"))
         built = subprocess.run([sys.executable, "-m", "smoothdino.cli", "build", "--engines", str(tmp),
                                 "--backend", flavour], check=False, capture_output=True, text=True)
@@ -105,7 +106,9 @@ class ChunkWorker:
         p = self.pipeline
         return {"pid": os.getpid(), "node": self.node, "description": p.description, "backend": p.backend,
                 "weights": p.weights, "random_weights": p.random_weights, "identity": p.identity,
-                "open_ms": self.open_ms}
+                # with the job's policy and resizing, the run's identity (edge.run_identity.RunIdentity.of)
+                "precision": p.precision, "frame_size": tuple(p.frame_size), "min_confidence": p.min_confidence,
+                "motion_downscale": p.motion_downscale, "open_ms": self.open_ms}
 
     def run(self, job: ChunkJob) -> dict:
         info = self.open()

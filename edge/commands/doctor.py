@@ -2,11 +2,12 @@
 
 Each check gives one line: `ok`, `PROBLEM` (with its fix; any problem makes the exit code 2) or `note` (worth
 knowing, not in the way). The checks: the Jetson and its L4T/JetPack; TensorRT's version, and an export's
-manifest against it (--engines); Docker's nvidia runtime (on the host: /etc/docker/daemon.json, `docker info`;
-in a container: the Jetson's GPU device nodes); the Argus socket and daemon; OpenCV's GStreamer and the
-nvarguscamerasrc element; one frame grabbed from --source, with the pipeline it used; power mode and clocks;
-free memory. The system facts come from edge/machine (camera_checks.py, jetson.py, environment.py); OpenCV,
-TensorRT and the frame sources are imported inside the functions that need them.
+manifest against it (--engines); ONNX Runtime's CUDA provider (an NVIDIA GPU without TensorRT); Docker's nvidia
+runtime (on the host: /etc/docker/daemon.json, `docker info`; in a container: the Jetson's GPU device nodes); the
+Argus socket and daemon; OpenCV's GStreamer and the nvarguscamerasrc element; one frame grabbed from --source,
+with the pipeline it used; power mode and clocks; free memory. The system facts come from edge/machine
+(camera_checks.py, jetson.py, environment.py); OpenCV, TensorRT and the frame sources are imported inside the
+functions that need them.
 """
 
 from __future__ import annotations
@@ -385,6 +386,14 @@ def check_power(report: Report, root: Path) -> None:
         report.add("clocks", "note", "not locked: `sudo jetson_clocks` on the host before timing (after every boot)")
 
 
+def check_onnxruntime(report: Report, providers: list[str], gpu: dict | None) -> None:
+    """Whether ONNX Runtime can use the NVIDIA GPU (its CUDA provider): what runs the graphs where TensorRT does not."""
+    from smoothdino.edge.engines.factory import cuda_provider_state
+
+    cuda, text = cuda_provider_state(providers, (gpu or {}).get("name"))
+    report.add("ONNX Runtime", "ok" if cuda or not gpu else "note", text)
+
+
 def parse_meminfo(text: str | None) -> dict[str, int]:
     """/proc/meminfo -> {"MemTotal": kiB, ...}."""
     return {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+)\s*kB", text or "", re.MULTILINE)}
@@ -426,7 +435,7 @@ def _root_for_sources(root: Path) -> Iterator[None]:
 
 def run_doctor(root: Path | str | None = None, engines: Path | None = None, source: str | None = None, *,
                timeout: float = 10.0, tensorrt_version=_AUTO, tensorrt_runs=_AUTO, gpu=_AUTO, build_info=_AUTO,
-               inspect: GstInspect | None = None, docker=_AUTO) -> Report:
+               inspect: GstInspect | None = None, docker=_AUTO, providers=_AUTO) -> Report:
     """Every check, in the order a newcomer fixes them. The keyword arguments replace what this process and its
     tools would answer (tests); left out, they are asked."""
     root = system_root(root)
@@ -438,7 +447,9 @@ def run_doctor(root: Path | str | None = None, engines: Path | None = None, sour
     version = environment.tensorrt_installed_version() if tensorrt_version is _AUTO else tensorrt_version
     runs = (environment.tensorrt_usable() if version else (False, "not installed")) if tensorrt_runs is _AUTO \
         else tensorrt_runs
-    check_tensorrt(report, on_jetson, version, runs, engines, environment.gpu() if gpu is _AUTO else gpu)
+    gpu = environment.gpu() if gpu is _AUTO else gpu
+    check_tensorrt(report, on_jetson, version, runs, engines, gpu)
+    check_onnxruntime(report, environment.onnxruntime_providers() if providers is _AUTO else providers, gpu)
     check_docker(report, root, container, on_jetson,
                  (docker_info() if root == Path("/") else None) if docker is _AUTO else docker)
     if on_jetson:

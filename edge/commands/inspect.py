@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from smoothdino.core.console import console, notice, random_weights_notice
+from smoothdino.core.console import (
+    adapter_state,
+    console,
+    notice,
+    random_weights_notice,
+    untrained_adapter_notice,
+)
 from smoothdino.edge.inspection.sequence import (
     RANDOM_WEIGHTS_NOTE,
     check_level,
@@ -48,13 +54,15 @@ def inspect(pipeline: FramePipeline, sources: list, options: InspectOptions) -> 
 
     if pipeline.random_weights:
         random_weights_notice()
+    untrained_adapter_notice(pipeline.weights)
     console.print(f"pipeline: {pipeline.description}")
     if not pipeline.has_adapter:
         kind = getattr(getattr(pipeline, "manifest", None), "adapter", "none")
         notice(f"adapter {kind!r} has no adapter stage (paper offsets are folded into the decoder): no fused features, "
                "writing pca/ only and no 'after' figures")
     run_info = {"pipeline": pipeline.description, "backend": pipeline.backend,
-                "random_weights": pipeline.random_weights, "weights": pipeline.weights}
+                "random_weights": pipeline.random_weights, "weights": pipeline.weights,
+                **adapter_state(pipeline.weights)}
     payloads = []
     with pipeline, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         for source in sources:

@@ -25,6 +25,7 @@ def gate_table(manifest: Manifest, title: str) -> Table:
         ("model", f"{manifest.arch} + {manifest.adapter} adapter, {manifest.head} head, {manifest.precision}"),
         ("frame size", f"{manifest.frame_size[0]}x{manifest.frame_size[1]}"),
         ("weights", "RANDOM (not metric)" if manifest.random_weights else "official release"),
+        *([("adapter", "UNTRAINED: the identity (no --adapter-weights)")] if manifest.untrained_adapter else []),
         ("stages", stages),
     ]
     rows += [(label, f"{gate[key]:.3f}") for key, label in GATE_FIGURES if key in gate]

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from smoothdino.core.console import untrained_adapter
 from smoothdino.core.errors import UserError
 from .graph_io import IO, STAGES
 from smoothdino.core.files import atomic_write_text, sha256_of
@@ -62,6 +63,11 @@ class Manifest:
     @property
     def random_weights(self) -> bool:
         return any(w.startswith("random-weights") for w in self.weights.values())
+
+    @property
+    def untrained_adapter(self) -> bool:
+        """Exported without --adapter-weights: weights["adapter"] is "initial", and the adapter is the identity."""
+        return untrained_adapter(self.weights)
 
     @property
     def has_adapter_stage(self) -> bool:

@@ -17,13 +17,19 @@ def to_millimetres(depth: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(depth, np.float64) * 1000.0), 0, 65535).astype(np.uint16)
 
 
-def atomic_imwrite(path: Path, image: np.ndarray) -> None:
+def as_written(depth: np.ndarray) -> np.ndarray:
+    """The depth as its PNG holds it, in metres (millimetre steps): what reading the PNG back gives."""
+    return to_millimetres(depth).astype(np.float32) / 1000.0
+
+
+def atomic_imwrite(path: Path, image: np.ndarray, durable: bool = True) -> None:
     """Encoded in memory, then written by Python: a full disk raises ENOSPC (one line), where cv2.imwrite
-    would only return False."""
+    would only return False. On the disk before it takes its name (core.files; `durable=False`: only to measure
+    what that costs, benchmarks/write_cost.py)."""
     ok, encoded = cv2.imencode(Path(path).suffix, image)
     if not ok:
         raise OSError(f"{path}: OpenCV cannot encode a {image.dtype} {image.shape} image as {Path(path).suffix}")
-    atomic_write_bytes(path, encoded.tobytes())
+    atomic_write_bytes(path, encoded.tobytes(), durable)
 
 
 class DepthPngSink:

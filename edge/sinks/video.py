@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import struct
 import subprocess
 import tempfile
@@ -21,11 +22,12 @@ import cv2
 import numpy as np
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
-from smoothdino.core.files import (
-    DiskFull,
-)
+from smoothdino.core.files import DISK_FULL, DiskFull, durable_replace, temporary_path
 
 ENCODER_VARIABLE = "SMOOTHDINO_VIDEO_ENCODER"
+# ffmpeg that takes no frame data (or, once its input is closed, neither runs nor writes) for this long is stalled
+# (stopped, hung): a frame's write unit holds the signals, so an unbounded wait would not even yield to Ctrl-C
+STALL_SECONDS = 30.0
 ENCODERS = ("auto", "gstreamer", "ffmpeg", "mp4v")
 X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
 # NVIDIA's Jetson encoder (Accelerated GStreamer guide): BGR from OpenCV -> BGRx -> NVMM I420 -> nvv4l2h264enc;
@@ -77,34 +79,82 @@ def jetson_encoder() -> str | None:
 
 class _Ffmpeg:
     """Raw BGR frames piped into ffmpeg's stdin, one at a time (no frame list in memory). ffmpeg runs in its own
-    session: a Ctrl-C at the terminal reaches only this process, whose loop then closes the video properly."""
+    session: a Ctrl-C at the terminal reaches only this process, whose loop then closes the video properly. Every
+    wait on it is bounded (`stall_seconds` without progress): a stopped or hung ffmpeg is killed and named."""
 
     name = "H.264 (ffmpeg)"
 
-    def __init__(self, exe: str, path: Path, size: tuple[int, int], fps: float):
+    def __init__(self, exe: str, path: Path, size: tuple[int, int], fps: float, stall_seconds: float = STALL_SECONDS):
+        self.path, self.stall_seconds, self.stalled = Path(path), stall_seconds, ""
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()/abort(); ffmpeg's messages: a file, so a chatty ffmpeg never blocks on a pipe
         args = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
                 "-s", f"{size[0]}x{size[1]}", "-r", f"{fps:g}", "-i", "pipe:0", "-an", *X264, "-f", "mp4", str(path)]
         extra = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log, **extra)
+        self.bounded = hasattr(select, "poll")  # POSIX: the pipe is written without blocking, waits are polls
+        if self.bounded:
+            os.set_blocking(self.process.stdin.fileno(), False)
 
     def write(self, frame: np.ndarray) -> bool:
+        """False when ffmpeg ended early (a full disk, a bad argument) or stalled: finish() tells which."""
+        data = memoryview(np.ascontiguousarray(frame)).cast("B")
         try:
-            self.process.stdin.write(np.ascontiguousarray(frame).data)
+            if not self.bounded:
+                self.process.stdin.write(data)
+                return True
+            fd = self.process.stdin.fileno()
+            pipe = select.poll()
+            pipe.register(fd, select.POLLOUT)
+            while data:
+                try:
+                    data = data[os.write(fd, data):]
+                except BlockingIOError:  # the pipe is full: wait for ffmpeg to read, at most stall_seconds
+                    if not pipe.poll(self.stall_seconds * 1000):
+                        self._stall(f"took no frame data for {self.stall_seconds:g} s")
+                        return False
             return True
-        except (BrokenPipeError, OSError):  # ffmpeg ended early (a full disk, a bad argument): finish() tells
+        except (BrokenPipeError, OSError):
             return False
 
+    def _stall(self, what: str) -> None:
+        self.stalled = f"ffmpeg {what}: stopped or hung, killed"
+        self.process.kill()  # also a stopped one
+        self.process.wait()
+
+    def _activity(self) -> tuple:
+        """What changes while ffmpeg works on its last frames and the moov box: its CPU time (Linux), the file."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as f:
+                ticks = sum(int(v) for v in f.read().rsplit(")", 1)[1].split()[11:13])
+        except (OSError, ValueError):
+            ticks = None
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = None
+        return ticks, size
+
     def finish(self) -> str | None:
-        """Wait for the file; the error (ffmpeg's last lines) or None."""
+        """Wait for the file; the error (ffmpeg's last lines, or that it stalled) or None."""
         try:
             self.process.stdin.close()
         except OSError:
             pass
-        code = self.process.wait()
+        seen = self._activity()
+        while not self.stalled:
+            try:
+                code = self.process.wait(timeout=self.stall_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                now = self._activity()
+                if now == seen:
+                    self._stall(f"neither ran nor wrote for {self.stall_seconds:g} s after its last frame")
+                seen = now
         self.log.seek(0)
         text = self.log.read().decode(errors="replace").strip()
         self.log.close()
+        if self.stalled:
+            return self.stalled
         return None if code == 0 else (" ".join(text.splitlines()[-2:]) or f"ffmpeg exited with {code}")
 
     def abort(self) -> None:
@@ -133,15 +183,16 @@ class _OpenCV:
 
 class VideoSink:
     """MP4 of side-by-side frames (H.264 where an encoder is found; see the module's notes), written under a
-    temporary name (with the process id: two runs into one folder never share it) and renamed into place only once
-    it is whole: the encoder ended well and the file holds every frame (its MP4 boxes are read back). A file that
-    did not come out whole is removed and named in one line (DiskFull when the disk is full). `discard()` drops the
-    file (a run that failed)."""
+    temporary name (core.files.temporary_path: two runs into one folder never share it) and renamed into place,
+    synced, only once it is whole: the encoder ended well and the file holds every frame (its MP4 boxes are read
+    back). A file that did not come out whole is removed and named in one line (DiskFull when the disk is full);
+    so is one whose ffmpeg stalled (`stall_seconds`). `discard()` drops the file (a run that failed)."""
 
-    def __init__(self, path: Path, fps: float = 10.0):
+    def __init__(self, path: Path, fps: float = 10.0, stall_seconds: float = STALL_SECONDS):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        self.tmp = temporary_path(self.path)
+        self.stall_seconds = stall_seconds
         self.fps = float(fps) if fps and fps > 0 else 10.0
         self.encoder = chosen_encoder()
         self.writer = None
@@ -179,7 +230,7 @@ class VideoSink:
         if self.encoder in ("auto", "ffmpeg"):
             exe, reason = ffmpeg_with_x264()
             if exe is not None:
-                return _Ffmpeg(exe, self.tmp, (width, height), self.fps)
+                return _Ffmpeg(exe, self.tmp, (width, height), self.fps, self.stall_seconds)
             why.append(reason)
         if self.encoder == "mp4v":
             why.append(f"{ENCODER_VARIABLE}=mp4v")
@@ -216,7 +267,13 @@ class VideoSink:
             raise DiskFull(self.path) if _disk_nearly_full(self.path.parent) else UserError(
                 f"{self.path}: the video came out with {readable} of {self.frames} frames and was not kept; "
                 "check the disk, or pass --no-video")
-        os.replace(self.tmp, self.path)
+        try:
+            durable_replace(self.tmp, self.path)
+        except OSError as err:  # its bytes did not fit on the disk after all (a delayed allocation)
+            self.tmp.unlink(missing_ok=True)
+            if err.errno in DISK_FULL:
+                raise DiskFull(self.path) from None
+            raise
 
     def discard(self) -> None:
         writer, self.writer = self.writer, None

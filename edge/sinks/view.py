@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from smoothdino.core.console import UNTRAINED_ADAPTER_LINE
 from smoothdino.core.errors import UserError
 
 DISPLAY_RANGE = (0.0, 10.0)  # metres mapped onto the colour map (NYUv2's range): fixed, so colours mean the same
@@ -174,7 +175,7 @@ def overlay(canvas: np.ndarray, lines: list[str], width: int, frame_height: int)
     band = canvas[: margin + step * len(lines) - (step - text_h - base) + margin, :band_w]
     band[:] = (band * 0.4).astype(np.uint8)
     for i, text in enumerate(lines):
-        color = (60, 60, 255) if text.startswith("RANDOM") else (255, 255, 255)
+        color = (60, 60, 255) if text.startswith(("RANDOM", "UNTRAINED")) else (255, 255, 255)
         cv2.putText(canvas, text, (margin, margin + text_h + step * i), FONT, scale, color, 1, cv2.LINE_AA)
 
 
@@ -219,13 +220,15 @@ def overlay_lines(frame, fps: float | None = None) -> list[str]:
 
 
 def side_by_side(rgb: np.ndarray, depth: np.ndarray, lines: list[str], random_weights: bool = False,
-                 depth_range: tuple[float, float] = DISPLAY_RANGE) -> np.ndarray:
+                 depth_range: tuple[float, float] = DISPLAY_RANGE, untrained_adapter: bool = False) -> np.ndarray:
     """BGR canvas: the frame on the left, coloured depth on the right, the colour bar under the depth, the
-    overlay text on the frame. (H + legend rows) x 2W."""
+    overlay text on the frame (first, in red: random weights, an untrained adapter). (H + legend rows) x 2W."""
     depth_bgr = colorize(depth, depth_range)
     height, width = rgb.shape[:2]
     if depth_bgr.shape[:2] != (height, width):
         depth_bgr = cv2.resize(depth_bgr, (width, height), interpolation=cv2.INTER_NEAREST)
     canvas = np.concatenate([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), depth_bgr], axis=1)
-    overlay(canvas, (["RANDOM WEIGHTS - not metric"] if random_weights else []) + list(lines), width, height)
+    state = (["RANDOM WEIGHTS - not metric"] if random_weights else []) + \
+        ([UNTRAINED_ADAPTER_LINE] if untrained_adapter else [])
+    overlay(canvas, state + list(lines), width, height)
     return with_depth_legend(canvas, width, width, height, depth_range)

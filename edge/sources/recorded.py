@@ -86,7 +86,9 @@ class FolderSource:
 
 
 class VideoSource:
-    """A video file, every frame in order."""
+    """A video file, every frame in order. Frames are named by their index, zero-padded (000000, 000001, ...: as a
+    camera's frames), so a resumed `process` finds the PNGs of the frames it wrote. Read strictly in order (no
+    seeking: OpenCV's frame seeking is not exact on every codec)."""
 
     live = False
 
@@ -96,7 +98,7 @@ class VideoSource:
         if not self.capture.isOpened():
             raise UserError(f"{self.path}: OpenCV cannot open this video (missing, or codec not supported)")
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
-        count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        count = max(0, int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))  # the container's word: progress only
         self.count = min(count, limit) if limit else count
         self.limit = limit
         self.name = self.path.stem
