@@ -154,3 +154,23 @@ def test_frame_greys_are_what_motion_is_measured_on(room_frames):
     greys = frame_greys(room_frames[0][0], 2, track=False)
     assert isinstance(greys, FrameGreys) and greys.track is None and greys.phase.shape == (120, 160)
     assert greys.width == 320
+
+
+def test_wide_frames_splat_at_reduced_size_and_stay_as_close_to_the_truth():
+    """A 480x640 depth map is splatted on every 2nd pixel (a quarter of the work) and brought back by nearest
+    neighbour: against the rendered truth it is as close as the full splat, and unseen pixels stay empty."""
+    from smoothdino.edge.carry import warp_at_most
+
+    room = SyntheticRoom(480, 640, frames=5, step=0.05, turn=0.015)
+    (_, key), (_, truth) = room.frame(0), room.frame(4)
+    k = camera_matrix(room.intrinsics.fx, room.intrinsics.fy, room.intrinsics.cx, room.intrinsics.cy)
+    r, t = room.relative_pose(0, 4)
+    pose = CameraPose(r, t, 0, 0)
+    seen = seen_from_keyframe(key, truth, r, t, k)
+    inner = seen & _smooth(truth) & ~_dilate(~seen, 2)
+    full, reduced = warp_depth(key, k, pose), warp_at_most(key, k, pose, 320)
+    for carried in (full, reduced):
+        assert np.median(np.abs(carried[inner] - truth[inner])) < 0.003
+    far = ~seen & (truth > 0) & ~_dilate(seen, 3)
+    assert far.sum() > 1000 and not reduced[far].any()
+    assert np.array_equal(warp_at_most(key[::2, ::2].copy(), k, pose, 320), warp_depth(key[::2, ::2].copy(), k, pose))
