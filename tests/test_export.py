@@ -117,7 +117,8 @@ def test_paper_fold_equals_running_the_adapter(tmp_path):
         with torch.no_grad():
             expected = decoder(adapter(levels, previous, shift), (70, 98))
             got = folded(levels, (70, 98))
-        assert (got - expected).abs().max() < 1e-5, head
+        # equal to FP32 rounding: the fold sums in another order (|diff| <= 1e-5 + 1e-5 |depth|, depth up to ~10 m)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=head)
         assert (decoder(levels, (70, 98)) - expected).abs().max() > 1e-4  # the offsets do change depth
 
 
