@@ -1,19 +1,27 @@
-# One virtual environment, torch's CPU build first (a bare `torch` would pull a multi-GB CUDA build).
+# One virtual environment, torch first. torch==2.13.0 is the CPU build on machines whose pip offers one (CI's); on a
+# Linux PC PyPI's torch is the CUDA build (right for a GPU). A CPU-only PC without a local wheel:
+#   make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: test demo install clean x11-for-tests chromium-for-tests
+.PHONY: test demo docs install clean x11-for-tests chromium-for-tests
 
-$(BIN)/smoothdino: pyproject.toml
+# Two install profiles in one venv, each a marker file: the run-time with torch (what `make demo` needs: export and
+# run), then the dev set on top (tests, docs, Ray, ROS 2, TensorRT for RTX; about 2.4 GB) for `make test`/`make docs`.
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[torch]"
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-install: $(BIN)/smoothdino
+install: $(VENV)/.dev
 
 test: install x11-for-tests chromium-for-tests
 	$(BIN)/python -m pytest -q
@@ -33,8 +41,12 @@ chromium-for-tests:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }) >/dev/null 2>&1 \
 		|| echo "note: Chromium not installed; tests/test_web_view.py will skip"; } || true
 
-demo: install
+demo: $(VENV)/.runtime
 	$(BIN)/smoothdino demo --out out/demo
 
+# The docs site (mkdocs.yml, docs/): strict, so a broken link, a missing page or a missing figure record fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) out *.egg-info
+	rm -rf $(VENV) out site *.egg-info

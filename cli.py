@@ -119,14 +119,15 @@ def weights_list(weights_dir: Optional[Path] = typer.Option(None, help="Also loo
 @user_errors
 def weights_fetch(
     archs: Optional[list[str]] = typer.Argument(None, help="Archs to fetch (default: vits14 vitb14)."),
-    kind: Optional[list[str]] = typer.Option(None, "--kind", help="backbone, dpt, linear4 (default: backbone and dpt)."),
+    kind: Optional[list[str]] = typer.Option(None, "--kind", metavar="backbone|dpt|linear4", help="Which files (repeat, or comma-separated; default: backbone and dpt)."),
 ):
-    """Download release files into the cache: resumable, atomic, accepted only after a strict load."""
+    """Download release files into the cache: resumable, atomic, accepted only after a strict load. From a mirror with
+    the release's layout: SMOOTHDINO_WEIGHTS_URL=URL."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from smoothdino.models.weights import fetch
 
-    files = _selected_files(archs or ["vits14", "vitb14"], kind or ["backbone", "dpt"])
+    files = _selected_files(archs or ["vits14", "vitb14"], words(kind) or ["backbone", "dpt"])
     with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
         for f in files:
             task = bar.add_task(f.name, total=None)
@@ -258,6 +259,34 @@ def _export_folder(engines: Optional[Path], spec, out: Path) -> Path:
     return Path(engines)
 
 
+def words(values: list[str] | None) -> list[str]:
+    """A list option's values: repeated (`--x a --x b`) or comma-separated (`--x a,b`), or both. Paths are only
+    repeated (a path may hold a comma)."""
+    return [word.strip() for value in values or [] for word in value.split(",") if word.strip()]
+
+
+# Options renamed so that one concept has one name in every command (--frames: a frame limit), the old name kept,
+# hidden, for one release: command -> {old: new}. RenamedOptions reads the old name as the new one, with a notice.
+RENAMED_OPTIONS = {"process": {"--limit": "--frames"}, "live": {"--max-frames": "--frames"},
+                   # --frames is a frame limit everywhere; calibration pairs are --calibration-frames, as in export
+                   "calibrate": {"--frames": "--calibration-frames"}, "build": {"--frames": "--calibration-frames"}}
+
+
+class RenamedOptions(typer.core.TyperCommand):
+    """A command that still takes its RENAMED_OPTIONS' old names (not shown in --help)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        renamed, given = RENAMED_OPTIONS.get(self.name, {}), list(args)
+        for i, arg in enumerate(given):
+            if arg == "--":  # what follows is arguments, never options
+                break
+            old, equals, value = arg.partition("=")
+            if old in renamed:
+                notice(f"{old} is now {renamed[old]} (the old name works until the next release)")
+                given[i] = renamed[old] + equals + value
+        return super().parse_args(ctx, given)
+
+
 # -- export / calibrate ---------------------------------------------------------------------------
 
 @app.command()
@@ -266,7 +295,7 @@ def export(
     arch: Arch = "vits14", head: Head = "dpt", adapter: Adapter = "temporal",
     size: Annotated[str, typer.Option(metavar="HEIGHTxWIDTH", help="Frame size the graphs are fixed to.")] = "480x640",
     precision: Precision = "fp16", backend: Backend = "auto",
-    compute_capability: Annotated[Optional[list[str]], typer.Option(help="TensorRT for RTX target, e.g. 8.6 (repeat; default: this GPU, else a portable set).")] = None,
+    compute_capability: Annotated[Optional[list[str]], typer.Option(help="TensorRT for RTX targets, e.g. 8.6 (repeat, or comma-separated; default: this GPU, else a portable set).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder (graphs, engines, manifest.json).")] = Path("engines/vits14-temporal"),
     weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None, random_weights: RandomWeights = False,
     seed: Seed = 0,
@@ -281,7 +310,7 @@ def export(
     from smoothdino.export import export_model
 
     spec = _export_spec(arch=arch, head=head, adapter=adapter, size=size, precision=precision, backend=backend,
-                        compute_capabilities=list(compute_capability or []), weights_dir=weights_dir,
+                        compute_capabilities=words(compute_capability), weights_dir=weights_dir,
                         adapter_weights=adapter_weights, random_weights=random_weights, seed=seed,
                         calibration=list(calibration or []), calibration_frames=calibration_frames,
                         calibration_method=calibration_method, tolerance_mm=tolerance_mm, force=force, workspace_mib=workspace_mib)
@@ -291,19 +320,19 @@ def export(
     untrained_adapter_notice(manifest.weights)
 
 
-@app.command()
+@app.command(cls=RenamedOptions)
 @user_errors
 def calibrate(
     engines: Annotated[Path, typer.Option(help="An export folder (manifest.json).")],
     calibration: Annotated[Optional[list[Path]], typer.Option(help="NYUv2 sequence folders (repeat).")] = None,
-    frames: Annotated[int, typer.Option(help="Calibration pairs.")] = 16,
+    calibration_frames: Annotated[int, typer.Option(help="Calibration pairs.")] = 16,
     backend: Backend = "auto",
     tolerance_mm: Annotated[Optional[float], typer.Option(help="Tolerance on the depth RMSE change (mm).")] = None,
 ):
     """Run the precision gate again (e.g. with real weights, on the target device) and record it."""
     from smoothdino.edge.engines.manifest import Manifest
 
-    _gate_and_record(Manifest.load(engines), Path(engines), backend, calibration, frames, tolerance_mm)
+    _gate_and_record(Manifest.load(engines), Path(engines), backend, calibration, calibration_frames, tolerance_mm)
 
 
 def _gate_and_record(manifest, folder: Path, backend: str, calibration, frames: int, tolerance_mm) -> None:
@@ -326,15 +355,15 @@ def _gate_and_record(manifest, folder: Path, backend: str, calibration, frames: 
         raise GateError(f"{folder / 'gate.json'}: {report.summary_line()}")
 
 
-@app.command()
+@app.command(cls=RenamedOptions)
 @user_errors
 def build(
     engines: Annotated[Path, typer.Option(help="An export folder with ONNX graphs (manifest.json), e.g. copied from a PC.")],
     backend: Annotated[str, typer.Option(metavar="auto|tensorrt|tensorrt-rtx", help="tensorrt (JetPack, x86 GPUs) or tensorrt-rtx; auto: the one that runs here.")] = "auto",
-    compute_capability: Annotated[Optional[list[str]], typer.Option(help="TensorRT for RTX targets (repeat), e.g. 8.6.")] = None,
+    compute_capability: Annotated[Optional[list[str]], typer.Option(help="TensorRT for RTX targets, e.g. 8.6 (repeat, or comma-separated).")] = None,
     workspace_mib: Annotated[int, typer.Option(help="Builder workspace limit (MiB).")] = 1024,
     calibration: Annotated[Optional[list[Path]], typer.Option(help="NYUv2 sequence folders for the gate (repeat).")] = None,
-    frames: Annotated[int, typer.Option(help="Calibration pairs for the gate.")] = 8,
+    calibration_frames: Annotated[int, typer.Option(help="Calibration pairs for the gate.")] = 8,
     tolerance_mm: Annotated[Optional[float], typer.Option(help="Tolerance on the depth RMSE change (mm).")] = None,
 ):
     """TensorRT engines for an ONNX export, built on the target without PyTorch (export on a PC, build on the Jetson)."""
@@ -356,7 +385,7 @@ def build(
         raise UserError(f"--backend {backend}: build makes TensorRT engines; use tensorrt or tensorrt-rtx")
     require_tensorrt(flavour)
     precisions = manifest.stage_precisions
-    targets = list(compute_capability or [])
+    targets = words(compute_capability)
     record = engines_record(flavour, targets, precisions.values())  # refuses bad targets before any build
     console.print(f"building {FLAVOUR_TITLES[flavour]} engines in {folder} "
                   f"({', '.join(f'{s} {p}' for s, p in precisions.items())})")
@@ -373,7 +402,7 @@ def build(
     manifest.save(folder)
     console.print(f"engines: {', '.join(manifest.stages[s].engine for s in manifest.stage_names)} "
                   f"({sum(seconds.values()):.1f} s)")
-    _gate_and_record(manifest, folder, flavour, calibration, frames, tolerance_mm)
+    _gate_and_record(manifest, folder, flavour, calibration, calibration_frames, tolerance_mm)
 
 
 # -- option groups: declared once, each command gets one object built from them ------------------------
@@ -550,26 +579,6 @@ def _bare_option(args: list[str], option: str, values: str, default: str) -> lis
     return given
 
 
-# Options renamed so that one concept has one name in every command (--frames: a frame limit), the old name kept,
-# hidden, for one release: command -> {old: new}. RenamedOptions reads the old name as the new one, with a notice.
-RENAMED_OPTIONS = {"process": {"--limit": "--frames"}, "live": {"--max-frames": "--frames"}}
-
-
-class RenamedOptions(typer.core.TyperCommand):
-    """A command that still takes its RENAMED_OPTIONS' old names (not shown in --help)."""
-
-    def parse_args(self, ctx, args: list[str]) -> list[str]:
-        renamed, given = RENAMED_OPTIONS.get(self.name, {}), list(args)
-        for i, arg in enumerate(given):
-            if arg == "--":  # what follows is arguments, never options
-                break
-            old, equals, value = arg.partition("=")
-            if old in renamed:
-                notice(f"{old} is now {renamed[old]} (the old name works until the next release)")
-                given[i] = renamed[old] + equals + value
-        return super().parse_args(ctx, given)
-
-
 class RayAddressOptional(RenamedOptions):
     """`--ray` alone is `--ray auto` (typer has no option with an optional value): a bare --ray, or one followed by
     something that is no cluster address (another option, a sequence), gets `auto`. Likewise `--ros2` alone is
@@ -651,8 +660,8 @@ def live(
     source: Annotated[str, typer.Option(metavar="0|/dev/videoN|csi://N|VIDEO|PIPELINE", help="A camera (index, device, Jetson CSI sensor, rtsp://...), a GStreamer pipeline, or a video file (replayed in real time).")] = "0",
     headless: Annotated[bool, typer.Option(help="No window.")] = False,
     snapshots: Annotated[Path, typer.Option(help="Where the window's s key saves RGB, 16-bit depth (mm) and colour depth PNGs.")] = Path("snapshots"),
-    record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here (.mp4), or the Foxglove channels (.mcap).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Also write depth PNGs and metrics into this folder. A live run never resumes: a folder holding an earlier run is refused unless --overwrite.")] = None,
+    record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here (.mp4), or the Foxglove channels (.mcap); strftime fields as for --out.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write depth PNGs and metrics into this folder. A live run never resumes: a folder holding an earlier run is refused unless --overwrite. strftime fields make a folder per start (for autostart): runs/%Y%m%d-%H%M%S.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run's depth PNGs and metrics in --out.")] = False,
     frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     motion_downscale: MotionDownscale = 2,
@@ -670,7 +679,9 @@ def live(
     from smoothdino.edge.commands.robotics import RobotOptions
     from smoothdino.edge.keyframes import parse_keyframes
 
-    options = command.LiveOptions(source, headless, snapshots, record, out, overwrite, frames, foxglove,
+    from smoothdino.core.paths import dated
+
+    options = command.LiveOptions(source, headless, snapshots, dated(record), dated(out), overwrite, frames, foxglove,
                                   asynchronous, parse_keyframes(keyframes),
                                   RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), view.range,
                                   serve=serve, ros2=ros2.options, carry=carry)
@@ -710,10 +721,12 @@ def demo(
 @app.command()
 @user_errors
 def bench(
-    data: Annotated[list[str], typer.Option(help="NYUv2 sequence folders (repeat), or synthetic[:HxW].")],
-    configs: Annotated[str, typer.Option(metavar="ARCH[+ADAPTER],...", help="Comma-separated arch[+adapter].")] = "vits14,vits14+paper,vits14+temporal,vitb14",
-    backends: Annotated[str, typer.Option(metavar="BACKEND,...", help="Comma-separated: torch, onnxruntime, tensorrt, tensorrt-rtx; unavailable ones are reported.")] = "torch,onnxruntime,tensorrt",
-    precisions: Annotated[str, typer.Option(metavar="PRECISION,...", help="Comma-separated precisions of the exports (fp32, fp16, int8, ...); torch runs fp32.")] = "fp32",
+    sequences: Annotated[Optional[list[str]], typer.Argument(metavar="SEQUENCES...", help="NYUv2 sequence folders, or synthetic[:HxW] (generated frames, no ground truth).", show_default=False)] = None,
+    data: Annotated[Optional[list[str]], typer.Option(hidden=True, help="The old name of SEQUENCES (kept for one release).")] = None,
+    engines: Annotated[Optional[list[Path]], typer.Option(help="Bench these existing exports as they are (repeat; no export, no torch: a Jetson's). Each is a row per back-end; --configs and --precisions are then not used.")] = None,
+    configs: Annotated[list[str], typer.Option(metavar="ARCH[+ADAPTER],...", help="arch[+adapter] (repeat, or comma-separated).")] = ["vits14,vits14+paper,vits14+temporal,vitb14"],
+    backends: Annotated[list[str], typer.Option(metavar="BACKEND,...", help="torch, onnxruntime, tensorrt, tensorrt-rtx (repeat, or comma-separated); unavailable ones are reported.")] = ["torch,onnxruntime,tensorrt"],
+    precisions: Annotated[list[str], typer.Option(metavar="PRECISION,...", help="Precisions of the exports: fp32, fp16, int8 (repeat, or comma-separated); a per-stage plan (encoder=fp32,decoder=int8) is one value of its own; torch runs fp32.")] = ["fp32"],
     frames: Annotated[int, typer.Option(help="Consecutive frames per sequence.")] = 50,
     out: Annotated[Path, typer.Option(help="results.json, results.md, accuracy_vs_latency.png, depth/.")] = Path("out/bench"),
     size: Annotated[Optional[str], typer.Option(metavar="HEIGHTxWIDTH", help="Frame size (default: the frames').")] = None,
@@ -721,7 +734,7 @@ def bench(
     threads: Threads = None,
     weights_dir: WeightsDir = None, adapter_weights: AdapterWeights = None, random_weights: RandomWeights = False,
     seed: Seed = 0,
-    keyframes: Annotated[str, typer.Option(metavar="every|N|auto,...", help="Comma-separated keyframe policies, each a row per configuration: every, N, auto (see process --keyframes).")] = "every",
+    keyframes: Annotated[list[str], typer.Option(metavar="every|N|auto,...", help="Keyframe policies, each a row per configuration: every, N, auto (repeat, or comma-separated; see process --keyframes).")] = ["every"],
     carry: Carry = None,
 ):
     """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base: every back-end and precision, same frames."""
@@ -730,12 +743,17 @@ def bench(
     from smoothdino.benchmarks.bench import BenchSpec, run_bench
     from smoothdino.edge.keyframes import parse_keyframes
 
-    spec = BenchSpec(data=[d if d.startswith("synthetic") else Path(d) for d in data], out=out,
-                     configs=[c for c in configs.split(",") if c], backends=[b for b in backends.split(",") if b],
-                     precisions=[p for p in precisions.split(",") if p], frames=frames,
+    if data:
+        notice("--data is now a positional argument: smoothdino bench SEQUENCES... (the old name works until the next release)")
+    data = [*(sequences or []), *(data or [])]
+    if not data:
+        raise UserError("bench: give the frames, e.g. smoothdino bench nyu/bedroom_0004_out (or synthetic:480x640)")
+    spec = BenchSpec(data=[d if d.startswith("synthetic") else Path(d) for d in data], out=out, engines=list(engines or []),
+                     configs=words(configs), backends=words(backends),
+                     precisions=[p for v in precisions for p in ([v] if "=" in v else words([v]))], frames=frames,
                      size=parse_size(size) if size else None, warmup=warmup, threads=threads, weights_dir=weights_dir,
                      adapter_weights=adapter_weights, random_weights=random_weights, seed=seed,
-                     keyframes=[parse_keyframes(k).label for k in keyframes.split(",") if k], carry=carry)
+                     keyframes=[parse_keyframes(k).label for k in words(keyframes)], carry=carry)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("bench", total=None)
@@ -762,7 +780,7 @@ def train(
     batch: int = typer.Option(10, help="Pairs per batch (paper: 10); split across ranks under torchrun."),
     lr: float = typer.Option(1e-5, help="Adam learning rate (paper: 1e-5)."),
     regularized: bool = typer.Option(False, help="Add 0.1 x MSE to the un-adapted prediction (published variant)."),
-    val_scenes: Optional[list[str]] = typer.Option(None, help="Scene names held out for validation (default: the last)."),
+    val_scenes: Optional[list[str]] = typer.Option(None, help="Scene names held out for validation (repeat, or comma-separated; default: the last)."),
     frames_per_scene: Optional[int] = typer.Option(None, help="Use only the first N frames of each scene."),
     checkpoint_every: int = typer.Option(50, help="Write checkpoint.pt every N steps (atomically)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps (resumable)."),
@@ -780,7 +798,7 @@ def train(
     from smoothdino.models.train import TrainConfig, train as run_training
 
     cfg = TrainConfig(data=data, out=out, arch=arch, head=head, adapter=adapter, hidden=hidden, size=parse_size(size),
-                      epochs=epochs, batch=batch, lr=lr, regularized=regularized, val_scenes=list(val_scenes or []),
+                      epochs=epochs, batch=batch, lr=lr, regularized=regularized, val_scenes=words(val_scenes),
                       frames_per_scene=frames_per_scene, checkpoint_every=checkpoint_every, max_steps=max_steps,
                       resume=resume, cache=cache, cache_dir=cache_dir, min_confidence=min_confidence,
                       weights_dir=weights_dir, random_weights=random_weights, seed=seed)

@@ -35,6 +35,7 @@ from smoothdino.edge.machine.environment import (
     versions,
 )
 from smoothdino.edge.machine.jetson import jetson_info
+from smoothdino.edge.engines.manifest import Manifest
 from smoothdino.edge.loop import ResumableSteps
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.edge.pipeline import STAGE_TIMINGS
@@ -75,6 +76,9 @@ class BenchSpec:
     min_confidence: float = 0.1
     keyframes: list[str] = field(default_factory=lambda: ["every"])  # edge.keyframes policies: every, N, auto
     carry: str | None = None  # shift | pose between keyframes; None: pose where the camera is known (NYUv2 folders)
+    # Existing exports (a Jetson's, made by `export` or copied and `build`-ed): each is a row as it is, no export
+    # and no torch; --configs and --precisions then do not apply, and the frames are resized to the exports' size.
+    engines: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -118,9 +122,56 @@ def _open_runner(spec: BenchSpec, config: Config, backend: str, precision: str, 
                   None if before is None else after - before, pipeline.description)
 
 
+def _open_existing(spec: BenchSpec, folder: Path, backend: str) -> Runner:
+    """A runner on an export that already exists: what it is (arch, adapter, precision) comes from its manifest."""
+    from smoothdino.edge.pipeline import DepthPipeline
+
+    before = device_used_mib()
+    manifest = Manifest.load(folder)
+    pipeline = DepthPipeline(manifest, backend=backend, min_confidence=spec.min_confidence, threads=spec.threads)
+    config = Config(manifest.arch, "none" if manifest.adapter == "none" else manifest.adapter)
+    after = device_used_mib()
+    return Runner(f"{config.name}@{backend}/{manifest.precision}", config, pipeline.backend, manifest.precision,
+                  pipeline, manifest.gate, weight_mib(pipeline), None if before is None else after - before,
+                  pipeline.description)
+
+
+def engines_size(folders: list[Path]) -> tuple[int, int]:
+    """The one frame size every --engines export was made for (a bench compares rows on the same frames)."""
+    sizes = {tuple(Manifest.load(Path(f)).frame_size): Path(f) for f in folders}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{f} ({h}x{w})" for (h, w), f in sizes.items())
+        raise UserError(f"--engines: exports of different frame sizes ({listed}); bench exports of one size")
+    return next(iter(sizes))
+
+
 def _open_runners(spec: BenchSpec, size, say, calibration: list[Path]) -> tuple[dict[str, Runner], dict[str, str]]:
     runners, skipped = {}, {}
-    for text in spec.configs:
+    for folder in spec.engines:
+        for backend in spec.backends:
+            backend = backend_word(backend, "--backends", extra=("torch",))
+            if backend == "torch":
+                continue  # an export's rows are its back-ends'; the torch reference needs --configs
+            if backend == "auto":
+                raise UserError(f"--backends auto: name them ({', '.join(BENCH_BACKENDS)})")
+            for keyframes in spec.keyframes:
+                if backend in ("tensorrt", "tensorrt-rtx"):
+                    usable, why = tensorrt_usable(backend)
+                    if not usable:
+                        skipped[f"{folder}@{backend}"] = f"{folder} on {backend} unavailable: {why}"
+                        continue
+                say(f"loading {folder} on {backend}")
+                runner = _open_existing(spec, Path(folder), backend)
+                if runner.backend != backend:
+                    skipped[f"{folder}@{backend}"] = f"{folder}: {backend} fell back to {runner.backend}"
+                    runner.pipeline.close()
+                    continue
+                runner.key += "" if keyframes == "every" else f"/keyframes={keyframes}"
+                if runner.key in runners:  # two folders of one configuration: tell them apart by folder
+                    runner.key = f"{Path(folder).name}:{runner.key}"
+                runner.keyframes = keyframes
+                runners[runner.key] = runner
+    for text in [] if spec.engines else spec.configs:
         config = Config.parse(text)
         for backend in spec.backends:
             backend = backend_word(backend, "--backends", extra=("torch",))
@@ -163,10 +214,10 @@ def _sequences(spec: BenchSpec) -> list[FolderSource]:
             from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
             _, _, text = str(d).partition(":")
-            h, w = parse_size(text or "480x640", "--data synthetic:")
+            h, w = parse_size(text or "480x640", "bench synthetic:")
             d = write_sequence(spec.out / "data" / f"synthetic_{h}x{w}", SyntheticScene(h, w, spec.frames))
         elif not Path(d).is_dir():
-            raise UserError(f"--data {d}: not a folder; give NYUv2 sequence folders or synthetic[:HxW]")
+            raise UserError(f"{d}: not a folder; give bench NYUv2 sequence folders or synthetic[:HxW]")
         sources.append(FolderSource(Path(d), limit=spec.frames))
     return sources
 
@@ -258,6 +309,9 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
     spec.out = Path(spec.out)
     spec.out.mkdir(parents=True, exist_ok=True)
     sources = _sequences(spec)
+    if spec.engines:
+        spec.size = engines_size(spec.engines)  # the graphs are fixed to it: frames are resized
+        spec.precisions = sorted({Manifest.load(Path(f)).precision for f in spec.engines})
     if spec.size is None:
         first = next(f for f in (s.load(i) for s in sources for i in range(len(s))) if f is not None)
         spec.size = first.rgb.shape[:2]
@@ -323,7 +377,15 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
     results = _aggregate(spec, runners, skipped, sink, sources, time.perf_counter() - start, conditions)
     atomic_write_text(spec.out / "results.json", json_dumps(results))
     write_markdown(results, spec.out / "results.md")
-    plot_accuracy_vs_latency(results, spec.out / "accuracy_vs_latency.png")
+    try:
+        plot_accuracy_vs_latency(results, spec.out / "accuracy_vs_latency.png")
+    except ModuleNotFoundError as err:  # a Jetson's run-time image: the tables are the result, the plot is extra
+        if (err.name or "").split(".")[0] != "matplotlib":
+            raise
+        from smoothdino.core.extras import install_extra
+
+        notice(f"no accuracy_vs_latency.png: matplotlib is not installed ({install_extra('bench')}); "
+               "results.json and results.md are written")
     return results
 
 

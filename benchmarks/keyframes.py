@@ -26,6 +26,7 @@ import numpy as np
 
 from smoothdino.core.images import parse_size, resize_depth, resize_rgb
 
+from .record import RESULTS, Record, Table, command_line, write_record
 from .report import markdown_table
 
 NYU = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu2_sample"
@@ -212,7 +213,7 @@ def sweep_policies(carry: str) -> list:
         return [KeyframePolicy(mode="auto", max_shift=s, min_confidence=c, max_age=a)
                 for s in (0.02, 0.04, 0.06) for c in (0.25, 0.4) for a in (3, 4)]
     # the carry error barely follows the motion on NYUv2 (Spearman < 0.2 with the shift, the corners' displacement or
-    # the tracked count, benchmarks/README.md): the age is the main limit, the others catch large motions and cuts
+    # the tracked count, docs/keyframes.md): the age is the main limit, the others catch large motions and cuts
     return [KeyframePolicy(mode="auto", max_shift=s, min_confidence=0.1, max_age=a, min_coverage=v)
             for a in (3, 4) for s in (0.12, 0.2) for v in (0.3, 0.5)]
 
@@ -256,34 +257,46 @@ def replay_async(open_pipeline, frames, fps: float = 30.0) -> dict:
             "age_ms_p50": round(float(np.median(ages_ms)), 1)}
 
 
+def report_limits(carry: str) -> dict:
+    from smoothdino.edge.keyframes import auto_policy
+
+    return {k: v for k, v in vars(auto_policy(carry)).items() if k not in ("mode", "n") and v is not None}
+
+
 def ground_truth_report(args, sequences) -> dict:
     """--floor, --sweep, --carry-cost: ground truth and timings only (no export, no network)."""
-    from smoothdino.edge.keyframes import auto_policy, parse_keyframes
+    from smoothdino.edge.keyframes import parse_keyframes
 
     size = parse_size(args.size)
     report: dict = {"size": args.size, "sequences": [str(s) for s in sequences]}
     lines: list[str] = []
+    tables: list[Table] = []
+    sweep_tables: list[Table] = []
     scenes = load_scenes(sequences, size) if args.floor or args.sweep else []
     if args.floor:
         gaps = floor_gaps(scenes, size)
         report["gaps"] = gaps
-        lines += [f"Propagation floor at fixed gaps, {args.size}, ground truth (median / p90 RMSE m; pose fallbacks)", ""]
-        lines += markdown_table(["gap", "shift", "pose", "pose fell back"],
-                                [[g, f"{gaps['shift'][g]['median_m']:.3f} / {gaps['shift'][g]['p90_m']:.3f}",
-                                  f"{gaps['pose'][g]['median_m']:.3f} / {gaps['pose'][g]['p90_m']:.3f}",
-                                  f"{gaps['pose'][g]['pose_fallbacks']}/{gaps['pose'][g]['pairs']}"] for g in gaps["pose"]])
+        tables.append(Table(
+            f"Propagation floor at fixed gaps, {args.size}, {len(sequences)} NYUv2 sequences: the keyframe's ground "
+            "truth carried to frame t against frame t's (median / p90 RMSE, m)",
+            ["frames back", "shift", "pose", "pose fell back"],
+            [[g, f"{gaps['shift'][g]['median_m']:.3f} / {gaps['shift'][g]['p90_m']:.3f}",
+              f"{gaps['pose'][g]['median_m']:.3f} / {gaps['pose'][g]['p90_m']:.3f}",
+              f"{gaps['pose'][g]['pose_fallbacks']}/{gaps['pose'][g]['pairs']}"] for g in gaps["pose"]]))
+        lines += [tables[-1].caption, "", *markdown_table(tables[-1].columns, tables[-1].rows)]
         policies = {carry: {w: floor_policy(scenes, size, parse_keyframes(w, carry=carry), carry)
                             for w in ("2", "3", "4", "auto")} for carry in ("shift", "pose")}
         report["policies"] = policies
-        lines += ["", f"Propagation floor per policy, {args.size}, ground truth", ""]
-        lines += markdown_table(["keyframes", "shift: median / p90 (m)", "keyframes", "pose: median / p90 (m)",
-                                 "keyframes"],
-                                [[w, f"{policies['shift'][w]['median_m']:.3f} / {policies['shift'][w]['p90_m']:.3f}",
-                                  f"{100 * policies['shift'][w]['keyframe_share']:.0f} %",
-                                  f"{policies['pose'][w]['median_m']:.3f} / {policies['pose'][w]['p90_m']:.3f}",
-                                  f"{100 * policies['pose'][w]['keyframe_share']:.0f} %"] for w in policies["pose"]])
-        report["auto_limits"] = {c: {k: v for k, v in vars(auto_policy(c)).items() if k not in ("mode", "n")}
-                                 for c in ("shift", "pose")}
+        tables.append(Table(
+            f"Propagation floor per keyframe policy, {args.size}, ground truth (median / p90 RMSE, m; share of frames "
+            "that are keyframes)",
+            ["--keyframes", "shift carry", "keyframes", "pose carry", "keyframes"],
+            [[w, f"{policies['shift'][w]['median_m']:.3f} / {policies['shift'][w]['p90_m']:.3f}",
+              f"{100 * policies['shift'][w]['keyframe_share']:.0f} %",
+              f"{policies['pose'][w]['median_m']:.3f} / {policies['pose'][w]['p90_m']:.3f}",
+              f"{100 * policies['pose'][w]['keyframe_share']:.0f} %"] for w in policies["pose"]]))
+        lines += ["", tables[-1].caption, "", *markdown_table(tables[-1].columns, tables[-1].rows)]
+        report["auto_limits"] = {c: report_limits(c) for c in ("shift", "pose")}
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(policies, indent=1) + "\n")
@@ -298,19 +311,39 @@ def ground_truth_report(args, sequences) -> dict:
                 rows.append({"carry": carry, "auto": limits, **figures})
                 print(json.dumps(rows[-1]), flush=True)
             report["sweep"][carry] = rows
-            lines += ["", f"auto's limits, {carry} carry, {args.size}, ground truth", ""]
-            lines += markdown_table(["limits", "keyframe share", "floor median (m)", "floor p90 (m)"],
-                                    [[r["auto"], r["keyframe_share"], r["median_m"], r["p90_m"]] for r in rows])
+            sweep_tables.append(Table(f"auto's limits, {carry} carry, {args.size}, ground truth",
+                                      ["limits", "keyframe share", "floor median (m)", "floor p90 (m)"],
+                                      [[r["auto"], r["keyframe_share"], r["median_m"], r["p90_m"]] for r in rows]))
+            lines += ["", sweep_tables[-1].caption, "", *markdown_table(sweep_tables[-1].columns, sweep_tables[-1].rows)]
     if args.carry_cost:
         cost = carry_cost(sequences[0], [parse_size("224x294"), parse_size("480x640")])
         report["carry_cost"] = cost
-        lines += ["", f"Carry cost a frame ({sequences[0].name}, {os.cpu_count()} CPUs, median ms)", ""]
-        lines += markdown_table(["size, carry", "measure (shift + corners)", "carry", "total p50", "total p90"],
-                                [[k, v["measure_ms_p50"], v["carry_ms_p50"], v["total_ms_p50"], v["total_ms_p90"]]
-                                 for k, v in cost.items()])
+        tables.append(Table(
+            f"The carry's cost a carried frame, ms ({sequences[0].name}, {os.cpu_count()} CPUs): measuring the "
+            "motion (phase correlation, corner tracking) and moving the keyframe's depth",
+            ["size, carry", "measure p50", "carry p50", "total p50", "total p90"],
+            [[k, v["measure_ms_p50"], v["carry_ms_p50"], v["total_ms_p50"], v["total_ms_p90"]]
+             for k, v in cost.items()]))
+        lines += ["", tables[-1].caption, "", *markdown_table(tables[-1].columns, tables[-1].rows)]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "keyframes_ground_truth.json").write_text(json.dumps(report, indent=1) + "\n")
     print("\n".join(lines))
+    if args.record and args.floor:
+        write_record(Record("keyframes_floor", "How far is depth carried from a keyframe off, with a perfect "
+                            "network (ground truth in, ground truth out)?", tables[:2], random_weights=None,
+                            notes=["The error is the carry's alone: ground truth in, ground truth out."]),
+                     args.record, command_line(__spec__.name, args.argv))
+    if args.record and args.sweep:
+        limits = "; ".join(f"{c}: " + ", ".join(f"{k} {v:g}" for k, v in report_limits(c).items()) for c in ("shift", "pose"))
+        write_record(Record("keyframes_sweep", "Which limits should `auto` start a keyframe at, for each carry?",
+                            sweep_tables, random_weights=None,
+                            notes=[f"The limits shipped (edge/keyframes.py AUTO_LIMITS): {limits}.",
+                                   "Ground truth carried: no network runs."]),
+                     args.record, command_line(__spec__.name, args.argv))
+    if args.record and args.carry_cost:
+        write_record(Record("carry_cost", "What does carrying depth to a frame between keyframes cost?",
+                            tables[-1:], random_weights=None, notes=[]),
+                     args.record, command_line(__spec__.name, args.argv))
     return report
 
 
@@ -341,7 +374,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--carry-cost", action="store_true", help="only the carry's milliseconds a frame at 224x294 and 480x640")
     ap.add_argument("--json", type=Path, help="--floor: also write {carry: {policy: {median_m, p90_m, keyframe_share}}}")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-keyframes")
+    ap.add_argument("--record", nargs="?", const=RESULTS, type=Path, metavar="FOLDER", help="also write the tables to benchmarks/results/ for the docs "
+                    "(keyframes_rate; keyframes_floor with --floor; carry_cost with --carry-cost)")
     args = ap.parse_args(argv)
+    args.argv = argv  # the record's command
     sequences = args.data or sorted(p for p in NYU.iterdir() if p.is_dir())
     if args.floor or args.sweep or args.carry_cost:
         return ground_truth_report(args, sequences)
@@ -396,14 +432,14 @@ def main(argv=None) -> dict:
             report["async"]["runs"][str(threads)] = figures
             print(json.dumps({"async_threads": threads, **figures}), flush=True)
 
-    lines = [f"Keyframes ({args.carry} carry), vits14+temporal {report['precision']} {args.size}, ONNX Runtime CPU {args.threads} threads, "
-             f"{len(sequences)} NYUv2 sequences x {args.frames} frames, random weights", ""]
-    lines += markdown_table(
-        ["keyframes", "ms / output frame", "output FPS", "x every", "network passes", "drift vs every (mm)",
-         "RMSE vs GT (m)", "coverage", "flicker (m)", "floor median (m)", "floor p90 (m)"],
+    rate = Table(
+        f"Per keyframe policy ({args.carry} carry), vits14+temporal {report['precision']} {args.size}, ONNX Runtime CPU "
+        f"{args.threads} threads, {len(sequences)} NYUv2 sequences x {args.frames} frames",
+        ["--keyframes", "ms / output frame", "output FPS", "x every", "network passes", "drift vs every (mm)",
+         "flicker (m)", "floor median (m)", "floor p90 (m)"],
         [[w, p["ms_per_frame"], p["output_fps"], p["speed_vs_every"], p["network_passes"], p.get("drift_mm"),
-          p.get("rmse_m"), p.get("coverage"), p.get("flicker_m"), p.get("floor_median_m"), p.get("floor_p90_m")]
-         for w, p in report["policies"].items()])
+          p.get("flicker_m"), p.get("floor_median_m"), p.get("floor_p90_m")] for w, p in report["policies"].items()])
+    lines = [rate.caption + ", random weights", "", *markdown_table(rate.columns, rate.rows)]
     if "async" in report:
         a = report["async"]
         lines += ["", f"live --async replay at 30 FPS, {a['size']} {a['precision']}, {a['sequence']}", ""]
@@ -413,6 +449,12 @@ def main(argv=None) -> dict:
             [[t, r["frames_in"], r["output"], r["waiting_for_first_keyframe"], f"{r['dropped_by_output_path']} "
               f"({100 * r['dropped_share']:.1f} %)", r["output_path_ms_p50"], r["output_path_ms_p95"],
               r["network_passes"], r["age_frames_p50"], r["age_ms_p50"]] for t, r in a["runs"].items()])
+    if args.record and words:
+        write_record(Record("keyframes_rate", "What do keyframes buy (output rate) and cost (drift from running the "
+                            "network on every frame)?", [rate],
+                            notes=["Drift is against `every` in the same run; the floor is the carry's error on "
+                                   "ground truth (no network)."]),
+                     args.record, command_line(__spec__.name, args.argv))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "keyframes.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "keyframes.md").write_text("\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ from smoothdino.edge.sinks import json_dumps
 from smoothdino.edge.sources import FolderSource
 from smoothdino.edge.sources.synthetic import SyntheticScene
 
+from .record import RESULTS, Record, Table, command_line, write_record
 from .report import markdown_table
 from .runners import percentiles
 
@@ -68,14 +69,19 @@ def run(frames, engines: Path, warmup: int, torch_reference: bool, random_weight
     return {"pipeline": description, "frames": len(frames), "warmup": warmup, "results": table}
 
 
+STAGES = ("total", "encoder", "adapter", "decoder", "motion", "pre", "post")
+
+
+def table(result: dict) -> Table:
+    return Table(f"{result['pipeline']}: ms a frame, p50 / p95 ({result['frames']} frames, the first "
+                 f"{result['warmup']} left out)", ["variant", "FPS", *STAGES, "edge speed-up"],
+                 [[name, f"{s['fps']:.2f}", *(f"{s[k]['p50_ms']:.1f} / {s[k]['p95_ms']:.1f}" for k in STAGES),
+                   f"x{s['speedup_of_edge_pipeline']:.2f}"] for name, s in result["results"].items()])
+
+
 def markdown(result: dict) -> str:
-    lines = [f"# pipeline latency: {result['pipeline']}", "",
-             f"{result['frames']} frames, first {result['warmup']} left out. Times in ms (p50 / p95).", ""]
-    stages = ("total", "encoder", "adapter", "decoder", "motion", "pre", "post")
-    rows = [[name, f"{s['fps']:.2f}", *(f"{s[k]['p50_ms']:.1f} / {s[k]['p95_ms']:.1f}" for k in stages),
-             f"x{s['speedup_of_edge_pipeline']:.2f}"] for name, s in result["results"].items()]
-    lines += markdown_table(["variant", "FPS", *stages, "edge speed-up"], rows)
-    return "\n".join(lines) + "\n"
+    t = table(result)
+    return "\n".join(["# pipeline latency", "", t.caption, "", *markdown_table(t.columns, t.rows)]) + "\n"
 
 
 def main(argv=None):
@@ -90,6 +96,7 @@ def main(argv=None):
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager reference")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
+    p.add_argument("--record", nargs="?", const=RESULTS, type=Path, metavar="FOLDER", help="also write benchmarks/results/pipeline_latency.json (docs)")
     a = p.parse_args(argv)
     size = parse_size(a.size)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +113,14 @@ def main(argv=None):
     atomic_write_text(a.out / "pipeline_latency.json", json_dumps(result))
     atomic_write_text(a.out / "pipeline_latency.md", markdown(result))
     print(markdown(result))
+    if a.record:
+        from smoothdino.edge.engines.manifest import Manifest
+
+        random = Manifest.load(engines).random_weights
+        write_record(Record("pipeline_latency", "Where does a frame's time go, and what does encoding each frame "
+                            "once (not twice, as the published loop does) save?", [table(result)],
+                            random_weights=random),
+                     a.record, command_line(__spec__.name, argv))
 
 
 if __name__ == "__main__":

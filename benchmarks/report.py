@@ -90,7 +90,7 @@ def write_markdown(results: dict, path: Path) -> Path:
         f"against small; {pub['smoothdinov2']['claim']}. ({pub['smoothdinov2']['source']})",
         "- DINOv2 NYUv2 DPT RMSE (m): " + ", ".join(f"{k} {v}" for k, v in pub["dinov2_table11_nyu_dpt_rmse_m"].items()
                                                     if k.startswith("vit")) + f". ({pub['dinov2_table11_nyu_dpt_rmse_m']['source']})",
-        "", "Metrics: see benchmarks/README.md. ΔMSE is against the vits14 row of the same back-end and precision.", "",
+        "", "Metrics: see docs/benchmarks.md. ΔMSE is against the vits14 row of the same back-end and precision.", "",
     ]
     atomic_write_text(Path(path), "\n".join(lines))
     return Path(path)

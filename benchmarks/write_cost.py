@@ -28,6 +28,7 @@ from smoothdino.core.images import parse_size
 from smoothdino.edge.sinks import MetricsSink, atomic_imwrite, json_dumps, to_millimetres
 from smoothdino.edge.sources.synthetic import SyntheticScene
 
+from .record import RESULTS, Record, Table, command_line, write_record
 from .report import markdown_table
 
 MODES = {"fsync (as shipped)": True, "no fsync": False}
@@ -78,14 +79,21 @@ def summarize(times: dict[str, list[float]]) -> dict[str, dict]:
     return out
 
 
+def table(result: dict) -> Table:
+    return Table(f"A frame's write unit at {result['size']} (16-bit PNG + metrics row), ms, on {result['file_system']}",
+                 ["mode", "frames", "p50 ms", "p95 ms", "mean ms"],
+                 [[mode, s["frames"], round(s["p50_ms"], 2), round(s["p95_ms"], 2), round(s["mean_ms"], 2)]
+                  for mode, s in result["modes"].items()])
+
+
+def fsync_line(result: dict) -> str:
+    return f"fsync of file and folder costs {result['fsync_p50_ms']:.2f} ms a frame (p50 difference)."
+
+
 def markdown(result: dict) -> str:
-    rows = [[mode, s["frames"], f"{s['p50_ms']:.2f}", f"{s['p95_ms']:.2f}", f"{s['mean_ms']:.2f}"]
-            for mode, s in result["modes"].items()]
-    lines = [f"Write unit per frame at {result['size']} (16-bit PNG + metrics row) on {result['file_system']}, "
-             f"{result['machine']}:", "",
-             *markdown_table(["mode", "frames", "p50 ms", "p95 ms", "mean ms"], rows), "",
-             f"fsync of file and folder costs {result['fsync_p50_ms']:.2f} ms a frame (p50 difference).", ""]
-    return "\n".join(lines)
+    t = table(result)
+    return "\n".join([t.caption + f", {result['machine']}:", "", *markdown_table(t.columns, t.rows), "",
+                      fsync_line(result), ""])
 
 
 def main(argv=None) -> dict:
@@ -95,6 +103,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds the frames are split into")
     p.add_argument("--folder", type=Path, default=None, help="where the PNGs go (default: a new folder here)")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
+    p.add_argument("--record", nargs="?", const=RESULTS, type=Path, metavar="FOLDER", help="also write benchmarks/results/write_cost.json for the docs")
     a = p.parse_args(argv)
     if a.frames < 2 * a.rounds:
         p.error("--frames: at least two per round")
@@ -116,6 +125,11 @@ def main(argv=None) -> dict:
     text = markdown(result)
     atomic_write_text(a.out / "write_cost.md", text)
     print(text)
+    if a.record:
+        write_record(Record("write_cost", "What does writing a frame cost, and how much of it is the fsync that "
+                            "keeps every written frame through a power cut?", [table(result)],
+                            notes=[fsync_line(result)], random_weights=None),
+                     a.record, command_line(__spec__.name, argv))
     return result
 
 

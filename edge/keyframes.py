@@ -53,7 +53,7 @@ class Motion:
 @dataclass(frozen=True)
 class KeyframePolicy:
     """When the network runs. `every` is N = 1. `auto` uses the limits (defaults from the NYUv2 ground-truth sweep
-    in benchmarks/README.md, `python -m smoothdino.benchmarks.keyframes --sweep`; `auto_policy(carry)` gives each
+    in docs/keyframes.md (the keyframes_sweep record), `python -m smoothdino.benchmarks.keyframes --sweep`; `auto_policy(carry)` gives each
     carry its own)."""
 
     mode: str = "every"  # every | n | auto
@@ -81,7 +81,7 @@ class KeyframePolicy:
 
 
 EVERY_FRAME = KeyframePolicy()
-# auto's limits for each carry, from the ground-truth sweep (benchmarks/README.md#keyframes)
+# auto's limits for each carry, from the ground-truth sweep (docs/keyframes.md, the keyframes_sweep record)
 AUTO_LIMITS = {
     "shift": dict(max_shift=0.04, min_confidence=0.25, max_age=3),
     "pose": dict(max_shift=0.2, min_confidence=0.1, max_age=4, min_coverage=0.5),

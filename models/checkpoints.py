@@ -10,6 +10,7 @@ loaded strictly; we never ship made-up hashes.
 
 from __future__ import annotations
 
+import os
 import pickle
 import urllib.error
 import urllib.request
@@ -26,6 +27,12 @@ from .archs import ARCHS
 from smoothdino.core.files import atomic_write_text, sha256_of
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
+# A mirror with the release's layout (<url>/dinov2_<arch>/<file>), e.g. a lab server for robots without internet.
+MIRROR_VARIABLE = "SMOOTHDINO_WEIGHTS_URL"
+
+
+def release_url() -> str:
+    return (os.environ.get(MIRROR_VARIABLE) or RELEASE_URL).rstrip("/")
 
 
 class CheckpointError(UserError):
@@ -44,7 +51,7 @@ class OfficialFile:
 
     @property
     def url(self) -> str:
-        return f"{RELEASE_URL}/dinov2_{self.arch}/{self.name}"
+        return f"{release_url()}/dinov2_{self.arch}/{self.name}"
 
     @property
     def key(self) -> str:
@@ -175,7 +182,7 @@ def download(f: OfficialFile, progress: ProgressCallback | None = None, timeout:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise UserError(
-            f"cannot reach {RELEASE_URL} ({reason}): offline? copy {f.name} into {folder} "
+            f"cannot reach {release_url()} ({reason}): offline? copy {f.name} into {folder} "
             "or pass --weights-dir DIR with the files"
         ) from None
     with response:

@@ -36,7 +36,7 @@ def test_build_makes_engines_without_torch(onnx_export, tmp_path):
     except Exception as err:
         pytest.skip(f"TensorRT for RTX not importable ({type(err).__name__})")
     done = subprocess.run([sys.executable, "-c", NO_TORCH, "build", "--engines", str(onnx_export), "--backend",
-                           "tensorrt-rtx", "--compute-capability", "8.6", "--frames", "2"],
+                           "tensorrt-rtx", "--compute-capability", "8.6", "--calibration-frames", "2"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = Manifest.load(onnx_export)

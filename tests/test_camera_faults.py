@@ -96,9 +96,9 @@ def test_a_read_blocked_past_the_consumers_wait_is_reconnected_not_ended(tmp_pat
 
 
 def test_reconnect_defaults_are_the_documented_ones(tmp_path):
-    """README, 'Running for days': 0.5 s doubling to 8 s, 6 tries in a row; from CameraSource's own defaults and
+    """docs/running-for-days.md: 0.5 s doubling to 8 s, 6 tries in a row; from CameraSource's own defaults and
     the back-off it waits between its tries."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "running-for-days.md").read_text()
     assert re.search(r"exponential back-off \(0\.5 s doubling to 8 s,\s+6 tries in a\s+row\)", readme)
     defaults = inspect.signature(CameraSource.__init__).parameters
     assert (defaults["retries"].default, defaults["retry_delay"].default, defaults["max_retry_delay"].default) == (6, 0.5, 8.0)

@@ -60,8 +60,8 @@ def test_three_graphs_small_size_with_padding(arch, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["vits14", "vitb14"])
-def test_three_graphs_480x640_real_frame(arch, tmp_path, nyu_scene):
+@pytest.mark.parametrize("arch", ["vits14"])  # vitb14: the same graphs at 66x90 above, and its encoder at 480x640 in
+def test_three_graphs_480x640_real_frame(arch, tmp_path, nyu_scene):  # test_encoder.py (36 s saved a run)
     import cv2
 
     rgb = cv2.cvtColor(cv2.imread(str(nyu_scene / "20.jpg")), cv2.COLOR_BGR2RGB)
@@ -160,7 +160,7 @@ def _scaled_copy(src: Path, dst: Path, factor: float) -> None:
 def test_gate_refuses_a_scaled_graph(small_export, tmp_path):
     broken = tmp_path / "broken"
     _scaled_copy(small_export, broken, 1.03)
-    result = CliRunner().invoke(app, ["calibrate", "--engines", str(broken), "--frames", "2"])
+    result = CliRunner().invoke(app, ["calibrate", "--engines", str(broken), "--calibration-frames", "2"])
     assert result.exit_code == 2, result.output
     gate = json.loads((broken / "gate.json").read_text())
     assert not gate["passed"] and any("depth" in r for r in gate["reasons"])

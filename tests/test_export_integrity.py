@@ -123,7 +123,7 @@ def test_gate_refuses_a_real_fp16_overflow_and_counts_it(small_export, tmp_path)
     name = _overflowing_copy(small_export, broken)
     expected = _nonfinite_depth_pixels(broken, broken / name, 2)
     assert expected > 0  # a genuine overflow, not a simulated one
-    result = CliRunner().invoke(app, ["calibrate", "--engines", str(broken), "--frames", "2"])
+    result = CliRunner().invoke(app, ["calibrate", "--engines", str(broken), "--calibration-frames", "2"])
     assert result.exit_code == 2, result.output
     gate = json.loads((broken / "gate.json").read_text())
     assert not gate["passed"]

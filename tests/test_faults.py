@@ -488,12 +488,23 @@ def test_write_cost_benchmark_measures_both_modes_and_leaves_nothing(tmp_path, c
     """benchmarks/write_cost.py (the README's fsync figure), at a tiny size: both modes timed, the table printed."""
     from smoothdino.benchmarks.write_cost import MODES, main
 
+    from smoothdino.benchmarks.record import read_record, record_markdown
+
     result = main(["--size", "70x98", "--frames", "8", "--rounds", "2", "--folder", str(tmp_path / "disk"),
-                   "--out", str(tmp_path / "out")])
+                   "--out", str(tmp_path / "out"), "--record", str(tmp_path / "results")])
     assert set(result["modes"]) == set(MODES) and all(m["frames"] == 6 for m in result["modes"].values())
     assert json.loads((tmp_path / "out" / "write_cost.json").read_text())["fsync_p50_ms"] == result["fsync_p50_ms"]
     assert "| fsync (as shipped) |" in capsys.readouterr().out
     assert list((tmp_path / "disk").iterdir()) == []  # the PNGs went with their folder
+    # the docs' copy of the figures (benchmarks/record.py): the same numbers, and the command that made them
+    record = read_record(tmp_path / "results" / "write_cost.json")
+    (table,) = record.tables
+    assert [row[2] for row in table.rows] == [round(result["modes"][m]["p50_ms"], 2) for m in MODES]
+    assert record.command.startswith("python -m smoothdino.benchmarks.write_cost --size 70x98 --frames 8")
+    assert record.command.endswith(" --record") and str(tmp_path) not in record.command.split("--folder")[0]
+    assert record.random_weights is None and "no network ran" in record_markdown(record)
+    shown = record_markdown(record)
+    assert f"| fsync (as shipped) | 6 | {table.rows[0][2]:.3g} |" in shown and record.command in shown
 
 
 # -- a live row taken back ---------------------------------------------------------------------------

@@ -317,6 +317,30 @@ def test_frames_is_the_frame_limit_of_every_command_and_the_old_names_still_work
     assert len(list((tmp_path / "live" / "depth").glob("*.png"))) == 1  # the camera stopped after one frame
 
 
+def test_calibration_pairs_have_one_name_and_word_lists_take_repeats_or_commas(small_export, tmp_path):
+    """--frames is a frame limit everywhere; the gate's pairs are --calibration-frames in export, calibrate and build
+    (calibrate's and build's old --frames still work, with a notice). A list of words is given repeated, or
+    comma-separated, or both, in every command."""
+    import shutil
+
+    from smoothdino.cli import words
+
+    for command in ("export", "calibrate", "build"):
+        shown = runner.invoke(app, [command, "--help"], env=WIDE).output
+        assert "--calibration-frames" in shown and "--frames " not in shown, command
+    copy = tmp_path / "export"
+    shutil.copytree(small_export, copy)
+    old = runner.invoke(app, ["calibrate", "--engines", str(copy), "--frames", "1", "--backend", "onnxruntime"])
+    assert old.exit_code == 0, old.output
+    assert "--frames is now --calibration-frames" in old.output
+    assert json.loads((copy / "gate.json").read_text())["frames"] == 1  # the old name set the new option
+    assert words(["vits14,vitb14", "vits14+paper", " int8 ,"]) == ["vits14", "vitb14", "vits14+paper", "int8"]
+    for command, option in (("bench", "--configs"), ("bench", "--keyframes"), ("train", "--val-scenes"),
+                            ("weights fetch", "--kind"), ("export", "--compute-capability")):
+        shown = " ".join(runner.invoke(app, [*command.split(), "--help"], env=WIDE).output.split())
+        assert option in shown and "repeat, or comma-separated" in shown, (command, option)
+
+
 def test_version():
     from importlib.metadata import version
 
@@ -346,3 +370,14 @@ def test_open_takes_color_as_well_as_colour(small_export, textured_rgb):
         smoothdino.open(small_export, colour="rgb", color="bgr")
     with pytest.raises(TypeError, match="colour"):  # required, as before: never guessed
         smoothdino.open(small_export)
+
+
+def test_extra_install_lines_name_what_this_copy_was_installed_from():
+    """smoothdino-edge is not on PyPI: `pip install 'smoothdino-edge[ros2]'` would fail. The hint names the source
+    of this very install: here the editable clone that `make install` made."""
+    from smoothdino.core.extras import install_extra, torch_install
+
+    from .conftest import ROOT
+
+    assert install_extra("ros2") == f"pip install -e '{ROOT}[ros2]'"
+    assert torch_install().endswith(f"then pip install -e '{ROOT}[torch]'")

@@ -162,6 +162,17 @@ def test_not_a_jetson(tmp_path):
 
 # -- where the facts show up -------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def fresh_gpu_facts():
+    """environment.gpu() caches its answer for the process; one computed while a test fakes a Jetson would say
+    "Jetson (integrated)" to every later test in the process (a bench's device, a record's key)."""
+    from smoothdino.edge.machine import environment
+
+    environment.gpu.cache_clear()
+    yield
+    environment.gpu.cache_clear()
+
+
 def test_info_shows_the_jetson(tmp_path, monkeypatch):
     from smoothdino.cli import app
     from smoothdino.edge.machine import environment
@@ -230,3 +241,16 @@ def test_jetson_requirements_are_the_runtime_dependencies_minus_opencv():
     assert "opencv" not in " ".join(listed) and "torch" not in " ".join(listed)
     dockerfile = (ROOT / "deploy/jetson/Dockerfile").read_text()  # parsed in tests/test_deploy.py
     assert "requirements-runtime.txt" in dockerfile and "--no-deps" in dockerfile
+
+
+def test_the_jetson_image_installs_the_robotics_extra():
+    """`live --foxglove` and bags work on the robot: deploy/jetson/requirements-robotics.txt is pyproject's
+    `robotics` extra, installed in the image under the run-time's constraints (JetPack's numpy 1.x)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["robotics"]
+    listed = [line.strip() for line in (ROOT / "deploy/jetson/requirements-robotics.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == sorted(extra)
+    dockerfile = (ROOT / "deploy/jetson/Dockerfile").read_text().replace("\\\n", " ")
+    assert "pip3 install -r deploy/jetson/requirements-robotics.txt -c deploy/jetson/requirements-runtime.txt" \
+        in dockerfile and "import foxglove" in dockerfile

@@ -106,12 +106,16 @@ def test_live_on_video_file_headless_ends_by_itself(small_export, tmp_path):
     for rgb, _ in SyntheticScene(70, 98, frames=20):
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()
-    record = tmp_path / "live.mp4"
-    result = runner.invoke(app, ["live", "--source", str(video), "--engines", str(small_export), "--headless",
-                                 "--record", str(record), "--out", str(tmp_path / "live")])
-    assert result.exit_code == 0, result.output
-    assert record.is_file() and cv2.VideoCapture(str(record)).get(cv2.CAP_PROP_FRAME_COUNT) >= 1
-    assert "FPS" in result.output and "dropped" in result.output
+    for start in (1, 2):  # an autostart's restart: the same command again gets a run folder and video of its own
+        result = runner.invoke(app, ["live", "--source", str(video), "--engines", str(small_export), "--headless",
+                                     "--record", str(tmp_path / "live-%H%M%S%f.mp4"),
+                                     "--out", str(tmp_path / "runs" / "%Y%m%d-%H%M%S%f")])
+        assert result.exit_code == 0, result.output
+        assert "FPS" in result.output and "dropped" in result.output
+        records, runs = sorted(tmp_path.glob("live-*.mp4")), sorted((tmp_path / "runs").iterdir())
+        assert len(records) == len(runs) == start, (records, runs)
+        assert cv2.VideoCapture(str(records[-1])).get(cv2.CAP_PROP_FRAME_COUNT) >= 1
+        assert (runs[-1] / "metrics.json").is_file() and list((runs[-1] / "depth").glob("*.png"))
 
 
 def test_demo_end_to_end(tmp_path):

@@ -1,6 +1,6 @@
-"""The README's Python code blocks run as written, so the documented API cannot drift from the code: each block
-runs on its own in a folder holding what the blocks name (engines/vits14-temporal: a tiny export with random
-weights; frame.jpg and video.mp4: the synthetic scene)."""
+"""The documented Python code runs as written, so the API pages cannot drift from the code: every ```python block of
+docs/python-api.md (and of README.md, should it hold any) runs on its own in a folder holding what the blocks name
+(engines/vits14-temporal: a tiny export with random weights; frame.jpg and video.mp4: the synthetic scene)."""
 
 from __future__ import annotations
 
@@ -16,23 +16,22 @@ from smoothdino.edge.sources.synthetic import SyntheticScene
 
 from .conftest import ROOT
 
-README = ROOT / "README.md"
+PYTHON_API = ROOT / "docs" / "python-api.md"
+DOCUMENTS = (PYTHON_API, ROOT / "README.md")
 
 
 def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
 
 
-BLOCKS = python_blocks(README.read_text())
+BLOCKS = [(path, block) for path in DOCUMENTS for block in python_blocks(path.read_text())]
 
 
-def test_the_readme_documents_the_python_api():
-    section = README.read_text().split("## Use it from Python", 1)
-    assert len(section) == 2, "README.md has no 'Use it from Python' section"
-    ours = python_blocks(section[1].split("\n## ", 1)[0])
+def test_the_python_api_page_documents_the_api():
+    ours = python_blocks(PYTHON_API.read_text())
     assert len(ours) >= 4 and all("smoothdino.open(" in block for block in ours)
     joined = "\n".join(ours)
-    for name in ("step(", "reset()", "to_points(", "asynchronous=True", "keyframes="):
+    for name in ("step(", "reset()", "to_points(", "asynchronous=True", "keyframes=", "Ros2Publisher("):
         assert name in joined, name
 
 
@@ -52,12 +51,14 @@ def readme_folder(small_export, tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"block{i + 1}" for i in range(len(BLOCKS))])
-def test_readme_python_block_runs(readme_folder, index):
-    code = compile(BLOCKS[index], f"README.md python block {index + 1}", "exec")
+@pytest.mark.parametrize("index", range(len(BLOCKS)),
+                         ids=[f"{path.stem}-block{i + 1}" for i, (path, _) in enumerate(BLOCKS)])
+def test_documented_python_block_runs(readme_folder, index):
+    path, block = BLOCKS[index]
+    code = compile(block, f"{path.relative_to(ROOT)} python block {index + 1}", "exec")
     printed = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
         warnings.simplefilter("ignore")  # the random-weights warning
         exec(code, {"__name__": "__main__"})
-    if "print(" in BLOCKS[index] and "asynchronous=True" not in BLOCKS[index]:  # async may print nothing yet
+    if "print(" in block and "asynchronous=True" not in block:  # async may print nothing yet
         assert printed.getvalue().strip(), "the block printed nothing"

@@ -5,6 +5,7 @@ commands that need torch say in one line which extra to install."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import venv
 from pathlib import Path
@@ -102,5 +103,26 @@ def test_commands_that_need_torch_name_the_extra(runtime_venv, tmp_path_factory,
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert names in lines[0] and "'torch' extra" in lines[0] and "smoothdino-edge[torch]" in lines[0]
+    assert names in lines[0] and "'torch' extra" in lines[0] and "pip install torch==2.13.0" in lines[0]
+    # the package is not on PyPI: the line adds the extra to what this install came from (here the wheel)
+    assert re.search(r"then pip install '/\S+/smoothdino_edge-[^/']+\.whl\[torch\]'$", lines[0]), lines[0]
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_runtime_benches_an_existing_export_without_torch(runtime_venv, small_export, tmp_path):
+    """A Jetson's bench: `bench --engines` on the lean install times the export as it is (no export, no torch), with
+    the row named from its manifest and its frames resized to the export's size."""
+    sequence = write_sequence(tmp_path / "seq" / "moving", SyntheticScene(140, 196, frames=4))
+    done = _run(runtime_venv, "bench", str(sequence), "--engines", str(small_export), "--backends", "onnxruntime",
+                "--frames", "4", "--warmup", "1", "--out", str(tmp_path / "bench"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    key = f"vits14+temporal@onnxruntime/{json.loads((small_export / 'manifest.json').read_text())['precision']}"
+    assert list(results["rows"]) == [key], results["rows"].keys()
+    row = results["rows"][key]
+    assert row["frames"] == 4 and row["timed_frames"] == 3 and row["accuracy"]["rmse"] > 0  # ground truth: 140x196
+    assert results["frame_size"] == list(SMALL) and results["random_weights"]
+    assert not (tmp_path / "bench" / "engines").exists()  # nothing exported
+    assert (tmp_path / "bench" / "results.md").is_file() and "no accuracy_vs_latency.png" in done.stderr

@@ -4,7 +4,7 @@
   in it) and of TensorRT for RTX (tensorrt-rtx-cu12-bindings), with the RTX-only ones listed;
 - the manifest's refusals, the back-end choice and the host-feed check run here;
 - the engines themselves (ping-pong buffers, agreement with ONNX Runtime) run where TensorRT, pycuda and a
-  GPU exist, and skip elsewhere (see benchmarks/README.md, "TensorRT on a Jetson").
+  GPU exist, and skip elsewhere (see docs/benchmarks.md).
 Builds without a GPU: tests/test_tensorrt_build.py.
 """
 

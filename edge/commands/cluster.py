@@ -101,8 +101,10 @@ def import_ray():
     except ModuleNotFoundError as err:
         if (err.name or "").split(".")[0] != "ray":
             raise
+        from smoothdino.core.extras import install_extra
+
         raise UserError(f"--ray needs the 'cluster' extra (ray is not installed in {sys.prefix}): "
-                        "pip install 'smoothdino-edge[cluster]'") from None
+                        f"{install_extra('cluster')}") from None
     return ray
 
 

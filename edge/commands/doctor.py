@@ -136,8 +136,10 @@ def check_tensorrt(report: Report, on_jetson: bool, version: str | None, runs: t
                        "project's image (deploy/jetson/Dockerfile installs python3-libnvinfer); on the host `sudo apt "
                        "install python3-libnvinfer`")
         else:
-            report.add("TensorRT", "note", "not installed: ONNX Runtime runs the graphs (on an NVIDIA GPU: pip "
-                                           "install 'smoothdino-edge[tensorrt]')")
+            from smoothdino.core.extras import install_extra
+
+            report.add("TensorRT", "note", "not installed: ONNX Runtime runs the graphs (on an NVIDIA GPU: "
+                                           f"{install_extra('tensorrt')})")
     elif environment.tensorrt_version_problem(version):
         report.add("TensorRT", "problem", environment.tensorrt_version_problem(version))
     elif not runs[0]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from smoothdino.core.errors import UserError
+from smoothdino.core.extras import install_extra
 from smoothdino.edge.sources.bag import CAMERA_INFO, IMAGE, POINTCLOUD2
 
 from .ros_messages import TF_MESSAGE
@@ -112,9 +113,6 @@ def resolve_distro(distro: str | None) -> str:
     return word
 
 
-EXTRA = "pip install 'smoothdino-edge[ros2]'"
-
-
 def ros2_module(name: str):
     """Import one of the ros2 extra's libraries (rosbags, cyclonedds, zenoh); one line naming the extra if absent."""
     import importlib
@@ -123,7 +121,8 @@ def ros2_module(name: str):
         return importlib.import_module(name)
     except ModuleNotFoundError as err:
         top = (err.name or name).split(".")[0]
-        raise UserError(f"ROS 2 topics need the 'ros2' extra ({top} is not installed in {sys.prefix}): {EXTRA}") \
+        raise UserError(f"ROS 2 topics need the 'ros2' extra ({top} is not installed in {sys.prefix}): "
+                        f"{install_extra('ros2')}") \
             from None
 
 
