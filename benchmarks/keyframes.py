@@ -26,7 +26,7 @@ import numpy as np
 
 from smoothdino.core.images import parse_size, resize_depth, resize_rgb
 
-from .record import RESULTS, Record, Table, command_line, write_record
+from .record import Record, Table, add_record_option, command_line, write_record
 from .report import markdown_table
 
 NYU = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu2_sample"
@@ -374,8 +374,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--carry-cost", action="store_true", help="only the carry's milliseconds a frame at 224x294 and 480x640")
     ap.add_argument("--json", type=Path, help="--floor: also write {carry: {policy: {median_m, p90_m, keyframe_share}}}")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-keyframes")
-    ap.add_argument("--record", nargs="?", const=RESULTS, type=Path, metavar="FOLDER", help="also write the tables to benchmarks/results/ for the docs "
-                    "(keyframes_rate; keyframes_floor with --floor; carry_cost with --carry-cost)")
+    add_record_option(ap, "keyframes_rate (keyframes_floor with --floor, keyframes_sweep with --sweep, carry_cost "
+                          "with --carry-cost)")
     args = ap.parse_args(argv)
     args.argv = argv  # the record's command
     sequences = args.data or sorted(p for p in NYU.iterdir() if p.is_dir())

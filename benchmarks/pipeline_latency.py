@@ -22,7 +22,7 @@ from smoothdino.edge.sinks import json_dumps
 from smoothdino.edge.sources import FolderSource
 from smoothdino.edge.sources.synthetic import SyntheticScene
 
-from .record import RESULTS, Record, Table, command_line, write_record
+from .record import Record, Table, add_record_option, command_line, write_record
 from .report import markdown_table
 from .runners import percentiles
 
@@ -96,7 +96,7 @@ def main(argv=None):
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager reference")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
-    p.add_argument("--record", nargs="?", const=RESULTS, type=Path, metavar="FOLDER", help="also write benchmarks/results/pipeline_latency.json (docs)")
+    add_record_option(p, "pipeline_latency")
     a = p.parse_args(argv)
     size = parse_size(a.size)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,12 @@ def machine_line() -> str:
     return f"{device_description()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}"
 
 
+def add_record_option(parser, records: str) -> None:
+    """`--record [FOLDER]`: also write the tables as records (default folder: benchmarks/results, the docs' source)."""
+    parser.add_argument("--record", nargs="?", const=RESULTS, type=Path, metavar="FOLDER",
+                        help=f"also write {records} into benchmarks/results/ (or FOLDER) for the docs")
+
+
 def command_line(module: str, argv: list[str] | None) -> str:
     """How to make the record again: the script's module and its arguments, `--record` without a folder."""
     given, kept = list(sys.argv[1:] if argv is None else argv), []

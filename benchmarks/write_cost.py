@@ -28,7 +28,7 @@ from smoothdino.core.images import parse_size
 from smoothdino.edge.sinks import MetricsSink, atomic_imwrite, json_dumps, to_millimetres
 from smoothdino.edge.sources.synthetic import SyntheticScene
 
-from .record import RESULTS, Record, Table, command_line, write_record
+from .record import Record, Table, add_record_option, command_line, write_record
 from .report import markdown_table
 
 MODES = {"fsync (as shipped)": True, "no fsync": False}
@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds the frames are split into")
     p.add_argument("--folder", type=Path, default=None, help="where the PNGs go (default: a new folder here)")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
-    p.add_argument("--record", nargs="?", const=RESULTS, type=Path, metavar="FOLDER", help="also write benchmarks/results/write_cost.json for the docs")
+    add_record_option(p, "write_cost")
     a = p.parse_args(argv)
     if a.frames < 2 * a.rounds:
         p.error("--frames: at least two per round")
