@@ -129,7 +129,7 @@ def _open_existing(spec: BenchSpec, folder: Path, backend: str) -> Runner:
     before = device_used_mib()
     manifest = Manifest.load(folder)
     pipeline = DepthPipeline(manifest, backend=backend, min_confidence=spec.min_confidence, threads=spec.threads)
-    config = Config(manifest.arch, "none" if manifest.adapter == "none" else manifest.adapter)
+    config = Config(manifest.arch, manifest.adapter)
     after = device_used_mib()
     return Runner(f"{config.name}@{backend}/{manifest.precision}", config, pipeline.backend, manifest.precision,
                   pipeline, manifest.gate, weight_mib(pipeline), None if before is None else after - before,

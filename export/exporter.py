@@ -40,7 +40,7 @@ from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import compare_with_torch, export_graph
 from .spec import ExportSpec
 from .fp16 import convert_to_fp16
-from .stage_precision import (choose_auto_plan, export_plan, gate_tolerance_mm, is_auto, precision_text,
+from .stage_precision import (INT8_MIN_GAIN, choose_auto_plan, export_plan, gate_tolerance_mm, is_auto, precision_text,
                               time_stage_graphs)
 from .tensorrt import build_stage_engines, engines_record
 
@@ -231,42 +231,52 @@ def build_context(spec: ExportSpec, out: Path) -> ExportContext:
 
 
 def choose_auto_precision(ctx: ExportContext, manifest: Manifest, say: Callable[[str], None]) -> None:
-    """--precision auto on the CPU: gate the int8 plan (ctx.plan, whose graphs are written), time each stage's
-    fp32 and int8 graph on a gate pair, and keep per stage the fastest precision whose plan passed its gate."""
+    """--precision auto on the CPU: time each stage's fp32 and int8 graph on a gate pair, take per stage the int8
+    graph only where it is clearly faster (`choose_auto_plan`), and gate that plan; a plan that fails falls back to
+    fp32. Timing first means a CPU where INT8 gains nothing (no VNNI) skips the INT8 gate altogether."""
     from smoothdino.calibration.int8 import stage_feeds
 
     int8_plan = dict(ctx.plan)
     pairs = _gate_pairs(ctx)
-    tolerance = ctx.spec.tolerance_mm
-    if tolerance is None:
-        tolerance = gate_tolerance_mm(int8_plan, DEFAULT_TOLERANCE_MM)
-    say(f"auto: gating the int8 plan ({precision_text(int8_plan)}) ...")
-    with DepthPipeline(manifest, backend="onnxruntime") as candidate, \
-            DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
-        report = run_gate(candidate, reference, pairs, tolerance)
-    say("auto: timing each stage's fp32 and int8 graphs in ONNX Runtime ...")
     files = ctx.stages
+    say("auto: timing each stage's fp32 and int8 graphs in ONNX Runtime ...")
     feeds = stage_feeds({s: ctx.out / files[s].onnx["fp32"] for s in files}, pairs[:1])
     graphs = {s: {p: ctx.out / name for p, name in files[s].onnx.items() if p in ("fp32", int8_plan[s])}
               for s in files}
     timings = time_stage_graphs(graphs, feeds)
-    chosen = choose_auto_plan(timings, report.passed)
-    if not report.passed:
-        kept = [s for s in int8_plan if int8_plan[s] == "int8"]
-        notice(f"--precision auto: the int8 plan failed its gate ({'; '.join(report.reasons)}); "
-               f"{', '.join(kept)} stay fp32")
-    ctx.auto = {"candidates": {"fp32": "fp32", "int8": precision_text(int8_plan)},
-                "stage_ms": timings, "int8_gate": {"passed": report.passed, "reasons": report.reasons,
-                                                   "rmse_vs_reference_mm": report.depth["rmse_vs_reference_mm"],
-                                                   "tolerance_mm": tolerance},
-                "chosen": precision_text(chosen), "measured_on": "onnxruntime CPU, best of 3 runs per frame"}
-    ctx.plan = chosen
-    ctx.gated = (int8_plan, report)
-    for stage, precision in chosen.items():
-        files[stage].precision = precision
-    manifest.precision = precision_text(chosen)
+    candidate = choose_auto_plan(timings, int8_passed=True)
+    chosen, gate = candidate, {"passed": None, "reasons": [], "skipped": "no stage is faster in int8 here"}
+    if "int8" in candidate.values():
+        tolerance = ctx.spec.tolerance_mm
+        if tolerance is None:
+            tolerance = gate_tolerance_mm(candidate, DEFAULT_TOLERANCE_MM)
+        _set_plan(ctx, manifest, candidate)
+        say(f"auto: gating {manifest.precision} ...")
+        with DepthPipeline(manifest, backend="onnxruntime") as gated, \
+                DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
+            report = run_gate(gated, reference, pairs, tolerance)
+        gate = {"plan": precision_text(candidate), "passed": report.passed, "reasons": report.reasons,
+                "rmse_vs_reference_mm": report.depth["rmse_vs_reference_mm"], "tolerance_mm": tolerance}
+        ctx.gated = (candidate, report)
+        if not report.passed:
+            chosen = {stage: "fp32" for stage in candidate}
+            kept = [s for s in candidate if candidate[s] == "int8"]
+            notice(f"--precision auto: the int8 plan failed its gate ({'; '.join(report.reasons)}); "
+                   f"{', '.join(kept)} stay fp32")
+    ctx.auto = {"candidates": {"fp32": "fp32", "int8": precision_text(int8_plan)}, "stage_ms": timings,
+                "int8_gate": gate, "chosen": precision_text(chosen),
+                "measured_on": "onnxruntime CPU, best of 3 runs per frame",
+                "rule": f"int8 where it takes at most {1 - INT8_MIN_GAIN:.0%} of fp32's time and its plan passes the gate"}
+    _set_plan(ctx, manifest, chosen)
     say(f"auto: chose {manifest.precision} "
         f"({', '.join(f'{s} ' + '/'.join(f'{p} {ms:.1f} ms' for p, ms in timings[s].items()) for s in timings)})")
+
+
+def _set_plan(ctx: ExportContext, manifest: Manifest, plan: dict[str, str]) -> None:
+    ctx.plan = dict(plan)
+    for stage, precision in plan.items():
+        ctx.stages[stage].precision = precision
+    manifest.precision = precision_text(plan)
 
 
 def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | None = None):

@@ -6,9 +6,9 @@
     encoder=fp32,decoder=int8       stage by stage; stages not named are fp32
     int8,encoder=fp32               a whole-model word, then overrides
     auto                            the fastest gated plan: on a GPU the fp16 plan (FP16 graphs are for
-                                    GPUs); on the CPU, per stage, the faster of fp32 and the int8 plan's
-                                    precision, int8 only where the int8 plan passed its gate (`export_plan`,
-                                    `choose_auto_plan`)
+                                    GPUs); on the CPU, per stage, int8 where its graph clearly beats fp32's
+                                    on this machine, then that plan gated, fp32 if it fails (`export_plan`,
+                                    `choose_auto_plan`, export.exporter.choose_auto_precision)
 
 ExportSpec.precision stays this text; `parse_precision` turns it into {stage: precision} and
 `precision_text` writes a plan back in its shortest form (the manifest's `precision`).
@@ -90,11 +90,17 @@ def gate_tolerance_mm(plan: dict[str, str], defaults: dict[str, float]) -> float
     return max(defaults[p] for p in plan.values())
 
 
+INT8_MIN_GAIN = 0.05  # int8 must save this share of fp32's time: a gain within timing noise is not worth its error
+
+
 def fastest(timings: dict[str, float], passed: dict[str, bool]) -> str:
-    """`auto` on the CPU: the fastest precision of a stage among those whose gate passed (fp32 always may)."""
+    """`auto` on the CPU: the fastest precision of a stage among those whose gate passed (fp32 always may); another
+    precision beats fp32 only by more than INT8_MIN_GAIN of fp32's time."""
     allowed = {p: t for p, t in timings.items() if passed.get(p, p == "fp32")}
     if not allowed:
         return "fp32"
+    if "fp32" in allowed:
+        allowed = {p: t for p, t in allowed.items() if p == "fp32" or t < (1 - INT8_MIN_GAIN) * allowed["fp32"]}
     return min(allowed, key=allowed.get)
 
 
@@ -106,16 +112,16 @@ def is_auto(text: str) -> bool:
 
 def export_plan(text: str, stages: tuple[str, ...] | list[str] = STAGES, target: str = "cpu") -> dict[str, str]:
     """The plan an export builds graphs for. `auto` on a GPU is the fp16 plan, decided here, before the export;
-    on the CPU it is the int8 plan, the candidate that `choose_auto_plan` gates and times against the fp32
-    graphs (always written) once both exist."""
+    on the CPU it is the int8 plan, whose graphs are timed against the fp32 graphs (always written) once both
+    exist; `choose_auto_plan` then picks per stage and the pick is gated."""
     if not is_auto(text):
         return parse_precision(text, stages, target)
     return parse_precision("fp16" if target == "gpu" else "int8", stages, target)
 
 
 def choose_auto_plan(timings: dict[str, dict[str, float]], int8_passed: bool) -> dict[str, str]:
-    """`auto` on the CPU: each stage's fastest precision among fp32 and, when the int8 plan passed its gate,
-    the int8 plan's. `timings` is {stage: {precision: ms}} of the graphs the stage has."""
+    """`auto` on the CPU: each stage's fastest precision among fp32 and, unless its gate failed, int8 (`fastest`).
+    `timings` is {stage: {precision: ms}} of the graphs the stage has."""
     passed = {"fp32": True, "int8": int8_passed}
     return {stage: fastest(ms, passed) for stage, ms in timings.items()}
 

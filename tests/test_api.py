@@ -154,7 +154,8 @@ def test_async_returns_none_before_the_first_keyframe_then_depth_without_blockin
     calls, outs = [], []
     with _open(small_export, colour="bgr", asynchronous=True) as model:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(o is not None for o in outs) < 50:
+        # until 50 depth frames and 3 passes: a slow machine's second pass may come after the 50th frame
+        while time.monotonic() < deadline and (sum(o is not None for o in outs) < 50 or model.passes < 3):
             start = time.perf_counter()
             outs.append(model.step(frames[len(outs) % len(frames)]))
             calls.append(time.perf_counter() - start)

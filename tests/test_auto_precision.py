@@ -30,6 +30,9 @@ def test_choose_auto_plan_takes_the_fastest_gated_precision():
     # a failed int8 gate leaves only fp32, however fast int8 is
     assert choose_auto_plan(timings, int8_passed=False) == {"encoder": "fp32", "adapter": "fp32", "decoder": "fp32"}
     assert fastest({"fp32": 5.0, "int8": 1.0}, {"fp32": True}) == "fp32"  # no verdict: not allowed
+    # int8 must clearly win: 3 % faster is within timing noise, 10 % is not
+    assert fastest({"fp32": 100.0, "int8": 97.0}, {"int8": True}) == "fp32"
+    assert fastest({"fp32": 100.0, "int8": 90.0}, {"int8": True}) == "int8"
 
 
 def test_auto_resolves_to_fp16_on_gpus_and_int8_candidates_on_the_cpu():
@@ -68,8 +71,10 @@ def test_auto_on_cpu_records_timings_that_justify_its_choice(auto_export):
     auto = manifest.gate["auto"]
     assert set(auto["stage_ms"]) == set(manifest.stage_names)
     assert set(auto["stage_ms"]["encoder"]) == {"fp32", "int8"} and set(auto["stage_ms"]["adapter"]) == {"fp32"}
-    expected = {stage: min((p for p in ms if p == "fp32" or auto["int8_gate"]["passed"]), key=ms.get)
-                for stage, ms in auto["stage_ms"].items()}
+    gate = auto["int8_gate"]  # run only when some stage's int8 graph took under 95 % of its fp32 graph's time
+    clearly_faster = {stage for stage, ms in auto["stage_ms"].items() if ms.get("int8", 1e9) < 0.95 * ms["fp32"]}
+    assert (gate["passed"] is None) == (not clearly_faster), gate
+    expected = {stage: "int8" if stage in clearly_faster and gate["passed"] else "fp32" for stage in auto["stage_ms"]}
     assert manifest.stage_precisions == expected
     assert manifest.precision == auto["chosen"]
     assert manifest.gate["passed"] and manifest.gate["stage_precision"] == expected
@@ -99,13 +104,16 @@ def test_auto_export_is_reused(auto_export, monkeypatch):
 
 # -- the verdict and the timings forced --------------------------------------------------------------
 
-def _forced(monkeypatch, int8_passes: bool, timings: dict):
-    """run_gate with the verdict of INT8 candidates forced; the graph timings replaced by `timings`."""
+def _forced(monkeypatch, int8_passes: bool, timings: dict) -> list[str]:
+    """run_gate with the verdict of INT8 candidates forced; the graph timings replaced by `timings`. Returns the
+    list of the gated candidates' precisions, filled as the export runs."""
     from smoothdino.export import exporter
 
     real_gate = exporter.run_gate
+    gated = []
 
     def gate(candidate, reference, pairs, tolerance):
+        gated.append(candidate.precision)
         report = real_gate(candidate, reference, pairs, tolerance)
         if "int8" in candidate.precision:
             report.passed, report.reasons = int8_passes, [] if int8_passes else ["forced failure"]
@@ -118,6 +126,7 @@ def _forced(monkeypatch, int8_passes: bool, timings: dict):
 
     monkeypatch.setattr(exporter, "run_gate", gate)
     monkeypatch.setattr(exporter, "time_stage_graphs", time_graphs)
+    return gated
 
 
 TIMINGS = {"encoder": {"fp32": 30.0, "int8": 45.0}, "adapter": {"fp32": 1.0}, "decoder": {"fp32": 120.0, "int8": 40.0}}
@@ -126,18 +135,33 @@ TIMINGS = {"encoder": {"fp32": 30.0, "int8": 45.0}, "adapter": {"fp32": 1.0}, "d
 def test_auto_keeps_the_faster_int8_decoder_and_the_faster_fp32_encoder(tmp_path, monkeypatch):
     from smoothdino.export import export_model
 
-    _forced(monkeypatch, int8_passes=True, timings=TIMINGS)
+    gated = _forced(monkeypatch, int8_passes=True, timings=TIMINGS)
     manifest, report = export_model(_spec(), tmp_path / "mix")
     assert manifest.stage_precisions == {"encoder": "fp32", "adapter": "fp32", "decoder": "int8"}
     assert Manifest.load(tmp_path / "mix").precision == "encoder=fp32,adapter=fp32,decoder=int8"
     assert report.passed and "int8" in report.candidate  # the mix itself was gated
+    assert gated == ["encoder=fp32,adapter=fp32,decoder=int8"]  # once: the export's final verdict is that gate's
+
+
+def test_auto_skips_the_int8_gate_where_int8_is_not_clearly_faster(tmp_path, monkeypatch):
+    """A CPU without fast INT8 (no VNNI): int8 graphs within timing noise of fp32 are not worth a gate."""
+    from smoothdino.export import export_model
+
+    timings = {"encoder": {"fp32": 30.0, "int8": 31.0}, "adapter": {"fp32": 1.0}, "decoder": {"fp32": 120.0, "int8": 118.0}}
+    gated = _forced(monkeypatch, int8_passes=True, timings=timings)
+    manifest, report = export_model(_spec(), tmp_path / "fp32")
+    assert manifest.precision == "fp32" and report.passed
+    assert gated == ["fp32"]  # only the final verdict on the fp32 plan, no int8 candidate
+    assert manifest.gate["auto"]["int8_gate"]["passed"] is None
+    assert "no stage is faster in int8" in manifest.gate["auto"]["int8_gate"]["skipped"]
 
 
 def test_auto_falls_back_to_fp32_when_the_int8_gate_fails(tmp_path, monkeypatch, capsys):
     from smoothdino.export import export_model
 
-    _forced(monkeypatch, int8_passes=False, timings=TIMINGS)
+    gated = _forced(monkeypatch, int8_passes=False, timings=TIMINGS)
     manifest, report = export_model(_spec(), tmp_path / "fp32")
+    assert gated == ["encoder=fp32,adapter=fp32,decoder=int8", "fp32"]  # the fastest plan, then the fallback
     assert manifest.stage_precisions == {"encoder": "fp32", "adapter": "fp32", "decoder": "fp32"}
     assert manifest.precision == "fp32" and report.passed  # the export as a whole passes: it is the fp32 plan
     assert manifest.gate["auto"]["int8_gate"]["passed"] is False

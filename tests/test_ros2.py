@@ -310,19 +310,6 @@ def _zenoh_subscriber(out: Path, endpoint: str, domain: int, namespace: str, cou
     log.close()
 
 
-# a Zenoh router on one endpoint, scouting off, as `ros2 run rmw_zenoh_cpp rmw_zenohd` is one (Zenoh alone: quick)
-ROUTER = """
-import json, signal, sys, zenoh
-config = zenoh.Config()
-config.insert_json5("mode", '"router"')
-config.insert_json5("scouting/multicast/enabled", "false")
-config.insert_json5("listen/endpoints", json.dumps([sys.argv[1]]))
-session = zenoh.open(config)
-print("ready", flush=True)
-signal.sigwait([signal.SIGTERM, signal.SIGINT])
-"""
-
-
 def main(argv: list[str]) -> None:
     kind, *args = argv
     if kind == "dds":
@@ -339,7 +326,11 @@ class Child:
     """A child process (a subscriber of this file, or the router) that prints `ready` when it is listening."""
 
     def __init__(self, *args: str, env: dict | None = None, wait: float = 30.0):
-        program = ["-c", ROUTER] if args[0] == "router" else ["-m", "tests.test_ros2"]
+        # the router: Zenoh alone on one endpoint, scouting off, as `ros2 run rmw_zenoh_cpp rmw_zenohd` is one; the
+        # benchmark starts the same
+        from smoothdino.benchmarks.robotics_overhead import ZENOH_ROUTER
+
+        program = ["-c", ZENOH_ROUTER] if args[0] == "router" else ["-m", "tests.test_ros2"]
         self.process = subprocess.Popen([sys.executable, *program, *map(str, args[args[0] == "router":])], cwd=ROOT,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         env={**os.environ, **(env or {})})

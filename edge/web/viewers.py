@@ -50,6 +50,15 @@ class Viewer:
                 return self.stalled()
             return self.view.latest
 
+    def messages(self):
+        """Each newest message in turn until the viewer or the view closes, or the viewer stalls."""
+        while not self.closed:
+            message = self.next_message()
+            if message is None:
+                return
+            if message is not False:
+                yield message
+
     def stalled(self):
         """Nothing to send for STALL_S: only the page's kind can be stalled here (the stream may just be paused)."""
         return False
@@ -106,12 +115,7 @@ class PageViewer(Viewer):
 
     def run(self) -> None:
         self.reader.start()
-        while not self.closed:
-            message = self.next_message()
-            if message is None:
-                break
-            if message is False:
-                continue
+        for message in self.messages():
             with self.view.cond:
                 if self.unacked == 0:
                     self.last_progress = time.monotonic()
@@ -162,12 +166,7 @@ class MjpegViewer(Viewer):
     """multipart/x-mixed-replace JPEGs: the picture alone (the figures and the depth need the page)."""
 
     def run(self) -> None:
-        while not self.closed:
-            message = self.next_message()
-            if message is None:
-                break
-            if message is False:
-                continue
+        for message in self.messages():
             self.sent_seq = message.seq
             part = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(message.jpeg)}\r\n\r\n"
                     .encode() + message.jpeg + b"\r\n")
