@@ -45,12 +45,17 @@ def test_async_outputs_every_frame_while_the_network_is_busy(small_export, tmp_p
     assert owner and owner[0] is not threading.main_thread()  # the worker opened (owns) the engines
 
     read = source.stats.read
-    assert read >= 60 and source.stats.dropped <= 0.02 * read  # the loop kept up with the camera
+    # the loop kept up with the camera: waiting for the network (>= 0.25 s a pass) would drop ~7 frames in 8; the
+    # few a 2-core machine drops when the loop, the worker and an fsync spike meet are counted, and stay few
+    assert read >= 60 and source.stats.dropped <= 0.1 * read
     assert report.computed + report.waiting == read - source.stats.dropped  # every frame out, or counted
-    assert 1 <= report.waiting <= 20  # before the first keyframe (~0.25 s + a pass): no made-up depth
     assert 2 <= report.keyframes <= read / 6  # the network ran far less often than frames came
     with open(tmp_path / "out" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    # no made-up depth before the first keyframe, and its depth used once ready: the frames waiting are those the
+    # camera gave during its pass (0.25 s + the stages' time, as its rows record it), with a margin for the scheduler
+    first_pass_s = SlowPipeline.delay + sum(float(rows[0][f"{s}_ms"]) for s in ("encoder", "adapter", "decoder")) / 1000
+    assert 1 <= report.waiting <= 1.5 * 30 * first_pass_s + 3, (report.waiting, first_pass_s)
     assert len(rows) == report.computed == len(list((tmp_path / "out" / "depth").glob("*.png")))
     total_ms = np.array([float(r["total_ms"]) for r in rows])
     assert np.median(total_ms) < 0.2 * SlowPipeline.delay * 1000  # the output path never waits for the network

@@ -1,8 +1,8 @@
 """`--ros2`: depth as ROS 2 topics over DDS and Zenoh. No ROS here, so the subscriber side is built in this file,
 independently of the publisher code: for DDS, Cyclone DDS readers whose IDL types are written below from the ROS
 message definitions, plus Cyclone's own discovery data (DCPSPublication); for Zenoh, a session that decodes
-rmw_zenoh's documented attachment layout (docs/design.md) and the payload with rosbags, and queries the liveliness
-tokens. Loopback only: a Cyclone configuration naming `lo` with peer 127.0.0.1 and no multicast, a Zenoh router
+rmw_zenoh's documented attachment layout (docs/design.md) and the payload with rosbags, and reads the liveliness
+tokens as they are declared. Loopback only: a Cyclone configuration naming `lo` with peer 127.0.0.1 and no multicast, a Zenoh router
 (a child process) on 127.0.0.1 with scouting off. Subscribers and routers are child processes, killed for real.
 
 The child processes run this file: `python -m tests.test_ros2 dds|zenoh|router ...` (see main() at the end).
@@ -247,7 +247,7 @@ def zenoh_key(domain: int, topic: str, ros_type: str) -> str:
 
 def _zenoh_subscriber(out: Path, endpoint: str, domain: int, namespace: str, count: int, timeout: float) -> None:
     """Subscriptions on the depth, camera_info, points and /tf keys until `count` depth images came; decodes the
-    33-byte attachment and the CDR payload (rosbags); after the first depth image, a liveliness query."""
+    33-byte attachment and the CDR payload (rosbags); and the liveliness tokens declared (the ROS 2 graph)."""
     import zenoh
 
     store = _jazzy()
@@ -288,22 +288,28 @@ def _zenoh_subscriber(out: Path, endpoint: str, domain: int, namespace: str, cou
             if key == "depth":
                 depths.append(row)
 
-    subscribers = [session.declare_subscriber(f"{domain}/**", on_sample)]
+    # the graph: every liveliness token declared while we listen (history: those declared before too), so a
+    # publisher that has finished and left by the time we look is still seen
+    tokens: list[str] = []
+
+    def on_token(sample) -> None:
+        if sample.kind == zenoh.SampleKind.PUT:
+            with lock:
+                tokens.append(str(sample.key_expr))
+
+    subscribers = [session.declare_subscriber(f"{domain}/**", on_sample),
+                   session.liveliness().declare_subscriber(f"@ros2_lv/{domain}/**", on_token, history=True)]
     print("ready", flush=True)
-    deadline, queried = time.monotonic() + timeout, False
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with lock:
             got = len(depths)
-        if got and not queried:  # the publisher is up: what does the graph hold?
-            tokens = [str(r.ok.key_expr) for r in session.liveliness().get(f"@ros2_lv/{domain}/**", timeout=5)
-                      if r.ok is not None]
-            with lock:
-                log.write(json.dumps({"key": "liveliness", "tokens": tokens}) + "\n")
-                log.flush()
-            queried = True
         if got >= count:
             break
         time.sleep(0.02)
+    with lock:
+        log.write(json.dumps({"key": "liveliness", "tokens": sorted(set(tokens))}) + "\n")
+        log.flush()
     for s in subscribers:
         s.undeclare()
     session.close()
