@@ -171,7 +171,7 @@ def test_live_window_on_screen_keys_q_and_s(xvfb, video, small_export, tmp_path)
         box = window_box(x, window)
         height, width = VIDEO_SIZE
         legend = depth_legend(width, height)
-        for _ in range(30):  # a loaded machine may paint the window late: a few tries for a whole one
+        for _ in range(100):  # a loaded machine may paint the window late: up to 10 s of tries for a whole one
             shot = screenshot(xvfb, box)
             if shot.shape[0] > height and np.array_equal(shot[height:, width:], legend):
                 break
