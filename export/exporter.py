@@ -244,7 +244,7 @@ def choose_auto_precision(ctx: ExportContext, manifest: Manifest, say: Callable[
     graphs = {s: {p: ctx.out / name for p, name in files[s].onnx.items() if p in ("fp32", int8_plan[s])}
               for s in files}
     timings = time_stage_graphs(graphs, feeds)
-    candidate = choose_auto_plan(timings, int8_passed=True)
+    candidate = choose_auto_plan(timings)
     chosen, gate = candidate, {"passed": None, "reasons": [], "skipped": "no stage is faster in int8 here"}
     if "int8" in candidate.values():
         tolerance = ctx.spec.tolerance_mm

@@ -93,15 +93,11 @@ def gate_tolerance_mm(plan: dict[str, str], defaults: dict[str, float]) -> float
 INT8_MIN_GAIN = 0.05  # int8 must save this share of fp32's time: a gain within timing noise is not worth its error
 
 
-def fastest(timings: dict[str, float], passed: dict[str, bool]) -> str:
-    """`auto` on the CPU: the fastest precision of a stage among those whose gate passed (fp32 always may); another
-    precision beats fp32 only by more than INT8_MIN_GAIN of fp32's time."""
-    allowed = {p: t for p, t in timings.items() if passed.get(p, p == "fp32")}
-    if not allowed:
-        return "fp32"
-    if "fp32" in allowed:
-        allowed = {p: t for p, t in allowed.items() if p == "fp32" or t < (1 - INT8_MIN_GAIN) * allowed["fp32"]}
-    return min(allowed, key=allowed.get)
+def fastest(timings: dict[str, float]) -> str:
+    """`auto` on the CPU: a stage's fastest precision (`timings`: {precision: ms}, fp32 among them); another precision
+    beats fp32 only by saving more than INT8_MIN_GAIN of its time."""
+    clearly = {p: t for p, t in timings.items() if p == "fp32" or t < (1 - INT8_MIN_GAIN) * timings["fp32"]}
+    return min(clearly, key=clearly.get)
 
 
 # -- auto --------------------------------------------------------------------------------------------
@@ -119,11 +115,10 @@ def export_plan(text: str, stages: tuple[str, ...] | list[str] = STAGES, target:
     return parse_precision("fp16" if target == "gpu" else "int8", stages, target)
 
 
-def choose_auto_plan(timings: dict[str, dict[str, float]], int8_passed: bool) -> dict[str, str]:
-    """`auto` on the CPU: each stage's fastest precision among fp32 and, unless its gate failed, int8 (`fastest`).
+def choose_auto_plan(timings: dict[str, dict[str, float]]) -> dict[str, str]:
+    """`auto` on the CPU: each stage's `fastest` precision, the plan then gated (export.exporter.choose_auto_precision).
     `timings` is {stage: {precision: ms}} of the graphs the stage has."""
-    passed = {"fp32": True, "int8": int8_passed}
-    return {stage: fastest(ms, passed) for stage, ms in timings.items()}
+    return {stage: fastest(ms) for stage, ms in timings.items()}
 
 
 def time_stage_graphs(graphs: dict[str, dict[str, Path]], feeds: dict[str, list[dict]], repeats: int = 3,
