@@ -123,3 +123,56 @@ def test_nyu_folder_missing_jpeg_is_a_missing_frame_not_rgb(tmp_path):
 def test_a_folder_named_synthetic_is_a_folder(tmp_path):
     folder = write_sequence(tmp_path / "synthetic_run", SyntheticScene(42, 56, frames=2))
     assert isinstance(open_source(str(folder)), FolderSource)
+
+
+def test_synthetic_source_runs_in_constant_memory_whatever_n():
+    """`synthetic:HxW:N` sweeps back and forth over one canvas: a million frames cost what a hundred do (the canvas
+    used to slide N frames' worth: 2.95 TiB for 240x320:100000). Its first frames are the scene's own."""
+    import tracemalloc
+
+    from smoothdino.edge.sources.factory import SYNTHETIC_SWEEP
+
+    def peak_reading(spec: str):
+        tracemalloc.start()
+        try:
+            source = open_source(spec)
+            frames = iter(source)
+            first = [next(frames) for _ in range(4)]
+            return source, first, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    source, first, peak = peak_reading("synthetic:70x98:1000000")
+    _, _, sweep_peak = peak_reading(f"synthetic:70x98:{SYNTHETIC_SWEEP}")
+    assert len(source) == 10**6 and [f.name for f in first] == ["1", "2", "3", "4"]
+    assert peak < 32 * 2**20 and peak < 1.1 * sweep_peak, f"{peak / 2**20:.1f} MiB to read 4 frames of 70x98"
+    canvas, _ = source.scene.canvases()
+    assert canvas.nbytes == open_source(f"synthetic:70x98:{SYNTHETIC_SWEEP}").scene.canvases()[0].nbytes < 2 * 2**20
+    rgb, depth = SyntheticScene(70, 98, SYNTHETIC_SWEEP).frame(3)
+    assert np.array_equal(first[3].rgb, rgb) and np.array_equal(first[3].depth_gt, depth)
+    # at the end of a sweep the camera turns: frame SWEEP (0-based) is frame SWEEP - 2 again
+    later = [f for _, f in zip(range(SYNTHETIC_SWEEP + 1), iter(source))]
+    assert np.array_equal(later[SYNTHETIC_SWEEP].rgb, later[SYNTHETIC_SWEEP - 2].rgb)
+    # a short sequence is exactly the scene it names, as before
+    short = list(open_source("synthetic:70x98:3"))
+    assert all(np.array_equal(f.rgb, rgb) for f, (rgb, _) in zip(short, SyntheticScene(70, 98, 3), strict=True))
+
+
+@pytest.mark.parametrize("spec, said", [
+    ("synthetic:70x98:0", "synthetic:70x98:0: FRAMES must be a whole number of at least 1"),
+    ("synthetic:70x98:-5", "FRAMES must be a whole number of at least 1"),
+    ("synthetic:70x98:1e6", "FRAMES must be a whole number of at least 1"),
+    ("synthetic:0x98", "synthetic:0x98: give synthetic[:HEIGHTxWIDTH[:FRAMES]]"),
+    ("synthetic:9000x98:3", "a 9000x98 synthetic frame is larger than it can build"),
+    ("synthetic:big", "synthetic:big: give synthetic[:HEIGHTxWIDTH[:FRAMES]]"),
+    ("synthetic:70x98:3:4", "give synthetic[:HEIGHTxWIDTH[:FRAMES]]"),
+    ("synthetic70x98", "synthetic70x98: give synthetic[:HEIGHTxWIDTH[:FRAMES]]"),
+])
+def test_a_synthetic_spec_it_cannot_honour_is_one_line_and_exit_2(spec, said):
+    """Said before anything opens (the engines named here do not exist)."""
+    from smoothdino.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["live", "--source", spec, "--engines", "nowhere", "--headless"])
+    assert result.exit_code == 2, result.output
+    assert said in result.output and len(result.output.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ from smoothdino.edge.pipeline import FramePipeline
 from smoothdino.edge.sinks import DISPLAY_RANGE
 from smoothdino.edge.sinks.ros2 import Ros2Options
 from smoothdino.edge.sources import open_source
+from smoothdino.edge.sources.factory import is_synthetic, synthetic_source
 from smoothdino.edge.web import parse_serve, serve_view
 
 from .robotics import RobotOptions, choose_carry, live_address, live_sink, ros2_publisher
@@ -42,6 +43,8 @@ class LiveOptions:
     def check(self) -> tuple[str, int] | None:
         """Refusals before anything opens; returns the Foxglove address, if any."""
         address = live_address(self.foxglove)
+        if is_synthetic(self.source):
+            synthetic_source(self.source, self.max_frames)  # a spec it cannot honour: said before the engines load
         parse_serve(self.serve)
         if self.ros2 is not None:
             self.ros2.check()
