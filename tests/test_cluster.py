@@ -147,9 +147,10 @@ def test_the_schedule_is_computed_once_per_sequence_and_the_frames(tmp_path):
     loads = []
 
     class Counting(FolderSource):
-        def load(self, position):
+        def load(self, position, depth=True):
+            assert not depth  # the schedule reads the RGB alone: never a ground-truth PNG
             loads.append(position)
-            return super().load(position)
+            return super().load(position, depth)
 
     first = keyframe_schedule(Counting(sequence), auto, _identity(auto), _refuse)
     assert sorted(loads) == list(range(8))  # every frame decoded once: O(frames)
@@ -161,6 +162,37 @@ def test_the_schedule_is_computed_once_per_sequence_and_the_frames(tmp_path):
     assert cached.stat().st_mtime_ns == written  # read back, not computed again
     _corrupt(sequence, 4)
     assert 4 not in sequence_schedule(plan, out, auto, _identity(auto), _refuse).positions
+
+
+@pytest.mark.parametrize("policy, carry", [("3", "shift"), ("auto", "shift"), ("auto", "pose"), ("2", "shift")])
+def test_the_schedule_decided_in_parallel_segments_is_exactly_the_serial_one(tmp_path, monkeypatch, policy, carry):
+    """Segments decided at once on threads and joined equal one serial pass, with skipped frames at and around the
+    segments' first frames and a scene cut (a frame of noise) inside one; no ground-truth depth is decoded."""
+    import numpy as np
+
+    from smoothdino.edge.commands import chunks
+
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=40, velocity=(2.5, 1.0)))
+    noise = np.random.default_rng(3).integers(0, 256, (*SMALL, 3), dtype=np.uint8)
+    import cv2
+
+    cv2.imwrite(str(sequence / "17.jpg"), noise)  # position 16: a scene cut
+    _corrupt(sequence, 0, 10, 11, 30)
+    monkeypatch.setattr(chunks, "MIN_SEGMENT", 5)
+    monkeypatch.setattr("smoothdino.edge.sources.recorded.read_depth_png",
+                        lambda path: pytest.fail(f"the schedule decoded {path}"))
+    keyframes = parse_keyframes(policy, carry=carry)
+    identity = RunIdentity.of(SimpleNamespace(identity="test", precision="fp16", frame_size=SMALL, min_confidence=0.1,
+                                              motion_downscale=1), keyframes, True, carry=carry)
+    source = FolderSource(sequence)
+    serial = keyframe_schedule(source, keyframes, identity, _refuse, threads=1)
+    frames = [f.rgb for f in (source.load(p, depth=False) for p in range(40)) if f is not None]
+    assert serial.keyframes == list(decide_keyframes(frames, keyframes, 1, 0.1, carry))
+    assert serial.positions == [p for p in range(40) if p not in (0, 10, 11, 30)]
+    assert serial.keyframes[serial.positions.index(16)]  # the cut
+    for threads in (2, 3, 4, 7):
+        assert chunks.schedule_segments(40, keyframes, threads)[1][0] % (keyframes.n if policy != "auto" else 1) == 0
+        assert keyframe_schedule(source, keyframes, identity, _refuse, threads=threads) == serial, threads
 
 
 def test_a_chunk_done_under_other_options_is_refused_never_reused(tmp_path):
@@ -251,6 +283,51 @@ def test_ray_equals_one_process_for_every_policy_with_corrupt_frames_anywhere(ra
     redone = _process(sequences[1], tmp_path / "many", small_export, *common, "--ray", "--chunk", "3", "--overwrite")
     assert redone.exit_code == 0 and _footer(redone.output).startswith("4 chunks"), redone.output
     _assert_same(tmp_path / "one", tmp_path / "many", "windows")
+
+
+def test_ray_equals_one_process_across_a_keyframe_whose_features_overflowed(ray_cluster, small_export, tmp_path,
+                                                                           monkeypatch):
+    """--keyframes 3: keyframe 3's features overflow (NaN, as an FP16 encoder's can), in one process and on the
+    workers alike (the encoder is poisoned on that frame's pixels). The unbroken run gives it no depth and starts
+    afresh at keyframe 6; chunks that prime across it (chunk [6, 9) from keyframe 3; [4, 8) from 0, computing 3
+    again) must rebuild exactly that (tests/test_keyframes.py holds the same for a resumed run)."""
+    import hashlib
+
+    import numpy as np
+    from smoothdino.edge.commands import cluster_worker
+    from smoothdino.edge.pipeline import DepthPipeline
+
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=10, velocity=(1.5, 0.5)))
+    poisoned = hashlib.sha256(FolderSource(sequence).load(3).rgb.tobytes()).hexdigest()
+
+    def poison(encode):
+        def overflowing(self, rgb):
+            levels = encode(self, rgb)
+            if hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest() == poisoned:
+                levels = {name: np.full_like(value, np.nan) for name, value in levels.items()}
+            return levels
+
+        overflowing.poisoned = True
+        return overflowing
+
+    class OverflowingWorker(cluster_worker.ChunkWorker.__ray_actor_class__):
+        def open(self):  # in the worker's own process (the class travels by value)
+            if not getattr(DepthPipeline._encode, "poisoned", False):
+                DepthPipeline._encode = poison(DepthPipeline._encode)
+            return super().open()
+
+    monkeypatch.setattr(DepthPipeline, "_encode", poison(DepthPipeline._encode))  # the one process
+    monkeypatch.setattr(cluster_worker, "ChunkWorker", ray.remote(concurrency_groups={"control": 1})(OverflowingWorker))
+    common = ["--no-video", "--keyframes", "3"]
+    one = _process(sequence, tmp_path / "one", small_export, *common)
+    assert one.exit_code == 0, one.output
+    rows = json.loads((tmp_path / "one" / "seq" / "metrics.json").read_text())["frames"]
+    assert [r["keyframe"] for r in rows] == [i % 3 == 0 for i in range(10)]
+    assert rows[3].get("nonfinite_pixels", 0) > 0 and "nonfinite_pixels" not in rows[6]  # the overflow; a fresh start
+    for size in ("3", "4"):
+        many = _process(sequence, tmp_path / f"many{size}", small_export, *common, "--ray", "auto", "--chunk", size)
+        assert many.exit_code == 0, many.output
+        _assert_same(tmp_path / "one", tmp_path / f"many{size}", "seq")
 
 
 def _chunk_workers() -> list[int]:

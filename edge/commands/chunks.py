@@ -9,7 +9,8 @@ sequence's outputs put together from its chunks on the driver. edge.commands.clu
                (MetricsSink's own format), then done.json there: the chunk is complete, and a resumed run does not
                schedule it again.
     schedule   --keyframes N and auto: the driver computes the sequence's keyframe schedule once (which frames are
-               readable, and each one's decision, from the frames alone: edge.keyframes.decide_keyframes, no network;
+               readable, and each one's decision, from the frames alone: edge.keyframes.decide_keyframes, no network,
+               the RGB only, segments of the sequence on threads at once and joined exactly: keyframe_schedule;
                cached in <out>/<sequence>/.chunks/schedule.json under the run's identity) and hands each chunk its
                priming and the decisions of its frames (KeyframeSchedule.priming), forced on them
                (StreamOutputs.schedule), so every chunk decides exactly as one unbroken run, whatever was skipped.
@@ -39,7 +40,8 @@ import os
 import socket
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +78,10 @@ MAX_CHUNK = 1000
 CHUNKS = ".chunks"  # <out>/<sequence>/.chunks/<start>-<end>/{metrics.json, metrics.csv, started, done.json}
 SCHEDULE = "schedule.json"  # <out>/<sequence>/.chunks/schedule.json: the sequence's keyframe schedule (N, auto)
 MARKER = ".smoothdino-cluster"  # <out>/.smoothdino-cluster: the driver's token; every worker must read it
+# keyframe_schedule: segments of a sequence decided at once, on threads (OpenCV's decoding, resizing and phase
+# correlation run outside the GIL), none shorter than MIN_SEGMENT frames (a guess that must be redone costs its frames)
+SCHEDULE_THREADS = max(1, min(8, os.cpu_count() or 1))
+MIN_SEGMENT = 48
 
 
 def chunk_size(total_frames: int, workers: int) -> int:
@@ -186,31 +192,77 @@ class KeyframeSchedule:
 
 
 def keyframe_schedule(source: FolderSource, policy: KeyframePolicy, identity: RunIdentity,
-                      refuse_size: Callable[[int, int], None], stop: Callable[[], bool] = lambda: False
-                      ) -> KeyframeSchedule | None:
-    """A folder sequence's schedule: every frame decoded once, at the export's frame size (resized as the workers
-    do, or refused by `refuse_size`), through edge.keyframes.decide_keyframes (phase correlation only, no network).
-    None when `stop` said so before the end."""
+                      refuse_size: Callable[[int, int], None], stop: Callable[[], bool] = lambda: False,
+                      threads: int | None = None) -> KeyframeSchedule | None:
+    """A folder sequence's schedule: each frame's RGB decoded (never its ground-truth depth), at the export's frame
+    size (resized as the workers do, or refused by `refuse_size`), through edge.keyframes.decide_keyframes (phase
+    correlation only, no network). None when `stop` said so before the end.
+
+    In parallel, and exactly the serial schedule: the sequence is cut into `threads` segments (default
+    SCHEDULE_THREADS; a short sequence is one), each decided on its own thread as if its first frame were a keyframe,
+    and joined in order. A segment's guess is the unbroken run's from the first frame where both make a keyframe: a
+    keyframe's decisions after it depend on the frames from it on alone (what chunk priming relies on too). Up to
+    there the unbroken run's decisions are computed again, from the last keyframe before the segment, on the
+    joining thread. Under --keyframes N the segments start on multiples of N, so without skipped frames or scene
+    cuts a guess holds from its first frame."""
     size = parse_size(identity.size)
-    positions: list[int] = []
-    names: list[str] = []
 
-    def readable():
-        for position in range(len(source)):
-            if stop():
-                return
-            frame = source.load(position)
-            if frame is None:
-                continue
-            if frame.rgb.shape[:2] != size and not identity.resize:
-                refuse_size(*frame.rgb.shape[:2])
-            positions.append(position)
-            names.append(frame.name)
-            yield resize_rgb(frame.rgb, size)
+    def decided(positions) -> Iterator[tuple[int, str, bool]]:
+        """(position, name, keyframe) of the readable frames at `positions`, decided as from a fresh start."""
+        readable: list[tuple[int, str]] = []
 
-    keyframes = list(decide_keyframes(readable(), policy, identity.motion_downscale, identity.min_confidence,
-                                      identity.carry))
-    return None if stop() else KeyframeSchedule(positions, names, keyframes)
+        def frames():
+            for position in positions:
+                if stop():
+                    return
+                frame = source.load(position, depth=False)
+                if frame is None:
+                    continue
+                if frame.rgb.shape[:2] != size and not identity.resize:
+                    refuse_size(*frame.rgb.shape[:2])
+                readable.append((position, frame.name))
+                yield resize_rgb(frame.rgb, size)
+
+        for i, keyframe in enumerate(decide_keyframes(frames(), policy, identity.motion_downscale,
+                                                      identity.min_confidence, identity.carry)):
+            yield (*readable[i], keyframe)
+
+    segments = schedule_segments(len(source), policy, threads or SCHEDULE_THREADS)
+    with ThreadPoolExecutor(max_workers=len(segments), thread_name_prefix="schedule-segment") as pool:
+        guesses = list(pool.map(lambda segment: list(decided(range(*segment))), segments))
+    joined = guesses[0]
+    for (start, _), guess in zip(segments[1:], guesses[1:]):
+        if stop():
+            return None
+        last = next((i for i in range(len(joined) - 1, -1, -1) if joined[i][2]), None)
+        if last is None:  # nothing readable before the segment: its own run is the unbroken one
+            joined += guess
+            continue
+        again = decided([p for p, _, _ in joined[last:]] + list(range(start, len(source))))
+        for _ in joined[last:]:  # decided already
+            next(again, None)
+        for i, (_, _, keyframe) in enumerate(guess):
+            unbroken = next(again, None)
+            if unbroken is None:  # stopped
+                return None
+            joined.append(unbroken)
+            if unbroken[2] and keyframe:  # both start afresh here: the guess holds from here on
+                joined += guess[i + 1:]
+                break
+        again.close()
+    if stop():
+        return None
+    return KeyframeSchedule([p for p, _, _ in joined], [n for _, n, _ in joined], [k for _, _, k in joined])
+
+
+def schedule_segments(frames: int, policy: KeyframePolicy, threads: int) -> list[tuple[int, int]]:
+    """[start, end) of the segments keyframe_schedule decides at once: `threads` of them, none shorter than
+    MIN_SEGMENT frames (one for a short sequence), under --keyframes N each a multiple of N long."""
+    count = max(1, min(threads, frames // MIN_SEGMENT))
+    length = math.ceil(frames / count)
+    if policy.mode == "n":
+        length = math.ceil(length / policy.n) * policy.n
+    return [(s, min(s + length, frames)) for s in range(0, frames, length)] or [(0, 0)]
 
 
 def _fingerprint(source: FolderSource) -> str:

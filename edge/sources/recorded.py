@@ -62,12 +62,14 @@ class FolderSource:
     def names(self) -> list[str]:
         return [stem for stem, _, _ in self.frames]
 
-    def load(self, position: int) -> Frame | None:
+    def load(self, position: int, depth: bool = True) -> Frame | None:
+        """The frame at `position`, None when it is missing or corrupt; `depth=False` leaves the ground truth
+        undecoded (depth_gt None: what only reads the RGB, e.g. a keyframe schedule)."""
         stem, rgb_path, depth_path = self.frames[position]
         bgr = read_image(rgb_path)
         if bgr is None:
             return None
-        gt = read_depth_png(depth_path) if depth_path else None
+        gt = read_depth_png(depth_path) if depth_path and depth else None
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), position, stem, position / self.fps, gt)
 
     def __iter__(self) -> Iterator[Frame]:
