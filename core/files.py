@@ -2,8 +2,11 @@
 half-written file under the final name (a reader sees the old file or the new one, nothing between).
 
 A full disk (ENOSPC, or a quota: EDQUOT) becomes one DiskFull error naming the file: the temporary file is
-removed and everything already written stays. A SpaceReserve keeps room for the files that describe a run
-(metrics.json), so they can still be written when the disk fills up under the frames.
+removed and everything already written stays. So does running out of what a write needs besides the disk: open
+files (EMFILE: this process's limit, as a flood of connections to a server in it would; ENFILE: the machine's) and
+memory (ENOMEM): the same one line, saying which, and the same ending. A SpaceReserve keeps room for the files that
+describe a run (metrics.json), so they can still be written when the disk fills up under the frames: bytes on the
+disk, and a few spare descriptors for when the open files run out.
 
 Durable: a file is fsync'd under its temporary name, renamed, then its folder is fsync'd, so after a power cut (a
 Jetson's usual ending) a file under its final name holds its bytes (without it, ext4 may bring back a renamed PNG
@@ -32,17 +35,34 @@ from pathlib import Path
 
 from .errors import UserError
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+# what ran out, and what to do, for the errnos that are not the disk's
+EXHAUSTED = {
+    errno.EMFILE: ("too many open files in this process", "close what holds them (connections to its servers) or "
+                                                         "raise its limit (ulimit -n)"),
+    errno.ENFILE: ("too many open files on this machine", "close other programs' files"),
+    errno.ENOMEM: ("out of memory", "free some memory"),
+}
+SPARE_DESCRIPTORS = 8  # held by a SpaceReserve: metrics.json needs a few even when the process has none left
 
 
 class DiskFull(UserError):
-    """No space left for `path`. `resumable`: the command picks up where it stopped once there is space (process
-    does; a live stream does not), and the line says so."""
+    """No space left for `path` (or no descriptor, or no memory: `errno`, EXHAUSTED). `resumable`: the command picks
+    up where it stopped once there is space (process does; a live stream does not), and the line says so."""
 
-    def __init__(self, path: Path, resumable: bool = False):
+    _why: dict[str, int] = {}  # the last path's errno, so a DiskFull raised again for `resumable` keeps its reason
+
+    def __init__(self, path: Path, resumable: bool = False, errno: int | None = None):
         self.path, self.resumable = Path(path), resumable
-        super().__init__(f"{path}: no space left on the device; free some space or choose another output folder "
-                         "(files already written are kept" + (", and the same command resumes)" if resumable else ")"))
+        if errno is None:
+            errno = DiskFull._why.get(str(path))
+        else:
+            DiskFull._why = {str(path): errno}
+        self.errno = errno
+        what, advice = EXHAUSTED.get(errno, ("no space left on the device",
+                                             "free some space or choose another output folder"))
+        super().__init__(f"{path}: {what}; {advice} (files already written are kept"
+                         + (", and the same command resumes)" if resumable else ")"))
 
 
 @lru_cache(maxsize=1)
@@ -164,16 +184,21 @@ class SpaceReserve:
 
     def __init__(self, folder: Path, size: int):
         self.path = temporary_path(Path(folder) / "smoothdino-reserve")
+        self.spare: list[int] = []
         try:
             with open(self.path, "wb") as f:
                 os.posix_fallocate(f.fileno(), 0, size)
+            self.spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(SPARE_DESCRIPTORS)]
         except OSError as err:
-            self.path.unlink(missing_ok=True)
+            self.release()
             if err.errno not in DISK_FULL:
                 raise
-            raise DiskFull(Path(folder)) from None
+            raise DiskFull(Path(folder), errno=err.errno) from None
 
     def release(self) -> None:
+        spare, self.spare = self.spare, []
+        for fd in spare:
+            os.close(fd)
         self.path.unlink(missing_ok=True)
 
 
@@ -189,11 +214,10 @@ def atomic_path(path: Path, durable: bool = True) -> Iterator[Path]:
         durable_replace(tmp, path) if durable else os.replace(tmp, path)
     except OSError as err:
         if err.errno in DISK_FULL:
-            raise DiskFull(path) from None
+            raise DiskFull(path, errno=err.errno) from None
         raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> Path:

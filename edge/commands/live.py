@@ -80,7 +80,7 @@ def live(open_pipeline: Callable[[], FramePipeline], options: LiveOptions) -> St
         if viewer is not None and viewer.url:
             console.print(f"live: Foxglove -> open connection {viewer.url}")
         if web is not None:
-            console.print(f"live: browser view -> {web.url}", soft_wrap=True)
+            console.print(f"live: browser view -> {web.announce}", soft_wrap=True)
         report = run_stream(pipeline, stream, StreamOutputs(
             folder=options.out, video=None if mcap else options.record, window=not options.headless, resume=False,
             sinks=([viewer] if viewer else []) + ([web.stream(stream)] if web else []) + ([ros2] if ros2 else []),

@@ -110,7 +110,7 @@ def process(pipeline: FramePipeline, options: ProcessOptions) -> list[StreamRepo
             Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
         if web is not None:
-            console.print(f"process: browser view -> {web.url}", soft_wrap=True)
+            console.print(f"process: browser view -> {web.announce}", soft_wrap=True)
         if ros2 is not None:
             run_info.update(ros2.run_info())  # the publisher's counts, in each metrics.json
         for sequence in options.sequences:

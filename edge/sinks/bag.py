@@ -155,7 +155,7 @@ class BagSink:
             except OSError as err:  # the new bag is not in place: the earlier one goes back
                 self._restore_previous()
                 if err.errno in DISK_FULL:
-                    raise DiskFull(self.path) from None
+                    raise DiskFull(self.path, errno=err.errno) from None
                 raise
             shutil.rmtree(self._aside, ignore_errors=True)
         finally:

@@ -132,15 +132,16 @@ class MetricsSink:
             self._widen(self._fields + new)
         data = _csv_text([row], self._fields).encode()
         self._row_start = self._log.tell()
+        why = None
         try:
             complete = self._log.write(data) == len(data)
         except OSError as err:
             if err.errno not in DISK_FULL:
                 raise
-            complete = False
+            complete, why = False, err.errno
         if not complete:
             self._log.truncate(self._row_start)
-            raise DiskFull(self.folder / "metrics.csv")
+            raise DiskFull(self.folder / "metrics.csv", errno=why)
 
     def _widen(self, fields: list[str]) -> None:
         """metrics.csv again with `fields` as its header (rows so far copied, new cells empty), then opened for

@@ -272,7 +272,7 @@ class VideoSink:
         except OSError as err:  # its bytes did not fit on the disk after all (a delayed allocation)
             self.tmp.unlink(missing_ok=True)
             if err.errno in DISK_FULL:
-                raise DiskFull(self.path) from None
+                raise DiskFull(self.path, errno=err.errno) from None
             raise
 
     def discard(self) -> None:

@@ -3,7 +3,8 @@ serves one page and the stream to any browser, with no internet and nothing to i
 shows RGB | depth with the colour bar in metres, the depth and 3-D point under the cursor (from the frame shown),
 pinned points' distance over time, the output and network rates, the depth's age and how it was carried, stage
 times and drops, and saves snapshots. view.py is the loop's side (never waits), message.py one frame as sent,
-server.py the routes, viewers.py one thread per page, access.py who may connect, websocket.py the protocol;
+server.py the routes and every bound on what a client may hold (the `websockets` asyncio server on a thread of its
+own), viewers.py each page and MJPEG client as a task on that server's event loop, access.py who may connect;
 static/ holds the page (shipped in the package)."""
 
 from .access import Access, is_loopback

@@ -1,8 +1,10 @@
 """Who may use the browser view. Bound to loopback (the default): anyone on this machine, through a loopback name;
 a request whose Host is another name is refused, so a web page elsewhere cannot reach the view by pointing a DNS
-name at 127.0.0.1. Bound to another interface: only requests carrying the random token printed at start (in the
-URL's `token=`, or in the cookie the page gets with it). Page-made writes and the stream also need the view's own
-Origin, so another site open in the same browser cannot use them."""
+name at 127.0.0.1. Bound to another interface: only requests carrying the random token (the `token=` of the address
+in the token file the command names: view.WebView.token_file) on every route; the page passes it on to its scripts
+and stream itself. No cookie: cookies ignore ports, so every other web service on the robot's host name would
+receive it. Page-made writes and the streams also need the view's own Origin, so another site open in the same
+browser cannot use them."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
 
@@ -41,25 +42,14 @@ class Access:
     def for_bind(cls, host: str, port: int) -> Access:
         return cls(None if is_loopback(host) else secrets.token_urlsafe(18), port)
 
-    @property
-    def cookie(self) -> str:
-        """The cookie the page keeps the token in (one per port: cookies do not tell ports apart)."""
-        return f"smoothdino_view_{self.port}"
-
-    def given_token(self, headers, query: dict[str, list[str]]) -> str | None:
-        if query.get("token"):
-            return query["token"][0]
-        jar = SimpleCookie()
-        try:
-            jar.load(headers.get("Cookie", ""))
-        except Exception:  # noqa: BLE001 - a malformed cookie header is no token
-            return None
-        return jar[self.cookie].value if self.cookie in jar else None
+    @staticmethod
+    def given_token(query: dict[str, list[str]]) -> str | None:
+        return query["token"][0] if query.get("token") else None
 
     def allows(self, headers, query: dict[str, list[str]]) -> bool:
         if self.token is None:
             return is_loopback(host_name(headers.get("Host")))
-        given = self.given_token(headers, query)
+        given = self.given_token(query)
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
     @staticmethod

@@ -4,7 +4,8 @@ same picture as the window and the video, colour bar in metres included), the de
 page asked for it, and a JSON header with what the page shows beside the picture.
 
 The WebSocket message: 4 bytes (big-endian) header length, the header (UTF-8 JSON), the JPEG, then the PNG;
-the header gives both sizes (`jpeg_bytes`, `depth_bytes`, 0 when the depth was not asked for)."""
+the header gives both sizes (`jpeg_bytes`, `depth_bytes`, 0 when the depth was not asked for), and `stale_s` when
+the frame is a page's first and was written more than a second before (viewers.FRESH_S)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,7 @@ class FrameMessage:
             self._payloads[with_depth] = b"".join(
                 [struct.pack("!I", len(text)), text, self.jpeg, self.depth_png if with_depth else b""])
         return self._payloads[with_depth]
+
+    def aged(self, age_s: float) -> FrameMessage:
+        """This message for a page whose first frame it is, marked with its age (`stale_s`): not shown as live."""
+        return FrameMessage(self.seq, {**self.header, "stale_s": round(age_s, 1)}, self.jpeg, self.depth_png)

@@ -1,35 +1,87 @@
-"""The view's HTTP server (the standard library's threading server: a thread per connection). Routes:
+"""The view's server: the `websockets` asyncio server (strict RFC 6455, strict HTTP/1.1 request heads, no request
+bodies) on one thread with its own event loop: no thread per connection, and nothing here ever waits on the depth
+loop or makes it wait. Routes:
 
     GET  /               the page (static/index.html)
     GET  /static/<name>  its scripts and style, from the package (nothing is ever loaded from elsewhere)
     GET  /ws             the WebSocket: one FrameMessage per frame (viewers.PageViewer)
-    GET  /stream.mjpg    the picture alone as MJPEG, for VLC, ffplay or an <img> (viewers.MjpegViewer)
+    GET  /stream.mjpg    the picture alone as MJPEG, for VLC, ffplay or an <img> (viewers.stream_mjpeg)
     POST /snapshot?seq=N the frame the page shows, saved into the snapshots folder: the only write there is
 
-Every request passes access.Access first (403 otherwise); the WebSocket and the snapshot also need the page's own
-Origin. The page's Content-Security-Policy allows nothing but this server, so it works, and only works, offline."""
+Every request passes access.Access first (403 otherwise); the WebSocket, the MJPEG stream and the snapshot also
+need the page's own Origin. Every response but the stream's is one write and closes its connection (no keep-alive:
+nothing after a request head is ever read as another request). The page's Content-Security-Policy allows nothing
+but this server, so it works, and only works, offline.
+
+What a client can hold, each bound tested in tests/test_web_attacks.py and measured by benchmarks/web_attacks.py:
+    MAX_CONNECTIONS      connections open at once, in any state; the next is answered 503 and closed at once, so the
+                         process's descriptors stay for its own files
+    HEAD_DEADLINE_S      the whole request head must have arrived by then (not a per-byte timeout)
+    HEAD_MAX_BYTES       the request head's size (431 past it; websockets also caps lines and header count)
+    BACKLOG              the listen queue: 200 pages loading at once wait there, none is refused or times out
+    viewers.MESSAGES_PER_S  a page's messages a second (its acks and switches); a flood closes that page only (1008)
+    MAX_MESSAGE          a page's message size (1009 past it: an ack is 12 bytes); no compression
+    SNAPSHOT_*           snapshots a second (429 past it) and the bytes the snapshots folder may hold (507 past it)
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
-import socketserver
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from importlib import resources
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from smoothdino.core.errors import UserError
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Response
 
 from .access import Access
-from .viewers import BOUNDARY, MjpegViewer, PageViewer
-from .websocket import accept_key
+from .viewers import BOUNDARY, PageViewer, stream_mjpeg
 
 ASSETS = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "png16.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
           "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-REFUSED = (b"403: this view needs its token: open the address smoothdino printed when it started "
+REFUSED = (b"403: this view needs its token: open the address in the token file smoothdino named when it started "
            b"(http://HOST:PORT/?token=...)\n")
+SERVER_HEADER = "smoothdino-view"  # no versions: nothing for a scanner to match
+
+MAX_CONNECTIONS = 256
+HEAD_DEADLINE_S = 5.0
+HEAD_MAX_BYTES = 32 << 10
+BACKLOG = 1024  # the kernel caps it at net.core.somaxconn (4096 on current Linux)
+MAX_MESSAGE = 4 << 10
+SNAPSHOT_PER_S = 1.0  # a token bucket: SNAPSHOT_BURST at once, then one a second
+SNAPSHOT_BURST = 3
+SNAPSHOT_BUDGET = 256 << 20  # bytes in the snapshots folder (about 1,000 snapshots at 480x640)
+
+
+
+def _raw(status: str, body: bytes, extra: str = "") -> bytes:
+    """A whole response written before websockets sees the connection (it is closed right after)."""
+    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n{extra}Server: {SERVER_HEADER}\r\n\r\n").encode() + body
+
+
+def busy(limit: int) -> bytes:
+    return _raw("503 Service Unavailable", b"503: the view has %d connections open, its limit: try again in a few "
+                b"seconds\n" % limit, "Retry-After: 5\r\n")
+
+
+TOO_BIG = _raw("431 Request Header Fields Too Large", b"431: a request head of more than %d bytes\n" % HEAD_MAX_BYTES)
+
+# websockets logs a refused handshake, a client's reset and a broken frame; a robot's journal gets none of it
+QUIET = logging.getLogger("smoothdino.edge.web.server")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
 
 
 def load_assets() -> dict[str, bytes]:
@@ -38,127 +90,306 @@ def load_assets() -> dict[str, bytes]:
     return {name: folder.joinpath(name).read_bytes() for name in ASSETS}
 
 
-class ViewServer(ThreadingHTTPServer):
-    daemon_threads = True  # a viewer's connection never keeps the process alive
+def page_with_token(page: bytes, token: str | None) -> bytes:
+    """index.html whose script and style addresses carry the token (no cookie: cookies ignore ports, so every other
+    service on this host name would receive one)."""
+    if token is None:
+        return page
+    for name in ("style.css", "png16.js", "app.js"):
+        page = page.replace(f'"/static/{name}"'.encode(), f'"/static/{name}?token={token}"'.encode())
+    return page
 
-    def __init__(self, address: tuple[str, int], view, option: str = "--serve"):
+
+def reply(status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
+          headers: dict[str, str] | None = None) -> Response:
+    """One whole response (head and body in one write), after which the connection closes."""
+    head = Headers({"Content-Type": content_type, "Content-Length": str(len(body)), "Cache-Control": "no-store",
+                    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Connection": "close",
+                    **(headers or {})})
+    return Response(status, HTTPStatus(status).phrase, head, body)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst, self.level, self.at = rate, burst, float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.level = min(self.burst, self.level + (now - self.at) * self.rate)
+        self.at = now
+        if self.level < 1.0:
+            return False
+        self.level -= 1.0
+        return True
+
+
+class Counters:
+    """What the bounds turned away (benchmarks/web_attacks.py and the tests read them)."""
+
+    def __init__(self):
+        self.busy = self.slow_heads = self.big_heads = self.flooded_pages = self.stalled = 0
+        self.snapshots_limited = self.snapshots_over_budget = self.errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class ViewConnection(ServerConnection):
+    """websockets' connection with this server's bounds on what happens before the request head is whole (the
+    connection cap, the head's deadline and size), and the MJPEG route, which streams instead of upgrading."""
+
+    def __init__(self, protocol, server, *, owner: ViewServer, **options):
+        super().__init__(protocol, server, **options)
+        self.owner = owner
+        self.refused = False
+        self.head_bytes = 0
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        owner = self.owner
+        if owner.open >= owner.max_connections or owner.stopping:
+            self.refused = True  # answered and closed here: websockets never sees it
+            owner.counters.busy += 1
+            transport.write(owner.busy)
+            transport.close()
+            return
+        owner.open += 1
+        self.head_timer = asyncio.get_running_loop().call_later(HEAD_DEADLINE_S, self._head_late)
+        super().connection_made(transport)
+
+    def _head_late(self) -> None:
+        if self.request is None:
+            self.owner.counters.slow_heads += 1
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.request is None:
+            self.head_bytes += len(data)
+            if self.head_bytes > HEAD_MAX_BYTES:
+                self.owner.counters.big_heads += 1
+                self.refused_late()
+                return
+        super().data_received(data)
+
+    def refused_late(self) -> None:
+        self.transport.write(TOO_BIG)
+        self.transport.close()
+
+    def process_event(self, event) -> None:
+        if self.request is None and self.head_timer is not None:
+            self.head_timer.cancel()
+        super().process_event(event)
+
+    def connection_lost(self, exc) -> None:
+        if self.refused:
+            return
+        self.owner.open -= 1
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        super().connection_lost(exc)
+
+    async def handshake(self, process_request=None, process_response=None, server_header=SERVER_HEADER) -> None:
+        await asyncio.wait([self.request_rcvd, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
+        if self.request is not None and urlsplit(self.request.path).path == "/stream.mjpg":
+            refused = self.owner.refusal(self.request, needs_origin=True)
+            if refused is None:  # streamed until the client goes or the view stops; websockets then closes it
+                await stream_mjpeg(self.owner, self)
+                return
+        await super().handshake(process_request, process_response, server_header)
+
+
+class ViewServer:
+    """The view's server on its own thread and event loop; `stop()` ends both. Binding happens in the caller's
+    thread, so a busy port is a UserError there."""
+
+    def __init__(self, address: tuple[str, int], view, option: str = "--serve", *,
+                 max_connections: int = MAX_CONNECTIONS, snapshot_budget: int = SNAPSHOT_BUDGET):
         host, port = address
         self.host = host
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.view = view
+        self.max_connections = max_connections
+        self.snapshot_budget = snapshot_budget
         self.assets = load_assets()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            super().__init__((host, port), ViewRequest)
+            self.socket = socket.create_server((host, port), family=family, backlog=BACKLOG)
         except (OSError, OverflowError) as err:
             why = getattr(err, "strerror", None) or str(err)
             raise UserError(f"{option} {host}:{port}: cannot serve ({why}); choose another port or host") from None
+        self.server_address = self.socket.getsockname()
         self.access = Access.for_bind(host, self.server_address[1])
+        self.page = page_with_token(self.assets["index.html"], self.access.token)
+        self.counters = Counters()
+        self.busy = busy(max_connections)
+        self.open = 0  # connections open now (the event loop's thread alone changes it)
+        self.viewers: set = set()  # pages and MJPEG clients (idem)
+        self.stopping = False
+        self.latest = None  # the newest FrameMessage (set by the view's encoder thread)
+        self.snapshots = TokenBucket(SNAPSHOT_PER_S, SNAPSHOT_BURST)
+        self.snapshot_bytes: int | None = None  # what the snapshots folder holds, counted at the first snapshot
+        self.disk = ThreadPoolExecutor(1, thread_name_prefix="web-view-snapshot")  # one save at a time, off the loop
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(self._loop_error)
+        self._started = threading.Event()
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="web-view-server", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._failed is not None:
+            raise self._failed
 
-    def server_bind(self) -> None:
-        """HTTPServer's bind without its reverse DNS lookup of the host (seconds on a robot with no DNS)."""
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.host, self.server_address[1]
+    # -- the event loop's thread ------------------------------------------------------------------
 
-
-class ViewRequest(BaseHTTPRequestHandler):
-    server: ViewServer
-    server_version = "smoothdino-view"
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # an idle kept-alive connection is closed after this long (a viewer's socket gets its own)
-
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
-        pass  # the terminal belongs to the loop's progress and notices
-
-    def _query(self) -> tuple[str, dict[str, list[str]]]:
-        url = urlsplit(self.path)
-        return url.path, parse_qs(url.query)
-
-    def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
-               headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _admitted(self, query) -> bool:
-        if self.server.access.allows(self.headers, query):
-            return True
-        self._reply(403, REFUSED)
-        return False
-
-    def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        path, query = self._query()
-        if not self._admitted(query):
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.server = self.loop.run_until_complete(self._serve())
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            self._failed = err
+            self._started.set()
             return
+        self._started.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    async def _serve(self):
+        return await serve(
+            self._handler, sock=self.socket, backlog=BACKLOG, process_request=self._route,
+            server_header=SERVER_HEADER, logger=QUIET, compression=None, max_size=MAX_MESSAGE, max_queue=16,
+            open_timeout=None,  # the head's deadline is ViewConnection's; the rest of the handshake is ours
+            ping_interval=20, ping_timeout=20, close_timeout=2,
+            create_connection=lambda protocol, server, **options: ViewConnection(protocol, server, owner=self,
+                                                                                 **options))
+
+    def _loop_error(self, loop, context: dict) -> None:
+        self.counters.errors += 1  # a client's reset is not worth a traceback on a robot's journal
+
+    def refusal(self, request, needs_origin: bool = False) -> Response | None:
+        """403 when the request may not use the view (access.Access), None when it may."""
+        query = parse_qs(urlsplit(request.path).query)
+        if not self.access.allows(request.headers, query):
+            return reply(403, REFUSED)
+        if needs_origin and not Access.same_origin(request.headers):
+            return reply(403, b"403: another site's page\n")
+        return None
+
+    async def _route(self, connection, request) -> Response | None:
+        url = urlsplit(request.path)
+        path = url.path
+        method = getattr(request, "method", "GET")
+        refused = self.refusal(request, needs_origin=path in ("/ws", "/snapshot"))
+        if refused is not None:
+            return refused
+        if path == "/snapshot":
+            return await self._snapshot(parse_qs(url.query)) if method == "POST" else reply(
+                405, b"405: POST /snapshot?seq=N\n", headers={"Allow": "POST"})
+        if method != "GET":
+            return reply(405, b"405: this view reads GET only here\n", headers={"Allow": "GET"})
         if path in ("/", "/index.html"):
-            self._page(query)
-        elif path.startswith("/static/") and path[len("/static/"):] in ASSETS:
+            return reply(200, self.page, ASSETS["index.html"], {"Content-Security-Policy": POLICY})
+        if path.startswith("/static/") and path[len("/static/"):] in ASSETS:
             name = path[len("/static/"):]
-            self._reply(200, self.server.assets[name], ASSETS[name])
-        elif path == "/ws":
-            self._websocket()
-        elif path == "/stream.mjpg":
-            self._mjpeg()
-        else:
-            self._reply(404, b"404: not part of the view\n")
+            return reply(200, self.assets[name], ASSETS[name])
+        if path == "/ws":
+            if self.stopping:
+                return reply(503, b"503: the view is stopping\n")
+            return None  # websockets checks the upgrade itself (400 or 426 when it is not a proper one)
+        return reply(404, b"404: not part of the view\n")
 
-    def do_POST(self) -> None:  # noqa: N802
-        path, query = self._query()
-        if not self._admitted(query):
-            return
-        if path != "/snapshot":
-            self._reply(404, b"404: not part of the view\n")
-            return
-        if not Access.same_origin(self.headers):
-            self._reply(403, b"403: another site's page\n")
-            return
+    async def _handler(self, connection) -> None:
+        """An upgraded /ws connection: the page until it or the view closes."""
+        await PageViewer(self, connection).serve()
+
+    async def _snapshot(self, query) -> Response:
         try:
             seq = int(query.get("seq", [""])[0])
         except ValueError:
-            self._reply(400, b"400: snapshot?seq=N, N the frame's number in the stream\n")
-            return
-        saved = self.server.view.save_snapshot(seq)
+            return reply(400, b"400: snapshot?seq=N, N the frame's number in the stream\n")
+        if not self.snapshots.take():
+            self.counters.snapshots_limited += 1
+            return _json(429, {"error": f"at most one snapshot a second ({SNAPSHOT_BURST} at once): try again"},
+                         {"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        folder = Path(self.view.snapshots.snapshots)
+        if self.snapshot_bytes is None:
+            self.snapshot_bytes = await loop.run_in_executor(self.disk, folder_bytes, folder)
+        if self.snapshot_bytes >= self.snapshot_budget:
+            self.counters.snapshots_over_budget += 1
+            return _json(507, {"error": f"the snapshots folder holds {self.snapshot_bytes / 1e6:.0f} MB, its budget "
+                                        f"({self.snapshot_budget / 1e6:.0f} MB): move some away"})
+        saved = await loop.run_in_executor(self.disk, self.view.save_snapshot, seq)
         if saved is None:
-            self._reply(404, b'{"error": "that frame is no longer kept: try again"}', "application/json")
-        elif not saved:  # the disk refused (WindowSink.save_snapshot said why in a notice)
-            self._reply(500, b'{"error": "the snapshot could not be written: see the terminal"}', "application/json")
-        else:
-            self._reply(200, json.dumps({"saved": [str(p) for p in saved]}).encode(), "application/json")
+            return _json(404, {"error": "that frame is no longer kept: try again"})
+        if not saved:  # the disk refused (WindowSink.save_snapshot said why in a notice)
+            return _json(500, {"error": "the snapshot could not be written: see the terminal"})
+        self.snapshot_bytes += sum(_size(p) for p in saved)
+        # the folder's own name, never where it is on this machine
+        return _json(200, {"saved": [f"{folder.name}/{p.name}" for p in saved]})
 
-    def _page(self, query) -> None:
-        access = self.server.access
-        headers = {"Content-Security-Policy": POLICY}
-        if access.token is not None and query.get("token"):  # the page's scripts and stream carry it from here on
-            headers["Set-Cookie"] = f"{access.cookie}={access.token}; Path=/; HttpOnly; SameSite=Strict"
-        self._reply(200, self.server.assets["index.html"], ASSETS["index.html"], headers)
+    # -- any thread -------------------------------------------------------------------------------
 
-    def _websocket(self) -> None:
-        key = self.headers.get("Sec-WebSocket-Key")
-        if self.headers.get("Upgrade", "").lower() != "websocket" or not key:
-            self._reply(400, b"400: a WebSocket upgrade is expected here\n")
+    def publish(self, message) -> None:
+        """The encoder's new message: every viewer is woken (in the event loop's thread)."""
+        self.latest = message
+        try:
+            self.loop.call_soon_threadsafe(self._wake_all)
+        except RuntimeError:  # the loop has stopped: nobody to tell
+            pass
+
+    def _wake_all(self) -> None:
+        for viewer in self.viewers:
+            viewer.wake.set()
+
+    @property
+    def watching(self) -> int:
+        return len(self.viewers)
+
+    @property
+    def depth_wanted(self) -> bool:
+        return any(getattr(v, "wants_depth", False) for v in list(self.viewers))
+
+    def stop(self, wait_s: float = 2.0) -> None:
+        """Every page is told the stream ended (close 1001), every connection closed, the thread ended."""
+        if not self._thread.is_alive():
             return
-        if not Access.same_origin(self.headers):
-            self._reply(403, b"403: another site's page\n")
-            return
-        self.send_response(101, "Switching Protocols")
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept_key(key))
-        self.end_headers()
-        self.close_connection = True
-        PageViewer(self.server.view, self.connection).serve()
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(wait_s), self.loop).result(timeout=wait_s + 3)
+        except Exception:  # noqa: BLE001 - stopping anyway
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=wait_s + 3)
+        self.disk.shutdown(wait=False)
 
-    def _mjpeg(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        MjpegViewer(self.server.view, self.connection).serve()
+    async def _stop(self, wait_s: float) -> None:
+        self.stopping = True
+        self._wake_all()
+        self.server.close()  # open pages get 1001 ("going away": the page says "stream ended")
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), wait_s)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    return reply(status, json.dumps(body).encode(), "application/json", headers)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes in the folder's files (not below it: snapshots are written flat)."""
+    try:
+        return sum(_size(p) for p in folder.iterdir())
+    except OSError:
+        return 0
+
+
+__all__ = ["BOUNDARY", "MAX_CONNECTIONS", "ViewServer"]

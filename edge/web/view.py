@@ -1,12 +1,18 @@
 """`WebView`: the browser view of a running stream, from the loop's side. The loop never waits for it: `write`
 leaves the frame in a one-frame mailbox (a frame still there is replaced and counted as dropped for the viewers)
 and returns; an encoder thread turns the newest frame into one `FrameMessage`, once, whatever the number of pages,
-and only while someone watches; each page's own thread sends it the newest message it has not seen (viewers.py).
-The server outlives a stream: `process --serve` shows every sequence through one address; `stop()` ends it."""
+and only while someone watches; the server's event loop sends each page the newest message it has not seen
+(viewers.py). The server outlives a stream: `process --serve` shows every sequence through one address; `stop()`
+ends it.
+
+Off loopback the view needs its token. It is never printed (a robot's journal keeps what a service prints): the
+address with the token goes into a file only its user may read (`token_file`, mode 0600, removed at stop), and the
+printed line names that file."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from smoothdino.core.console import notice
+from smoothdino.core.paths import smoothdino_home
 from smoothdino.edge.sinks.foxglove import parse_address
 from smoothdino.edge.sinks.view import DISPLAY_RANGE, side_by_side
 from smoothdino.edge.sinks.window import WindowSink
@@ -99,18 +106,15 @@ class WebView:
 
     def __init__(self, address: tuple[str, int], *, snapshots: Path = Path("snapshots"),
                  depth_range: tuple[float, float] = DISPLAY_RANGE, random_weights: bool = False,
-                 intrinsics: IntrinsicsText | None = None, jpeg_quality: int = 80, option: str = "--serve"):
+                 intrinsics: IntrinsicsText | None = None, jpeg_quality: int = 80, option: str = "--serve",
+                 **server_options):
         self.depth_range = depth_range
         self.random_weights = random_weights
         self.explicit = intrinsics
         self.intrinsics = IntrinsicsChoice(intrinsics, "browser view")
         self.jpeg_quality = jpeg_quality
         self.snapshots = _SnapshotFolder(snapshots, depth_range, random_weights)
-        # published state, read by the viewers' threads: `cond` wakes them on a new message and on stop
-        self.cond = threading.Condition()
-        self.latest: FrameMessage | None = None
-        self.viewers: set = set()
-        self.stopping = False
+        self.cond = threading.Condition()  # guards _recent (the encoder's thread and the snapshot's)
         # the loop's side: a one-frame mailbox
         self._wake = threading.Condition()
         self._mailbox: _Written | None = None
@@ -122,25 +126,56 @@ class WebView:
         self.encoded = 0
         self.encode_ms: deque[dict[str, float]] = deque(maxlen=1000)  # per encoded frame: view, jpeg, depth
         self._error: str | None = None
-        self.server = ViewServer(address, self, option)
+        self.server = ViewServer(address, self, option, **server_options)
+        self.token_file = self._write_token_file() if self.server.access.token else None
         self._encoder = threading.Thread(target=self._encode_until_closed, name="web-view-encoder", daemon=True)
-        self._serving = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-                                         name="web-view-server", daemon=True)
         self._encoder.start()
-        self._serving.start()
 
     @property
     def port(self) -> int:
         return self.server.server_address[1]
 
     @property
-    def url(self) -> str:
+    def latest(self) -> FrameMessage | None:
+        return self.server.latest
+
+    @property
+    def viewers(self) -> int:
+        """Pages and MJPEG clients connected now."""
+        return self.server.watching
+
+    @property
+    def address(self) -> str:
+        """The view's address without its token (what is printed)."""
         host = self.server.host
         if host in ("0.0.0.0", "::", ""):  # every interface: the robot's own name (or any of its addresses)
             host = socket.gethostname()
         shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}/"
+
+    @property
+    def url(self) -> str:
+        """The address to open, with the token when the view has one (never printed: see `announce`)."""
         token = self.server.access.token
-        return f"http://{shown}:{self.port}/" + (f"?token={token}" if token else "")
+        return self.address + (f"?token={token}" if token else "")
+
+    @property
+    def announce(self) -> str:
+        """What the command prints: the address, and off loopback the file that holds the address with its token."""
+        if self.token_file is None:
+            return self.address
+        return f"{self.address} (needs its token: open the address in {self.token_file}, readable by you only)"
+
+    def _write_token_file(self) -> Path:
+        """<home>/view/<port>.url, mode 0600 from its creation (never readable by others, not even for a moment)."""
+        folder = smoothdino_home() / "view"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{self.port}.url"
+        path.unlink(missing_ok=True)  # an earlier run's, or someone else's planted file: never written through
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.url + "\n")
+        return path
 
     def stream(self, source) -> WebStream:
         return WebStream(self, source)
@@ -173,8 +208,7 @@ class WebView:
             seq += 1
             with self.cond:
                 self._recent.append((seq, item))
-                watched = bool(self.viewers)
-                depth_wanted = any(getattr(v, "wants_depth", False) for v in self.viewers)
+            watched, depth_wanted = self.server.watching > 0, self.server.depth_wanted
             if not watched:
                 continue  # nobody watching: nothing is encoded (a page that connects gets the next frame)
             try:
@@ -184,9 +218,7 @@ class WebView:
                     self._error = f"{type(err).__name__}: {err}"
                     notice(f"browser view: encoding failed ({self._error}); the depth loop goes on")
                 continue
-            with self.cond:
-                self.latest = message
-                self.cond.notify_all()
+            self.server.publish(message)
 
     def encode(self, seq: int, item: _Written, times: list, depth_wanted: bool) -> FrameMessage:
         """The frame's message: the loop's RGB | depth canvas when it drew one (video, window), else one drawn
@@ -223,6 +255,7 @@ class WebView:
                           age_ms=float(result.age_ms),
                           carry=getattr(result, "carry", None), inliers=getattr(result, "inliers", None),
                           fallback=getattr(result, "fallback", "") or None,
+                          flicker=getattr(result, "flicker", None),
                           stages_ms={k: v * 1000.0 for k, v in result.timings.items() if v})
         return header
 
@@ -249,16 +282,9 @@ class WebView:
             self._closing = True
             self._wake.notify()
         self._encoder.join(timeout=STOP_WAIT_S)
-        with self.cond:
-            self.stopping = True
-            viewers = list(self.viewers)
-            self.cond.notify_all()
-        for viewer in viewers:
-            viewer.close()
-        with self.cond:  # each page gets its close frame (it then says "stream ended", not "reconnecting")
-            self.cond.wait_for(lambda: not self.viewers, timeout=STOP_WAIT_S)
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop(STOP_WAIT_S)  # each page gets its close frame (it then says "stream ended")
+        if self.token_file is not None:
+            self.token_file.unlink(missing_ok=True)
 
     def __enter__(self) -> WebView:
         return self

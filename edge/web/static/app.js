@@ -3,6 +3,8 @@
 // while the cursor is on the picture or a point is pinned). Each message is acknowledged once decoded, so the server
 // never has more than two on the way; the newest decoded frame is drawn at the next animation frame, older ones are
 // skipped. The depth read under the cursor is always the shown frame's own.
+// Off loopback the address carries the view's token: it is kept here, in memory, passed on to the stream and the
+// snapshot, and taken out of the address bar (and so out of the history) at once. No cookie holds it.
 
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -14,6 +16,9 @@
     ws: null, shown: null, pending: null, hover: null, pins: [], depthWish: null,
     received: 0, drawn: 0, skipped: 0, shownAt: [], decodeMs: [], ended: false, statsShownAt: -Infinity,
   };
+  const TOKEN = new URLSearchParams(location.search).get("token");
+  const withToken = (path) => TOKEN ? `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(TOKEN)}` : path;
+  if (TOKEN) history.replaceState(null, "", location.pathname);
   const STATS_EVERY_MS = 250;  // figures are read by people: four updates a second, not one per frame
   window.smoothdinoView = state;  // what tests and benchmarks read
 
@@ -24,7 +29,7 @@
 
   function connect() {
     if (state.ws) return;  // a reconnect timer and the tab coming back may both ask
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${withToken("/ws")}`);
     ws.binaryType = "arraybuffer";
     ws.onopen = () => { setStatus("live", "live"); state.depthWish = null; syncDepthWish(); };
     ws.onmessage = (event) => receive(event.data);
@@ -95,6 +100,9 @@
     state.shownAt.push([frame.seq, frame.header.written_ms, performance.timeOrigin + performance.now()]);
     if (state.shownAt.length > 2000) state.shownAt.splice(0, 1000);
     if (state.pins.length) recordPins(frame);
+    // a first frame written more than a second ago (a paused stream) is shown with its age, never as live
+    if (frame.header.stale_s != null) setStatus("stale", `not live: this frame is ${frame.header.stale_s.toFixed(1)} s old`);
+    else if ($("status").dataset.state === "stale") setStatus("live", "live");
     if (time - state.statsShownAt >= STATS_EVERY_MS) {
       state.statsShownAt = time;
       showStats(frame.header);
@@ -245,6 +253,7 @@
       const stages = Object.entries(h.stages_ms || {}).filter(([name]) => name !== "total");
       rows.push(["stages", stages.map(([name, v]) => `${name} ${ms(v)}`).join(" / ") + " ms"]);
       if (h.stages_ms && h.stages_ms.total) rows.push(["step", `${ms(h.stages_ms.total)} ms`]);
+      if (h.flicker != null) rows.push(["flicker", `${(100 * h.flicker).toFixed(1)} % (median change against the last output, carried)`]);
     }
     rows.push(["dropped", `camera ${h.camera_dropped}, for viewers ${h.viewer_dropped}, this page ${state.skipped}`]);
     if (h.skipped) rows.push(["skipped", `${h.skipped} unreadable frames`]);
@@ -286,7 +295,7 @@
     const result = $("snapshot-result");
     result.textContent = "saving";
     try {
-      const response = await fetch(`/snapshot?seq=${state.shown.seq}`, {method: "POST"});
+      const response = await fetch(withToken(`/snapshot?seq=${state.shown.seq}`), {method: "POST"});
       const body = await response.json();
       const stem = response.ok ? body.saved[0].split("/").pop().replace(/_rgb\.png$/, "") : "";
       result.textContent = response.ok ? `saved ${stem}_{rgb,depth_mm,depth_color}.png`
