@@ -548,8 +548,8 @@ class Ros2Choice:
 
     @property
     def options(self):
-        """edge.sinks.ros2.Ros2Options, or None without --ros2 (a companion option alone is refused)."""
-        from smoothdino.edge.sinks.ros2 import Ros2Options
+        """edge.ros2.Ros2Options, or None without --ros2 (a companion option alone is refused)."""
+        from smoothdino.edge.ros2 import Ros2Options
 
         if self.ros2_transport is None:
             given = [f"--{k.replace('_', '-')}" for k, v in vars(self).items() if v not in (None, "", False)]

@@ -27,12 +27,8 @@ import argparse
 import base64
 import contextlib
 import json
-import os
 import random
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -50,6 +46,7 @@ from smoothdino.edge.sources import Frame, SourceStats
 from smoothdino.edge.sources.synthetic import SyntheticScene
 
 from .report import markdown_table
+from .ros2_loopback import Child, cyclone_loopback, free_port, zenoh_config
 from .runners import percentiles
 
 MESSAGE_DATA = 0x01  # Foxglove WebSocket protocol: binary opcode of a message on a subscription
@@ -257,9 +254,8 @@ def timed_stream(pipeline, frames: list[Frame], sinks: list) -> list[float]:
 def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: int, ros2: bool = True) -> dict:
     """run_stream time per frame: plain, + bag sink, + Foxglove sink with a viewer, + each ROS 2 transport (no
     subscriber: the loop's side is what is timed), plain again (after an untimed warm-up run)."""
-    from smoothdino.edge.sinks.ros2 import Ros2Publisher
-
     from smoothdino.edge.pipeline import DepthPipeline
+    from smoothdino.edge.ros2 import Ros2Publisher
 
     frames, _ = synthetic_frames(size, count)
     rows = {}
@@ -274,7 +270,7 @@ def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: i
             viewer, publishes = None, None
             if name.startswith("ROS 2"):
                 sinks = [Ros2Publisher(name.split()[-1], namespace=ROS2_NAMESPACE, domain=random.randrange(120, 230),
-                                       connect=f"tcp/127.0.0.1:{_free_port()}" if name.endswith("zenoh") else None,
+                                       connect=f"tcp/127.0.0.1:{free_port()}" if name.endswith("zenoh") else None,
                                        distro="jazzy", intrinsics=IntrinsicsChoice(None, "bench", nyu=True),
                                        cloud_stride=cloud_stride, live=False)]
             elif name == "bag sink":
@@ -300,29 +296,12 @@ def loop_costs(size: tuple[int, int], engines: Path, count: int, cloud_stride: i
 
 
 ROS2_NAMESPACE = "/bench"
-CYCLONE_LOOPBACK = """<?xml version="1.0" encoding="UTF-8"?>
-<CycloneDDS xmlns="https://cdds.io/config"><Domain Id="any">
-  <General><Interfaces><NetworkInterface name="lo"/></Interfaces><AllowMulticast>false</AllowMulticast></General>
-  <Discovery><ParticipantIndex>auto</ParticipantIndex><MaxAutoParticipantIndex>20</MaxAutoParticipantIndex>
-    <Peers><Peer address="127.0.0.1"/></Peers></Discovery>
-</Domain></CycloneDDS>
-"""
-ZENOH_ROUTER = """
-import json, signal, sys, zenoh
-config = zenoh.Config()
-config.insert_json5("mode", '"router"')
-config.insert_json5("scouting/multicast/enabled", "false")
-config.insert_json5("listen/endpoints", json.dumps([sys.argv[1]]))
-session = zenoh.open(config)
-print("ready", flush=True)
-signal.sigwait([signal.SIGTERM, signal.SIGINT])
-"""
 
 
 def subscribe(transport: str, domain: int, endpoint: str, seconds: float) -> None:
     """A loopback subscriber (run as its own process): counts the depth images on <ROS2_NAMESPACE>/depth/image as
     they arrive (bytes only, no Python deserialization), until `seconds` passed; prints the arrival times as JSON."""
-    from smoothdino.edge.sinks.ros2_topics import Graph
+    from smoothdino.edge.ros2.topics import Graph
 
     graph = Graph.of(ROS2_NAMESPACE, domain=domain, distro="jazzy")
     topic = graph.topic("depth")
@@ -334,7 +313,7 @@ def subscribe(transport: str, domain: int, endpoint: str, seconds: float) -> Non
         from cyclonedds.qos import Policy
         from cyclonedds.sub import DataReader
         from cyclonedds.topic import Topic
-        from smoothdino.edge.sinks.ros2_dds import idl_type
+        from smoothdino.edge.ros2.dds import idl_type
 
         participant = DomainParticipant(domain)
         reader = DataReader(participant, Topic(participant, topic.dds_topic, idl_type("jazzy", topic.ros_type)),
@@ -350,13 +329,9 @@ def subscribe(transport: str, domain: int, endpoint: str, seconds: float) -> Non
     else:
         import zenoh
 
-        from smoothdino.edge.sinks.ros2_zenoh import data_key
+        from smoothdino.edge.ros2.zenoh import data_key
 
-        config = zenoh.Config()
-        config.insert_json5("mode", '"peer"')
-        config.insert_json5("scouting/multicast/enabled", "false")
-        config.insert_json5("connect/endpoints", json.dumps([endpoint]))
-        session = zenoh.open(config)
+        session = zenoh.open(zenoh_config(endpoint))
         subscriber = session.declare_subscriber(data_key(graph, topic), lambda sample: arrivals.append(time.monotonic()))
         print("ready", flush=True)
         time.sleep(seconds)
@@ -365,54 +340,21 @@ def subscribe(transport: str, domain: int, endpoint: str, seconds: float) -> Non
     print(json.dumps(arrivals), flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def cyclone_loopback():
-    """CYCLONEDDS_URI naming lo, peer 127.0.0.1, multicast off, while the block runs (and for its children): the
-    benchmark's DDS traffic stays on this machine."""
-    previous = os.environ.get("CYCLONEDDS_URI")
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "cyclonedds.xml"
-        config.write_text(CYCLONE_LOOPBACK)
-        os.environ["CYCLONEDDS_URI"] = config.as_uri()
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop("CYCLONEDDS_URI", None)
-            else:
-                os.environ["CYCLONEDDS_URI"] = previous
-
-
-def _child(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    """A child that prints `ready` once it listens."""
-    child = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
-    if child.stdout.readline().strip() != "ready":
-        child.kill()
-        raise RuntimeError(f"{args[:3]} did not start")
-    return child
-
-
 def ros2_costs(size: tuple[int, int], seconds: float, offer_fps: float, cloud_stride: int) -> dict:
     """Per transport: publisher-thread ms a frame (build the three messages' CDR, send them), loop-side write ms,
     and what a loopback subscriber in another process receives a second while frames are offered."""
-    from smoothdino.edge.sinks.ros2 import Ros2Publisher
+    from smoothdino.edge.ros2 import Ros2Publisher
 
     frames, depths = synthetic_frames(size, 8)
     rows = {}
     with cyclone_loopback():
         for transport in ("dds", "zenoh"):
             domain = random.randrange(120, 230)
-            endpoint = f"tcp/127.0.0.1:{_free_port()}"
-            router = _child(["-c", ZENOH_ROUTER, endpoint]) if transport == "zenoh" else None
+            endpoint = f"tcp/127.0.0.1:{free_port()}"
+            router = Child.router(endpoint) if transport == "zenoh" else None
             try:
-                listener = _child(["-m", "smoothdino.benchmarks.robotics_overhead", "--subscribe", transport,
-                                   str(domain), endpoint, str(seconds + 4)])
+                listener = Child("-m", "smoothdino.benchmarks.robotics_overhead", "--subscribe", transport, domain,
+                                 endpoint, seconds + 4)
                 publisher = Ros2Publisher(transport, namespace=ROS2_NAMESPACE, domain=domain,
                                           connect=endpoint if transport == "zenoh" else None, distro="jazzy",
                                           intrinsics=IntrinsicsChoice(None, "bench", nyu=True),
@@ -430,11 +372,10 @@ def ros2_costs(size: tuple[int, int], seconds: float, offer_fps: float, cloud_st
                     i += 1
                 offered = time.perf_counter() - start
                 publisher.close()
-                arrivals = json.loads(listener.communicate(timeout=seconds + 30)[0].strip().splitlines()[-1])
+                arrivals = json.loads(listener.process.communicate(timeout=seconds + 30)[0].strip().splitlines()[-1])
             finally:
                 if router is not None:
                     router.kill()
-                    router.wait()
             span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
             rows[transport] = {"build": per_frame(build), "send": per_frame(send), "write": per_frame(writes),
                                "offered": i, "offered_fps": i / offered, "published": publisher.published,

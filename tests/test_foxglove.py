@@ -213,7 +213,7 @@ def test_close_during_a_slow_publish_leaves_a_whole_recording(tmp_path):
     sink.write(Frame(rgb, 0, "000000", 0.0), depth, None, None)
     assert sink.publishing.wait(10)
     sink.close()  # mid-publish
-    assert sink.published == 1 and sink._error is None and not sink._thread.is_alive()
+    assert sink.published == 1 and sink._error is None and sink._mailbox.join(0)  # its thread has ended
     with open(record, "rb") as f:  # whole: every record read in order, chunk CRCs checked, footer and magic
         messages = list(mcap_reader.NonSeekingReader(f, validate_crcs=True).iter_messages())
     with open(record, "rb") as f:

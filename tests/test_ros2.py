@@ -5,16 +5,14 @@ rmw_zenoh's documented attachment layout (docs/design.md) and the payload with r
 tokens as they are declared. Loopback only: a Cyclone configuration naming `lo` with peer 127.0.0.1 and no multicast, a Zenoh router
 (a child process) on 127.0.0.1 with scouting off. Subscribers and routers are child processes, killed for real.
 
-The child processes run this file: `python -m tests.test_ros2 dds|zenoh|router ...` (see main() at the end).
+The subscribers run this file: `python -m tests.test_ros2 dds|zenoh ...` (see main() at the end); the router and
+the loopback set-up are smoothdino.benchmarks.ros2_loopback's, shared with the ROS 2 benchmark.
 No `from __future__ import annotations` here: cyclonedds reads the IDL classes' annotations as objects."""
 
 import json
 import os
 import random
-import signal
-import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -31,24 +29,11 @@ pytest.importorskip("rosbags")
 
 from cyclonedds.idl import IdlStruct  # noqa: E402
 from cyclonedds.idl import types as t  # noqa: E402
+from smoothdino.benchmarks import ros2_loopback  # noqa: E402
+from smoothdino.benchmarks.ros2_loopback import Child, free_port, zenoh_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "/robot1"
-CYCLONE_LOOPBACK = """<?xml version="1.0" encoding="UTF-8"?>
-<CycloneDDS xmlns="https://cdds.io/config">
-  <Domain Id="any">
-    <General>
-      <Interfaces><NetworkInterface name="lo"/></Interfaces>
-      <AllowMulticast>false</AllowMulticast>
-    </General>
-    <Discovery>
-      <ParticipantIndex>auto</ParticipantIndex>
-      <MaxAutoParticipantIndex>20</MaxAutoParticipantIndex>
-      <Peers><Peer address="127.0.0.1"/></Peers>
-    </Discovery>
-  </Domain>
-</CycloneDDS>
-"""
 
 
 # -- the ROS messages as DDS IDL, written from their .msg definitions (ROS 2 Jazzy) -----------------------------
@@ -121,42 +106,30 @@ class PointCloud2_(IdlStruct, typename="sensor_msgs::msg::dds_::PointCloud2_"):
     is_dense: bool
 
 
-@dataclass
-class Gid_(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
-    data: t.array[t.uint8, 16]  # char[16] since Iron
+def _discovery_type(gid_bytes: int):
+    """rmw_dds_common's ParticipantEntitiesInfo with GIDs of char[gid_bytes]."""
+
+    @dataclass
+    class Gid_(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
+        data: t.array[t.uint8, gid_bytes]
+
+    @dataclass
+    class NodeEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
+        node_namespace: t.bounded_str[256]
+        node_name: t.bounded_str[256]
+        reader_gid_seq: t.sequence[Gid_]
+        writer_gid_seq: t.sequence[Gid_]
+
+    @dataclass
+    class ParticipantEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
+        gid: Gid_
+        node_entities_info_seq: t.sequence[NodeEntitiesInfo_]
+
+    return ParticipantEntitiesInfo_
 
 
-@dataclass
-class NodeEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
-    node_namespace: t.bounded_str[256]
-    node_name: t.bounded_str[256]
-    reader_gid_seq: t.sequence[Gid_]
-    writer_gid_seq: t.sequence[Gid_]
-
-
-@dataclass
-class ParticipantEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
-    gid: Gid_
-    node_entities_info_seq: t.sequence[NodeEntitiesInfo_]
-
-
-@dataclass
-class HumbleGid_(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
-    data: t.array[t.uint8, 24]  # char[24] on Humble
-
-
-@dataclass
-class HumbleNodeEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
-    node_namespace: t.bounded_str[256]
-    node_name: t.bounded_str[256]
-    reader_gid_seq: t.sequence[HumbleGid_]
-    writer_gid_seq: t.sequence[HumbleGid_]
-
-
-@dataclass
-class HumbleParticipantEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
-    gid: HumbleGid_
-    node_entities_info_seq: t.sequence[HumbleNodeEntitiesInfo_]
+ParticipantEntitiesInfo_ = _discovery_type(16)  # char[16] since Iron
+HumbleParticipantEntitiesInfo_ = _discovery_type(24)  # char[24] on Humble
 
 
 DDS_TOPICS = {"depth": ("depth/image", Image_), "info": ("depth/camera_info", CameraInfo_),
@@ -227,16 +200,6 @@ def _dds_subscriber(out: Path, domain: int, namespace: str, count: int, timeout:
         log.flush()
         time.sleep(0.01)
     log.close()
-
-
-def zenoh_config(endpoint: str, mode: str = "peer"):
-    import zenoh
-
-    config = zenoh.Config()
-    config.insert_json5("mode", json.dumps(mode))
-    config.insert_json5("scouting/multicast/enabled", "false")
-    config.insert_json5("listen/endpoints" if mode == "router" else "connect/endpoints", json.dumps([endpoint]))
-    return config
 
 
 def zenoh_key(domain: int, topic: str, ros_type: str) -> str:
@@ -328,48 +291,9 @@ def main(argv: list[str]) -> None:
 
 # -- helpers of the tests --------------------------------------------------------------------------------------
 
-class Child:
-    """A child process (a subscriber of this file, or the router) that prints `ready` when it is listening."""
-
-    def __init__(self, *args: str, env: dict | None = None, wait: float = 30.0):
-        # the router: Zenoh alone on one endpoint, scouting off, as `ros2 run rmw_zenoh_cpp rmw_zenohd` is one; the
-        # benchmark starts the same
-        from smoothdino.benchmarks.robotics_overhead import ZENOH_ROUTER
-
-        program = ["-c", ZENOH_ROUTER] if args[0] == "router" else ["-m", "tests.test_ros2"]
-        self.process = subprocess.Popen([sys.executable, *program, *map(str, args[args[0] == "router":])], cwd=ROOT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
-        ready, said = threading.Event(), []
-        threading.Thread(target=lambda: (said.append(self.process.stdout.readline()), ready.set()), daemon=True).start()
-        if not ready.wait(wait) or said != ["ready\n"]:
-            self.kill()
-            raise AssertionError(f"{args[0]} did not start: {self.process.stderr.read()[-2000:]}")
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-
-    def finish(self, grace: float) -> None:
-        """Let it end by itself (it got what it waited for), else end it: what it logged stays."""
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _subscriber(*args, env: dict | None = None) -> Child:
+    """A subscriber of this file in a child process (main() below), listening once it returns."""
+    return Child("-m", "tests.test_ros2", *args, env=env, cwd=ROOT)
 
 
 def _domain() -> int:
@@ -383,12 +307,10 @@ def _log(folder: Path) -> list[dict]:
 
 
 @pytest.fixture()
-def cyclone_loopback(tmp_path, monkeypatch) -> dict:
+def cyclone_loopback() -> dict:
     """CYCLONEDDS_URI naming lo, peer 127.0.0.1, multicast off: for the children and for the publisher here."""
-    config = tmp_path / "cyclonedds.xml"
-    config.write_text(CYCLONE_LOOPBACK)
-    monkeypatch.setenv("CYCLONEDDS_URI", config.as_uri())
-    return {"CYCLONEDDS_URI": config.as_uri()}
+    with ros2_loopback.cyclone_loopback() as env:
+        yield env
 
 
 def _bag(tmp_path: Path, frames: int = 3) -> tuple[Path, list[int]]:
@@ -423,7 +345,7 @@ def test_process_publishes_ros2_topics_over_dds(small_export, tmp_path, cyclone_
     bag, stamps = _bag(tmp_path)
     domain, got = _domain(), tmp_path / "dds"
     got.mkdir()
-    subscriber = Child("dds", got, domain, NAMESPACE, len(stamps), 40, env=cyclone_loopback)
+    subscriber = _subscriber("dds", got, domain, NAMESPACE, len(stamps), 40, env=cyclone_loopback)
     result = _process([bag, "--engines", small_export, "--out", tmp_path / "out", "--no-video", "--ros2",
                        "--ros2-domain", domain, "--ros2-namespace", NAMESPACE.strip("/")])
     assert result.exit_code == 0, result.output
@@ -461,11 +383,11 @@ def test_process_publishes_ros2_topics_over_dds(small_export, tmp_path, cyclone_
 
 def test_process_publishes_ros2_topics_over_zenoh(small_export, tmp_path):
     bag, stamps = _bag(tmp_path)
-    domain, endpoint, got = _domain(), f"tcp/127.0.0.1:{_free_port()}", tmp_path / "zenoh"
+    domain, endpoint, got = _domain(), f"tcp/127.0.0.1:{free_port()}", tmp_path / "zenoh"
     got.mkdir()
-    router = Child("router", endpoint)
+    router = Child.router(endpoint)
     try:
-        subscriber = Child("zenoh", got, endpoint, domain, NAMESPACE, len(stamps), 40)
+        subscriber = _subscriber("zenoh", got, endpoint, domain, NAMESPACE, len(stamps), 40)
         time.sleep(0.5)  # the router tells the subscriber's interest to the publisher when it joins
         result = _process([bag, "--engines", small_export, "--out", tmp_path / "out", "--no-video",
                            "--keyframes", "2", "--carry", "pose",  # /tf: the camera in its keyframe's frame
@@ -523,12 +445,12 @@ def test_live_goes_on_when_the_subscriber_and_the_router_die(small_export, tmp_p
     from .test_faults import write_video
 
     video = write_video(tmp_path / "walk.mp4", 300)  # 10 s in real time at 30 fps
-    domain, endpoint = _domain(), f"tcp/127.0.0.1:{_free_port()}"
+    domain, endpoint = _domain(), f"tcp/127.0.0.1:{free_port()}"
     killed, survivor = tmp_path / "killed", tmp_path / "survivor"
     killed.mkdir()
     survivor.mkdir()
-    router = Child("router", endpoint)
-    subscribers = [Child("zenoh", folder, endpoint, domain, NAMESPACE, 100_000, 60) for folder in (killed, survivor)]
+    router = Child.router(endpoint)
+    subscribers = [_subscriber("zenoh", folder, endpoint, domain, NAMESPACE, 100_000, 60) for folder in (killed, survivor)]
     outcome = {}
     live = threading.Thread(target=lambda: outcome.update(result=CliRunner().invoke(app, [
         "live", "--source", str(video), "--engines", str(small_export), "--headless", "--out", str(tmp_path / "out"),
@@ -550,7 +472,7 @@ def test_live_goes_on_when_the_subscriber_and_the_router_die(small_export, tmp_p
         router.kill()
         before = max(sequences(survivor))
         pngs_then = len(list((tmp_path / "out" / "depth").glob("*.png")))
-        router = Child("router", endpoint)
+        router = Child.router(endpoint)
         wait_for(lambda: len([n for n in sequences(survivor) if n > before + 1]) >= 3, 20)
     finally:
         live.join(60)
@@ -668,7 +590,7 @@ class SlowTransport:
     name = "slow"
 
     def __init__(self):
-        from smoothdino.edge.sinks.ros2_topics import Graph
+        from smoothdino.edge.ros2.topics import Graph
 
         self.graph = Graph.of("/slow", domain=0, distro="jazzy")
         self.sent: list[dict] = []
@@ -715,15 +637,15 @@ def test_api_publisher_sends_tf_from_the_camera_pose(tmp_path):
     4x4's translation and rotation, read back by a Zenoh subscriber."""
     from smoothdino.edge.api import Ros2Publisher
 
-    domain, endpoint, got = _domain(), f"tcp/127.0.0.1:{_free_port()}", tmp_path / "tf"
+    domain, endpoint, got = _domain(), f"tcp/127.0.0.1:{free_port()}", tmp_path / "tf"
     got.mkdir()
     angle = 0.3
     pose = np.eye(4)
     pose[:3, :3] = cv2.Rodrigues(np.array([0.0, angle, 0.0]))[0]
     pose[:3, 3] = [0.1, -0.02, 0.35]
-    router = Child("router", endpoint)
+    router = Child.router(endpoint)
     try:
-        subscriber = Child("zenoh", got, endpoint, domain, NAMESPACE, 3, 30)
+        subscriber = _subscriber("zenoh", got, endpoint, domain, NAMESPACE, 3, 30)
         with Ros2Publisher("zenoh", connect=endpoint, domain=domain, namespace=NAMESPACE, frame_id="front",
                            intrinsics=(80.0, 82.0, 47.0, 36.0)) as publisher:
             time.sleep(0.5)

@@ -13,8 +13,8 @@ from smoothdino.edge.asynchronous import AsyncPipeline
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy
 from smoothdino.edge.loop import StreamOutputs, StreamReport, claim_live_folder, run_stream
 from smoothdino.edge.pipeline import FramePipeline
+from smoothdino.edge.ros2 import Ros2Options
 from smoothdino.edge.sinks import DISPLAY_RANGE
-from smoothdino.edge.sinks.ros2 import Ros2Options
 from smoothdino.edge.sources import open_source
 from smoothdino.edge.sources.factory import is_synthetic, synthetic_source
 from smoothdino.edge.web import parse_serve, serve_view
@@ -37,7 +37,7 @@ class LiveOptions:
     robot: RobotOptions = field(default_factory=RobotOptions)
     depth_range: tuple[float, float] = DISPLAY_RANGE  # metres the window's, video's and snapshots' colours span
     serve: str | None = None  # [HOST:]PORT: the browser view (edge.web); its snapshot button saves into `snapshots`
-    ros2: Ros2Options | None = None  # --ros2 [dds|zenoh]: live ROS 2 topics (edge.sinks.ros2)
+    ros2: Ros2Options | None = None  # --ros2 [dds|zenoh]: live ROS 2 topics (edge.ros2)
     carry: str | None = None  # shift | pose; None: pose with --intrinsics, else shift (edge.commands.robotics.choose_carry)
 
     def check(self) -> tuple[str, int] | None:

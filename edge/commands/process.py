@@ -12,9 +12,9 @@ from smoothdino.core.console import adapter_state, console, random_weights_notic
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy, parse_carry
 from smoothdino.edge.loop import StreamOutputs, StreamReport, run_stream
 from smoothdino.edge.pipeline import FramePipeline
+from smoothdino.edge.ros2 import Ros2Options
 from smoothdino.edge.run_identity import RunIdentity, claim_run_folder
 from smoothdino.edge.sinks import DISPLAY_RANGE
-from smoothdino.edge.sinks.ros2 import Ros2Options
 from smoothdino.edge.web import parse_serve, serve_view
 
 from .chunks import CHUNKS
@@ -48,7 +48,7 @@ class ProcessOptions:
     depth_range: tuple[float, float] = DISPLAY_RANGE  # metres the video's depth colours span (--depth-range)
     overwrite: bool = False  # an earlier run's outputs in a sequence folder are removed first (any options)
     serve: str | None = None  # [HOST:]PORT: watch the run in a browser (edge.web); snapshots go to <out>/snapshots
-    ros2: Ros2Options | None = None  # --ros2 [dds|zenoh]: every frame on ROS 2 topics as it is done (edge.sinks.ros2)
+    ros2: Ros2Options | None = None  # --ros2 [dds|zenoh]: every frame on ROS 2 topics as it is done (edge.ros2)
     carry: str | None = None  # shift | pose; None: pose where the camera is known (edge.commands.robotics.choose_carry)
 
     def check(self) -> None:

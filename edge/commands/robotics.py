@@ -164,11 +164,11 @@ def live_sink(address: tuple[str, int] | None, record: Path | None, options: Rob
 
 
 def ros2_publisher(ros2, options: RobotOptions, live: bool):
-    """`--ros2 [dds|zenoh]`: the run's ROS 2 publisher (edge.sinks.ros2), None when not asked for. Opened before the
+    """`--ros2 [dds|zenoh]`: the run's ROS 2 publisher (edge.ros2), None when not asked for. Opened before the
     first frame, so a bad endpoint or a DDS that cannot start is one line before any work."""
     if ros2 is None:
         return None
-    from smoothdino.edge.sinks.ros2 import Ros2Publisher
+    from smoothdino.edge.ros2 import Ros2Publisher
 
     publisher = Ros2Publisher(ros2.transport, namespace=ros2.namespace, domain=ros2.domain, connect=ros2.connect,
                               distro=ros2.distro, color=ros2.color, node=ros2.node,

@@ -1,8 +1,8 @@
 """Where depth goes. Each sink takes every frame's depth: 16-bit PNGs (png.py), metrics.json/csv (metrics_files.py),
 the side-by-side MP4 (video.py), the live window (window.py) and the RGB | depth picture they share (view.py); for
-robots, ROS 2 bags (bag.py), point clouds and PLY files (pointcloud.py), the Foxglove live view (foxglove.py) and
-live ROS 2 topics over DDS or Zenoh (ros2.py, with ros2_topics/_payloads/_dds/_zenoh.py);
-the terminal tables (tables.py). Every file is written atomically, so an interrupted run never leaves half of one.
+robots, ROS 2 bags (bag.py) and the sensor_msgs fields they share with the live ROS 2 topics (ros_messages.py; the
+topics themselves are a room of their own, edge/ros2/), point clouds and PLY files (pointcloud.py) and the Foxglove
+live view (foxglove.py). Every file is written atomically, so an interrupted run never leaves half of one.
 
 Add an output format here: a class with `write(frame, depth, result, canvas)` and `close()` (loop.FrameSink), handed to
 the loop in StreamOutputs.sinks. Sinks read sources' Frame and intrinsics, never the engines or the frame method."""
@@ -17,5 +17,5 @@ from .window import WindowSink
 __all__ = ["DISPLAY_RANGE", "DepthPngSink", "MetricsSink", "PlySink", "PointCloud", "VideoSink", "WindowSink",
            "atomic_imwrite", "colorize", "depth_to_points", "json_dumps", "ply_bytes", "side_by_side",
            "to_millimetres", "video_frame_count"]
-# ROS bags, Foxglove, ROS 2: `from smoothdino.edge.sinks.bag import BagSink`, `...sinks.foxglove import FoxgloveSink`,
-# `...sinks.ros2 import Ros2Publisher` (their libraries load only when one is used)
+# ROS bags, Foxglove: `from smoothdino.edge.sinks.bag import BagSink`, `...sinks.foxglove import FoxgloveSink` (their
+# libraries load only when one is used); live ROS 2 topics: `from smoothdino.edge.ros2 import Ros2Publisher`

@@ -24,6 +24,7 @@ from .ros_messages import (
     keyframe_frame_id,
     point_fields,
     pointcloud2_fields,
+    source_distortion,
 )
 
 __all__ = ["BagSink", "depth_32fc1"]  # depth_32fc1 lives in ros_messages (shared with examples/ros2); kept here too
@@ -82,9 +83,7 @@ class BagSink:
         height, width = depth.shape[:2]
         self._put("depth", types[IMAGE](header=header, **depth_image_fields(depth)), log_time)
         k = self.intrinsics.for_frame(frame.meta, height, width)
-        source_info = frame.meta.get("camera_info") if self.intrinsics.explicit is None else None
-        distortion = (source_info.distortion_model, np.asarray(source_info.d, np.float64)) if source_info is not None \
-            else ("plumb_bob", np.zeros(5))
+        distortion = source_distortion(self.intrinsics, frame.meta)
         roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
         self._put("info", types[CAMERA_INFO](header=header, roi=roi, **camera_info_fields(k, height, width, *distortion)),
                   log_time)

@@ -1,8 +1,8 @@
 """A live view for a robot without a screen: the frames, depth, point cloud and latency served over Foxglove's
 WebSocket protocol (Foxglove, or anything that speaks it), and/or recorded to MCAP, with `foxglove-sdk`.
 
-The depth loop never waits for a viewer: `write` only leaves the newest frame in a one-frame mailbox (an
-unpublished frame it replaces is counted as dropped), a publisher thread encodes and logs it, and the SDK's
+The depth loop never waits for a viewer: `write` only leaves the newest frame in a latest-wins mailbox (core.mailbox:
+an unpublished frame it replaces is counted as dropped), its thread encodes and logs it, and the SDK's
 server keeps a short per-client backlog that drops its oldest messages when a client reads too slowly.
 A channel nobody subscribed to (and no recording) costs nothing: its message is not even built."""
 
@@ -19,6 +19,7 @@ from smoothdino.core.console import RANDOM_WEIGHTS_BANNER, notice
 from smoothdino.core.errors import UserError
 from smoothdino.core.extras import missing_extra
 from smoothdino.core.files import atomic_path
+from smoothdino.core.mailbox import Mailbox
 from smoothdino.edge.sources.frame import Frame
 from smoothdino.edge.sources.intrinsics import IntrinsicsChoice
 
@@ -113,13 +114,10 @@ class FoxgloveSink:
         self.published = 0
         self.dropped = 0  # frames replaced in the mailbox before the publisher took them
         self.publish_seconds = 0.0
-        self._mailbox: tuple | None = None
-        self._wake = threading.Condition()
-        self._closing = False
         self._error: str | None = None
         self._close_error: BaseException | None = None  # raised by close(): e.g. the disk filled at the end
-        self._thread = threading.Thread(target=self._publisher, name="foxglove-publisher", daemon=True)
-        self._thread.start()
+        # the outputs are closed on the mailbox's thread, after the last log: never under a publish, however slow
+        self._mailbox: Mailbox[tuple] = Mailbox(self._publish_one, "foxglove-publisher", finish=self._finish)
 
     @property
     def port(self) -> int | None:
@@ -129,38 +127,24 @@ class FoxgloveSink:
         timings = dict(result.timings) if result is not None else {}
         age = {"keyframe": result.keyframe, "age_frames": result.age_frames, "age_ms": result.age_ms,
                "carry": result.carry, "inliers": result.inliers} if result is not None else {}
-        with self._wake:
-            if self._mailbox is not None:
-                self.dropped += 1
-            self._mailbox = (frame, depth, timings, age)
-            self._wake.notify()
+        self.dropped += self._mailbox.put((frame, depth, timings, age))
 
-    def _publisher(self) -> None:
+    def _publish_one(self, item: tuple) -> None:
+        start = time.perf_counter()
         try:
-            self._publish_until_closed()
-        finally:
-            # the outputs are closed here, after the last log: never under a publish, however slow it is
-            try:
-                self._stop_outputs()
-            except BaseException as err:  # noqa: BLE001 - handed to close(), which raises it
-                self._close_error = err
+            self.publish(*item)
+        except Exception as err:  # noqa: BLE001 - a viewer problem must never end the depth loop
+            if self._error is None:
+                self._error = f"{type(err).__name__}: {err}"
+                notice(f"foxglove: publishing failed ({self._error}); the depth loop goes on")
+        self.publish_seconds += time.perf_counter() - start
+        self.published += 1
 
-    def _publish_until_closed(self) -> None:
-        while True:
-            with self._wake:
-                self._wake.wait_for(lambda: self._mailbox is not None or self._closing)
-                item, self._mailbox = self._mailbox, None
-            if item is None:
-                return  # closing, and nothing left to send
-            start = time.perf_counter()
-            try:
-                self.publish(*item)
-            except Exception as err:  # noqa: BLE001 - a viewer problem must never end the depth loop
-                if self._error is None:
-                    self._error = f"{type(err).__name__}: {err}"
-                    notice(f"foxglove: publishing failed ({self._error}); the depth loop goes on")
-            self.publish_seconds += time.perf_counter() - start
-            self.published += 1
+    def _finish(self) -> None:
+        try:
+            self._stop_outputs()
+        except BaseException as err:  # noqa: BLE001 - handed to close(), which raises it
+            self._close_error = err
 
     def _jpeg(self, bgr: np.ndarray) -> bytes:
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
@@ -224,16 +208,12 @@ class FoxgloveSink:
                     notice(f"foxglove: a viewer did not answer the close within {STOP_WAIT_S:g} s; not waiting for it")
 
     def close(self) -> None:
-        if self._closing:
+        if not self._mailbox.close():
             return
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
         # the publisher sends the frame left in the mailbox, then closes the recording and the server itself
-        self._thread.join(timeout=CLOSE_NOTICE_S)
-        if self._thread.is_alive():
+        if not self._mailbox.join(CLOSE_NOTICE_S):
             notice(f"foxglove: the last frame is still being published after {CLOSE_NOTICE_S:g} s; waiting for it, "
                    "so that the recording is whole")
-            self._thread.join()
+            self._mailbox.join()
         if self._close_error is not None:
             raise self._close_error

@@ -11,7 +11,7 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from smoothdino.edge.sources.intrinsics import Intrinsics
+from smoothdino.edge.sources.intrinsics import Intrinsics, IntrinsicsChoice
 
 from .pointcloud import POINT_STEP, POINTCLOUD2_FIELDS, PointCloud
 
@@ -38,6 +38,15 @@ def camera_info_fields(intrinsics: Intrinsics, height: int, width: int, distorti
             "d": np.zeros(5) if d is None else np.asarray(d, np.float64).reshape(-1),
             "k": np.array(k.k, np.float64), "r": np.eye(3).reshape(-1), "p": np.array(k.p, np.float64),
             "binning_x": 0, "binning_y": 0}
+
+
+def source_distortion(intrinsics: IntrinsicsChoice, frame_meta: dict) -> tuple[str, np.ndarray]:
+    """(distortion_model, d) of a frame's CameraInfo: the source's own (a bag's camera_info) unless the intrinsics
+    were given explicitly; else plumb_bob with no distortion."""
+    info = frame_meta.get("camera_info") if intrinsics.explicit is None else None
+    if info is None:
+        return "plumb_bob", np.zeros(5)
+    return info.distortion_model, np.asarray(info.d, np.float64)
 
 
 def point_fields() -> list[dict]:

@@ -22,7 +22,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.extras import install_extra
 from smoothdino.edge.sources.bag import CAMERA_INFO, IMAGE, POINTCLOUD2
 
-from .ros_messages import TF_MESSAGE
+from smoothdino.edge.sinks.ros_messages import TF_MESSAGE
 
 TRANSPORTS = ("dds", "zenoh")
 DISTROS = ("humble", "jazzy", "kilted", "rolling")

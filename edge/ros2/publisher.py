@@ -1,9 +1,9 @@
 """Depth as live ROS 2 topics with no ROS install: `live --ros2` / `process --ros2`, and the publisher object of the
-Python API. One front for both transports (DDS: ros2_dds.py; rmw_zenoh's Zenoh: ros2_zenoh.py); the topics, types
-and QoS are ros2_topics.py's, the message bytes ros2_payloads.py's.
+Python API. One front for both transports (DDS: dds.py; rmw_zenoh's Zenoh: zenoh.py); the topics, types
+and QoS are topics.py's, the message bytes payloads.py's.
 
-The depth loop never waits for ROS: `write` (and `publish`) only leave the newest frame in a one-frame mailbox,
-replacing a frame not yet published (counted as dropped), and a publisher thread builds the messages and hands them
+The depth loop never waits for ROS: `write` (and `publish`) only leave the newest frame in a latest-wins mailbox
+(core.mailbox), replacing a frame not yet published (counted as dropped), and its thread builds the messages and hands them
 to the transport, whose sends never block (DDS best effort; Zenoh drops under congestion). Publishing is so at
 most one frame behind. A failing publish is said once and counted; the loop goes on.
 
@@ -17,7 +17,6 @@ most one frame behind. A failing publish is said once and counted; the loop goes
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +25,13 @@ from types import SimpleNamespace
 import numpy as np
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
+from smoothdino.core.mailbox import Mailbox
 from smoothdino.edge.sources.frame import Frame
 from smoothdino.edge.sources.intrinsics import Intrinsics, IntrinsicsChoice, IntrinsicsText
 
-from .ros2_payloads import FrameSnapshot, MessageBuilder, Transform, camera_pose, ros_time_ns
-from .ros2_topics import DEFAULT_NODE, TRANSPORTS, Graph
-from .ros_messages import camera_transform
+from .payloads import FrameSnapshot, MessageBuilder, Transform, camera_pose, ros_time_ns
+from .topics import DEFAULT_NODE, TRANSPORTS, Graph
+from smoothdino.edge.sinks.ros_messages import camera_transform, source_distortion
 
 DEFAULT_FRAME_ID = "camera"  # as the bag and Foxglove outputs stamp frames without a frame_id of their own
 CLOSE_WAIT_S = 5.0  # close() waits this long for the last frame's publish, then leaves it (never hangs the exit)
@@ -50,7 +50,7 @@ class Ros2Options:
     node: str = DEFAULT_NODE
 
     def check(self) -> Graph:
-        from .ros2_zenoh import check_endpoint
+        from .zenoh import check_endpoint
 
         word = str(self.transport).strip().lower()
         if word not in TRANSPORTS:
@@ -110,21 +110,16 @@ class Ros2Publisher:
                        "domain": self.graph.domain, "distro": self.graph.distro, "published": 0, "dropped": 0,
                        "failed": 0}
         self.publish_seconds = 0.0
-        self._mailbox: FrameSnapshot | None = None
-        self._busy = False
-        self._wake = threading.Condition()
-        self._closing = False
         self._error: str | None = None
-        self._thread = threading.Thread(target=self._publish_until_closed, name="ros2-publisher", daemon=True)
-        self._thread.start()
+        self._mailbox: Mailbox[FrameSnapshot] = Mailbox(self._publish_one, "ros2-publisher")
 
     @staticmethod
     def _open(graph: Graph, options: Ros2Options):
         if options.transport == "zenoh":
-            from .ros2_zenoh import ZenohTransport
+            from .zenoh import ZenohTransport
 
             return ZenohTransport(graph, options.connect)
-        from .ros2_dds import DdsTransport
+        from .dds import DdsTransport
 
         return DdsTransport(graph)
 
@@ -154,13 +149,10 @@ class Ros2Publisher:
         height, width = depth.shape[:2]
         meta = frame.meta if self._own_intrinsics is None else {**frame.meta, "intrinsics": self._own_intrinsics}
         k = intrinsics.for_frame(meta, height, width)
-        source_info = frame.meta.get("camera_info") if intrinsics.explicit is None else None
-        distortion = (source_info.distortion_model, np.asarray(source_info.d, np.float64)) if source_info is not None \
-            else ("plumb_bob", np.zeros(5))
         self._post(FrameSnapshot(depth=depth, rgb=frame.rgb if frame.rgb.shape[:2] == (height, width) else None,
                                  stamp_ns=ros_time_ns(frame.meta, frame.timestamp, self.live),
                                  frame_id=frame.meta.get("frame_id") or self.frame_id, intrinsics=k,
-                                 distortion=distortion, transform=transform))
+                                 distortion=source_distortion(intrinsics, frame.meta), transform=transform))
 
     def publish(self, depth, *, rgb: np.ndarray | None = None, stamp_ns: int | None = None,
                 camera_in_keyframe: np.ndarray | None = None, frame_id: str | None = None) -> None:
@@ -169,7 +161,7 @@ class Ros2Publisher:
         keyframes). `rgb`: the frame in RGB order at the depth's size, for coloured points and color/image.
         `stamp_ns`: capture time in ns since the UNIX epoch (default: now). `camera_in_keyframe`: 4x4, the camera in
         its keyframe's frame, published on /tf. The arrays are copied: reuse yours at once."""
-        if self._closing:
+        if self._mailbox.closed:
             raise RuntimeError("this Ros2Publisher is closed; open another")
         pose = camera_in_keyframe if camera_in_keyframe is not None else getattr(depth, "camera_in_keyframe", None)
         motion = SimpleNamespace(carry="pose" if pose is not None else getattr(depth, "carry", None),
@@ -188,40 +180,26 @@ class Ros2Publisher:
         self._write(frame, metres, camera_transform(motion), self.intrinsics)
 
     def _post(self, snapshot: FrameSnapshot) -> None:
-        with self._wake:
-            if self._mailbox is not None:
-                self.counts["dropped"] += 1
-            self._mailbox = snapshot
-            self._wake.notify_all()
+        if self._mailbox.put(snapshot):
+            self.counts["dropped"] += 1
 
     # -- the publisher thread ------------------------------------------------------------------------------------
 
-    def _publish_until_closed(self) -> None:
-        while True:
-            with self._wake:
-                self._wake.wait_for(lambda: self._mailbox is not None or self._closing)
-                snapshot, self._mailbox = self._mailbox, None
-                self._busy = snapshot is not None
-            if snapshot is None:
-                return  # closing, and nothing left to send
-            start = time.perf_counter()
-            try:
-                self.transport.publish(self.builder.build(snapshot))
-                self.counts["published"] += 1
-            except Exception as err:  # noqa: BLE001 - ROS trouble must never end the depth loop
-                self.counts["failed"] += 1
-                if self._error is None:
-                    self._error = f"{type(err).__name__}: {err}"
-                    notice(f"ros2: publishing failed ({self._error}); the depth loop goes on")
-            self.publish_seconds += time.perf_counter() - start
-            with self._wake:
-                self._busy = False
-                self._wake.notify_all()
+    def _publish_one(self, snapshot: FrameSnapshot) -> None:
+        start = time.perf_counter()
+        try:
+            self.transport.publish(self.builder.build(snapshot))
+            self.counts["published"] += 1
+        except Exception as err:  # noqa: BLE001 - ROS trouble must never end the depth loop
+            self.counts["failed"] += 1
+            if self._error is None:
+                self._error = f"{type(err).__name__}: {err}"
+                notice(f"ros2: publishing failed ({self._error}); the depth loop goes on")
+        self.publish_seconds += time.perf_counter() - start
 
     def flush(self, timeout: float = CLOSE_WAIT_S) -> bool:
         """Wait until the frame in the mailbox (if any) is published; False if that took longer than `timeout`."""
-        with self._wake:
-            return self._wake.wait_for(lambda: self._mailbox is None and not self._busy, timeout=timeout)
+        return self._mailbox.flush(timeout)
 
     def sequence_sink(self, intrinsics: IntrinsicsChoice | None = None) -> _SequenceSink:
         """A FrameSink for one of several streams sharing this publisher (process: one a sequence), with that
@@ -241,13 +219,9 @@ class Ros2Publisher:
 
     def close(self) -> None:
         """Publish the frame left in the mailbox, then leave the ROS graph. Safe to call twice."""
-        with self._wake:
-            if self._closing:
-                return
-            self._closing = True
-            self._wake.notify_all()
-        self._thread.join(timeout=CLOSE_WAIT_S)
-        if self._thread.is_alive():
+        if not self._mailbox.close():
+            return
+        if not self._mailbox.join(CLOSE_WAIT_S):
             notice(f"ros2: the last frame was still being published after {CLOSE_WAIT_S:g} s; not waiting for it")
             return
         self.transport.close()

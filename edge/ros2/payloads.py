@@ -1,5 +1,5 @@
 """One frame's ROS 2 messages as the bytes both transports send: CDR little-endian with its 4-byte header, built by
-`rosbags` from the fields the bag writer uses (ros_messages.py), so a bag and a live topic carry the same message.
+`rosbags` from the fields the bag writer uses (edge/sinks/ros_messages.py), so a bag and a live topic carry the same message.
 
     depth    sensor_msgs/Image 32FC1, metres, NaN = no depth (REP 118)
     info     sensor_msgs/CameraInfo of the depth image (the source's distortion when it has one)
@@ -18,9 +18,9 @@ import numpy as np
 from smoothdino.edge.carry import CameraPose
 from smoothdino.edge.sources.intrinsics import Intrinsics
 
-from .pointcloud import depth_to_points
-from .ros2_topics import Graph
-from .ros_messages import (
+from smoothdino.edge.sinks.pointcloud import depth_to_points
+from .topics import Graph
+from smoothdino.edge.sinks.ros_messages import (
     TF_MESSAGE,
     camera_info_fields,
     depth_image_fields,

@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 from smoothdino.core.errors import UserError
 
-from .ros2_topics import Graph, Qos, Topic, dds_type_name, ros2_module
+from .topics import Graph, Qos, Topic, dds_type_name, ros2_module
 
 DISCOVERY_TOPIC = "ros_discovery_info"  # rmw_dds_common: not a ROS name, so no rt/ prefix
 DISCOVERY_TYPE = "rmw_dds_common/msg/ParticipantEntitiesInfo"
@@ -42,7 +42,7 @@ def _cyclonedds():
 @lru_cache(maxsize=None)
 def idl_type(distro: str, ros_type: str):
     """The cyclonedds IDL class of a ROS message, field for field from the distribution's definition."""
-    from .ros2_topics import typestore
+    from .topics import typestore
 
     cdds = _cyclonedds()
     t = cdds["types"]

@@ -31,7 +31,7 @@ import time
 from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
 
-from .ros2_topics import Graph, Qos, Topic, ros2_module
+from .topics import Graph, Qos, Topic, ros2_module
 
 DEFAULT_ROUTER = "tcp/localhost:7447"  # rmw_zenoh's default: the router on this machine
 ENCLAVE = "/"
