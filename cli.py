@@ -563,7 +563,7 @@ class Ros2Choice:
 ROS2 = OptionGroup("ros2", {"ros2_transport": (Ros2Transport, None), "ros2_domain": (Ros2Domain, None),
                             "ros2_namespace": (Ros2Namespace, ""), "ros2_connect": (Ros2Connect, None),
                             "ros2_distro": (Ros2Distro, None), "ros2_color": (Ros2Color, False)}, Ros2Choice)
-Serve = Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Watch in a browser: RGB | depth with the colour bar, the depth and 3-D point under the cursor, rates, depth age, stage times, snapshots; the page is served from the package, no internet needed. Binds 127.0.0.1 unless a HOST is given (0.0.0.0:8080: every interface, behind a random token in the printed URL). The loop never waits for a viewer.")]
+Serve = Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Watch in a browser: RGB | depth with the colour bar, the depth and 3-D point under the cursor, rates, depth age, stage times, snapshots; the page is served from the package, no internet needed. Binds 127.0.0.1 unless a HOST is given (0.0.0.0:8080: every interface, behind a random token kept in a file only you can read, whose path is printed). At most 256 connections at once (the next are answered 503). The loop never waits for a viewer.")]
 
 
 # -- process / inspect / live / demo ----------------------------------------------------------------

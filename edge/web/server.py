@@ -58,6 +58,8 @@ MAX_CONNECTIONS = 256
 HEAD_DEADLINE_S = 5.0
 HEAD_MAX_BYTES = 32 << 10
 BACKLOG = 1024  # the kernel caps it at net.core.somaxconn (4096 on current Linux)
+ACCEPT_BATCH = 32  # connections accepted in one go (asyncio's batch is its backlog): a burst holds at most this many
+                   # descriptors past the cap while each is answered 503
 MAX_MESSAGE = 4 << 10
 SNAPSHOT_PER_S = 1.0  # a token bucket: SNAPSHOT_BURST at once, then one a second
 SNAPSHOT_BURST = 3
@@ -154,7 +156,8 @@ class ViewConnection(ServerConnection):
             transport.close()
             return
         owner.open += 1
-        self.head_timer = asyncio.get_running_loop().call_later(HEAD_DEADLINE_S, self._head_late)
+        owner.connections.add(self)
+        self.head_timer = asyncio.get_running_loop().call_later(owner.head_deadline_s, self._head_late)
         super().connection_made(transport)
 
     def _head_late(self) -> None:
@@ -186,6 +189,7 @@ class ViewConnection(ServerConnection):
         if self.refused:
             return
         self.owner.open -= 1
+        self.owner.connections.discard(self)
         if self.head_timer is not None:
             self.head_timer.cancel()
         super().connection_lost(exc)
@@ -205,11 +209,13 @@ class ViewServer:
     thread, so a busy port is a UserError there."""
 
     def __init__(self, address: tuple[str, int], view, option: str = "--serve", *,
-                 max_connections: int = MAX_CONNECTIONS, snapshot_budget: int = SNAPSHOT_BUDGET):
+                 max_connections: int = MAX_CONNECTIONS, snapshot_budget: int = SNAPSHOT_BUDGET,
+                 head_deadline_s: float = HEAD_DEADLINE_S):
         host, port = address
         self.host = host
         self.view = view
         self.max_connections = max_connections
+        self.head_deadline_s = head_deadline_s
         self.snapshot_budget = snapshot_budget
         self.assets = load_assets()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -224,6 +230,7 @@ class ViewServer:
         self.counters = Counters()
         self.busy = busy(max_connections)
         self.open = 0  # connections open now (the event loop's thread alone changes it)
+        self.connections: set[ViewConnection] = set()
         self.viewers: set = set()  # pages and MJPEG clients (idem)
         self.stopping = False
         self.latest = None  # the newest FrameMessage (set by the view's encoder thread)
@@ -252,17 +259,23 @@ class ViewServer:
             return
         self._started.set()
         self.loop.run_forever()
+        pending = asyncio.all_tasks(self.loop)  # whatever _stop's wait left: ended here, quietly
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
 
     async def _serve(self):
-        return await serve(
-            self._handler, sock=self.socket, backlog=BACKLOG, process_request=self._route,
+        server = await serve(
+            self._handler, sock=self.socket, backlog=ACCEPT_BATCH, process_request=self._route,
             server_header=SERVER_HEADER, logger=QUIET, compression=None, max_size=MAX_MESSAGE, max_queue=16,
             open_timeout=None,  # the head's deadline is ViewConnection's; the rest of the handshake is ours
             ping_interval=20, ping_timeout=20, close_timeout=2,
             create_connection=lambda protocol, server, **options: ViewConnection(protocol, server, owner=self,
                                                                                  **options))
+        self.socket.listen(BACKLOG)  # asyncio listened with its accept batch; the queue itself stays long
+        return server
 
     def _loop_error(self, loop, context: dict) -> None:
         self.counters.errors += 1  # a client's reset is not worth a traceback on a robot's journal
@@ -371,6 +384,9 @@ class ViewServer:
             await asyncio.wait_for(self.server.wait_closed(), wait_s)
         except asyncio.TimeoutError:
             pass
+        for connection in list(self.connections):  # those still sending a head, or not answering the close
+            connection.transport.abort()
+        await asyncio.sleep(0)
 
 
 def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
