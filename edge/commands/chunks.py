@@ -278,10 +278,11 @@ def _fingerprint(source: FolderSource) -> str:
 
 
 def sequence_schedule(plan: SequencePlan, out: Path, policy: KeyframePolicy, identity: RunIdentity,
-                      refuse_size: Callable[[int, int], None], stop: Callable[[], bool] = lambda: False
-                      ) -> KeyframeSchedule | None:
+                      refuse_size: Callable[[int, int], None], stop: Callable[[], bool] = lambda: False,
+                      threads: int | None = None) -> KeyframeSchedule | None:
     """`plan`'s schedule, computed once per sequence: read back from <out>/<sequence>/.chunks/schedule.json when it
-    was computed there for this identity and these frame files, else computed and recorded there."""
+    was computed there for this identity and these frame files, else computed (keyframe_schedule, on `threads`
+    threads) and recorded there."""
     path = Path(out) / plan.name / CHUNKS / SCHEDULE
     source = FolderSource(plan.path, limit=plan.length)
     key = {"identity": identity.record(), "frames": _fingerprint(source)}
@@ -291,7 +292,7 @@ def sequence_schedule(plan: SequencePlan, out: Path, policy: KeyframePolicy, ide
             return KeyframeSchedule(cached["positions"], cached["names"], cached["keyframes"])
     except (OSError, ValueError, KeyError):
         pass  # none yet, or of another run: computed below
-    schedule = keyframe_schedule(source, policy, identity, refuse_size, stop)
+    schedule = keyframe_schedule(source, policy, identity, refuse_size, stop, threads)
     if schedule is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({**key, **schedule.record()}) + "\n")

@@ -16,9 +16,9 @@ on with other chunks).
                  frame and chunk, and the same command resumes (finished chunks are not scheduled again). Corrupt
                  frames are skipped and counted, as `process` does. A sequence folder or a chunk that a run with
                  other options wrote is refused in one line (edge.run_identity), or redone whole with --overwrite.
-    schedule     --keyframes N and auto: background threads of the driver (one a sequence, up to one a core)
-                 compute each sequence's keyframe schedule once (chunks.sequence_schedule); a sequence's first chunk
-                 runs meanwhile, the others once it is there.
+    schedule     --keyframes N and auto: background threads of the driver compute each sequence's keyframe schedule
+                 once (chunks.sequence_schedule: the RGB only, a sequence's segments on threads at once, the cores
+                 shared by the sequences); a sequence's first chunk runs meanwhile, the others once it is there.
     ADDRESS      none or `auto`: join the cluster RAY_ADDRESS names or a Ray instance running on this machine, else
                  start a local one (stopped at the end); `local`: always a new local one; HOST:PORT (or ray://...):
                  join that cluster (checked first: an address nobody answers at is one line, not Ray's minutes of
@@ -307,9 +307,10 @@ class _Driver:
                 ThreadPoolExecutor(max_workers=max(1, min(len(waiting), os.cpu_count() or 1)),  # a sequence a core
                                    thread_name_prefix="schedule") as planner, self._bar() as bar:
             try:
+                threads = max(1, (os.cpu_count() or 1) // max(1, len(waiting)))  # the cores, shared by the sequences
                 schedules = {planner.submit(sequence_schedule, plan, out, plan.policy, self.identities[plan.name],
                                             lambda h, w, path=plan.path: refuse_size(h, w, str(path)),
-                                            self.stop.is_set): plan.name
+                                            self.stop.is_set, threads): plan.name
                              for plan in self.plans if plan.name in waiting}
                 for plan in self.plans:
                     self._complete(plan, finals, writer)
