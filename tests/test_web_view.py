@@ -7,6 +7,7 @@ One `live` run serves the first checks in order (a module fixture); `process` ge
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -333,6 +334,43 @@ def test_a_browser_killed_mid_stream_leaves_the_loop_running(browser, live_view,
     assert live_view.run.process.poll() is None, "live ended:\n" + "".join(live_view.run.lines[-20:])
     assert _metric_rows(live_view.out) > rows + 10, "the loop stopped writing frames"
     page = _open(browser, live_view.run.url)  # and the view still serves the next page
+    page.close()
+
+
+ATTACKER = """
+import json, os, sys, threading
+from smoothdino.benchmarks import web_attacks as a
+os.nice(19)  # on a robot the attacker is another machine: the cores go to the run first
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+got = {}
+slow = threading.Thread(target=lambda: got.update(idle=a.idle_descriptors(port, seconds, count=300)))
+slow.start()
+got["flood"] = a.ack_flood(port, seconds, clients=4)
+slow.join()
+print(json.dumps(got))
+"""
+
+
+@needs_browser
+def test_slowloris_and_an_ack_flood_leave_the_live_loop_its_rate(browser, live_view):
+    """Issue 37's first and third attacks at once against `live --serve`, from a niced child process: the loop keeps
+    its rate, the run prints nothing, and pages load again once the attack ends."""
+    def loop_rate(seconds: float = 2.0) -> float:
+        first, start = _metric_rows(live_view.out), time.monotonic()
+        time.sleep(seconds)
+        return (_metric_rows(live_view.out) - first) / (time.monotonic() - start)
+
+    alone = loop_rate()
+    printed = len(live_view.run.lines)
+    attacker = subprocess.Popen([sys.executable, "-c", ATTACKER, str(live_view.run.port), "3"],
+                                stdout=subprocess.PIPE, text=True)
+    time.sleep(0.7)  # the child has started and connected
+    attacked = loop_rate()
+    got = json.loads(attacker.communicate(timeout=60)[0])
+    assert got["idle"]["answered_503"] > 0 and got["flood"]["connections"] + got["flood"]["refused"] >= 4, got
+    assert attacked >= 0.9 * alone, f"{attacked:.1f} frames/s under attack against {alone:.1f} without"
+    assert live_view.run.process.poll() is None and live_view.run.lines[printed:] == []
+    page = _open(browser, live_view.run.url)
     page.close()
 
 

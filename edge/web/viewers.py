@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import time
 
 from websockets.exceptions import ConnectionClosed
@@ -126,9 +127,14 @@ class PageViewer(Viewer):
             for task in (reader, sender):
                 task.cancel()
             await asyncio.gather(reader, sender, return_exceptions=True)
-        code, reason = (GOING_AWAY, "stream ended") if self.server.stopping else (1000, "")
         if reader.done() and not reader.cancelled() and reader.result() == POLICY_VIOLATION:
-            code, reason = POLICY_VIOLATION, "too many messages"
+            # no closing handshake with a flood: its close frame, then the connection goes without reading the rest
+            # (waiting for the page's close would parse everything it keeps sending)
+            reason = b"too many messages"
+            self.connection.transport.write(struct.pack("!BBH", 0x88, 2 + len(reason), POLICY_VIOLATION) + reason)
+            self.connection.transport.close()
+            return
+        code, reason = (GOING_AWAY, "stream ended") if self.server.stopping else (1000, "")
         await self.connection.close(code, reason)
 
     async def _send(self) -> None:
