@@ -225,6 +225,7 @@ EnginesOrExport = Annotated[Path | None, typer.Option("--engines", help="Export 
 ExportSize = Annotated[str | None, typer.Option("--size", metavar="HEIGHTxWIDTH", help="Export size HEIGHTxWIDTH (on-the-fly; default: the frames' size).")]
 Keyframes = Annotated[str, typer.Option(metavar="every|N|auto", help="When the network runs: every (every frame, exact), N (every N-th frame), or auto (when the camera moved too far from the last keyframe, the views overlap poorly, or it is 4 frames old). Other frames get the last keyframe's depth carried to them (--carry).")]
 Carry = Annotated[Optional[str], typer.Option(metavar="shift|pose", help="How a keyframe's depth reaches the frames after it: pose (the camera's 3-D motion from tracked corners; needs intrinsics) or shift (a 2-D translation). Default: pose where the camera is known (NYUv2 folders, bags with CameraInfo, --intrinsics), else shift, with a notice.")]
+Fusion = Annotated[str, typer.Option(metavar="auto|on|off", help="Steady depth: each network frame's depth fused with the previous output carried into its view by the camera's motion (a scale kept across frames, agreeing pixels blended, the network's own depth where they disagree, a restart at scene cuts). auto (default): on where the camera is known (the pose carry); on: with the 2-D shift too; off: the network's depth as it comes, as the SmoothDINOv2 paper evaluates it. Metrics say whether it ran.")]
 ResizeFrames = Annotated[bool, typer.Option("--resize/--no-resize", help="Resize frames of another size to the engines' (--no-resize: refuse).")]
 
 
@@ -499,6 +500,7 @@ class StepChoice:
     resize: bool = True
     keyframes: str = "every"
     carry: str | None = None  # None: pose where the camera is known (edge.commands.robotics.choose_carry)
+    fusion: str = "auto"  # edge.fusion: auto (with the pose carry) | on | off
 
     @property
     def policy(self):
@@ -508,7 +510,8 @@ class StepChoice:
 
 
 STEP = OptionGroup("step", {"engines": (EnginesOrExport, None), "resize": (ResizeFrames, True),
-                            "keyframes": (Keyframes, "every"), "carry": (Carry, None)}, StepChoice)
+                            "keyframes": (Keyframes, "every"), "carry": (Carry, None), "fusion": (Fusion, "auto")},
+                   StepChoice)
 DepthRange = Annotated[Optional[str], typer.Option(metavar="MIN,MAX", help="Metres the depth colours span (video, window, snapshots; the colour bar shows the scale). Default 0,10 (NYUv2's range): a colour means the same depth in every frame and every run.")]
 
 
@@ -617,7 +620,8 @@ def process(
 
     options = command.ProcessOptions(sequences, out, video, step.resize, resume, frames, step.policy,
                                      RobotOptions(topic, intrinsics, points, cloud_stride), view.range,
-                                     overwrite=overwrite, serve=serve, ros2=ros2.options, carry=step.carry)
+                                     overwrite=overwrite, serve=serve, ros2=ros2.options, carry=step.carry,
+                                     fusion=step.fusion)
     options.check()
     if ray is not None and serve is not None:
         raise UserError("--serve shows a run in this process and --ray runs on the cluster's workers: drop one of them")
@@ -671,6 +675,7 @@ def live(
     asynchronous: Annotated[bool, typer.Option("--async/--no-async", help="The network in its own thread on the newest frame; every camera frame is output at once with the latest keyframe's depth moved by the camera shift (its age is shown). --no-async: the network on the frames --keyframes picks, in the loop (the camera waits).")] = True,
     keyframes: Keyframes = "every",
     carry: Carry = None,
+    fusion: Fusion = "auto",
     serve: Serve = None,
     run: RunChoice = None, view: ViewChoice = None, ros2: Ros2Choice = None,
 ):
@@ -684,7 +689,7 @@ def live(
     options = command.LiveOptions(source, headless, snapshots, dated(record), dated(out), overwrite, frames, foxglove,
                                   asynchronous, parse_keyframes(keyframes),
                                   RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), view.range,
-                                  serve=serve, ros2=ros2.options, carry=carry)
+                                  serve=serve, ros2=ros2.options, carry=carry, fusion=fusion)
     command.live(lambda: run.open(engines, None, Path("."), lambda: None, motion_downscale=motion_downscale), options)
 
 
@@ -736,11 +741,13 @@ def bench(
     seed: Seed = 0,
     keyframes: Annotated[list[str], typer.Option(metavar="every|N|auto,...", help="Keyframe policies, each a row per configuration: every, N, auto (repeat, or comma-separated; see process --keyframes).")] = ["every"],
     carry: Carry = None,
+    fusion: Annotated[list[str], typer.Option(metavar="off|on|auto,...", help="A row per word for every configuration: off (the network's depth as it comes, as the paper evaluates it), auto (fused where the camera is known), on (fused with the 2-D shift too); one network pass serves them all (see process --fusion).")] = ["off,auto"],
 ):
     """MSE and latency of DINOv2-small (+ adapters) against DINOv2-base: every back-end and precision, same frames."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from smoothdino.benchmarks.bench import BenchSpec, run_bench
+    from smoothdino.edge.fusion import parse_fusion
     from smoothdino.edge.keyframes import parse_keyframes
 
     if data:
@@ -753,7 +760,8 @@ def bench(
                      precisions=[p for v in precisions for p in ([v] if "=" in v else words([v]))], frames=frames,
                      size=parse_size(size) if size else None, warmup=warmup, threads=threads, weights_dir=weights_dir,
                      adapter_weights=adapter_weights, random_weights=random_weights, seed=seed,
-                     keyframes=[parse_keyframes(k).label for k in words(keyframes)], carry=carry)
+                     keyframes=[parse_keyframes(k).label for k in words(keyframes)], carry=carry,
+                     fusion=[parse_fusion(w) for w in words(fusion)])
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("bench", total=None)

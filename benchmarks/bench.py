@@ -41,7 +41,10 @@ from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_
 from smoothdino.edge.pipeline import STAGE_TIMINGS
 from smoothdino.edge.sinks import DepthPngSink, json_dumps, to_millimetres
 from smoothdino.edge.commands.robotics import RobotOptions, choose_carry
+from smoothdino.edge.carry import camera_matrix
+from smoothdino.edge.fusion import fusion_enabled, parse_fusion
 from smoothdino.edge.keyframes import parse_keyframes
+from smoothdino.edge.sinks.keyframe_state import KeyframeStates
 from smoothdino.edge.sources import FolderSource
 
 from .report import PAPER_FIGURES, plot_accuracy_vs_latency, write_markdown
@@ -76,6 +79,8 @@ class BenchSpec:
     min_confidence: float = 0.1
     keyframes: list[str] = field(default_factory=lambda: ["every"])  # edge.keyframes policies: every, N, auto
     carry: str | None = None  # shift | pose between keyframes; None: pose where the camera is known (NYUv2 folders)
+    # edge.fusion: a row per word and runner (auto: fused where the camera is known), one network pass shared by them
+    fusion: list[str] = field(default_factory=lambda: ["off", "auto"])
     # Existing exports (a Jetson's, made by `export` or copied and `build`-ed): each is a row as it is, no export
     # and no torch; --configs and --precisions then do not apply, and the frames are resized to the exports' size.
     engines: list[Path] = field(default_factory=list)
@@ -93,6 +98,70 @@ class Runner:
     device_load_mib: float | None
     description: str = ""  # kept: a closed pipeline no longer knows its engines
     keyframes: str = "every"  # the policy it steps with (its own pipeline: each policy keeps its own state)
+    fusion: str = "off"  # edge.fusion word (off, on, auto); its keyframes fused with the earlier output; shares its network
+
+
+class SharedNetwork:
+    """One pipeline behind several runners that differ only after the network (fusion on and off): each runner
+    steps its own proxy; a step whose frame and previous frame were just stepped by another proxy gets a copy of
+    that result instead of a second network pass. Each proxy tracks the previous frame it gave, and the pipeline is
+    brought to it (reset or prime) before a real pass, so every proxy gets exactly its own sequence's depth."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.previous: bytes | None = None  # the frame the pipeline's temporal state holds (its digest)
+        self.cache: dict[tuple, object] = {}  # (previous digest, frame digest) -> FrameResult, the last few
+        self.closed = False
+
+    def proxy(self) -> "NetworkProxy":
+        return NetworkProxy(self)
+
+
+def _digest(rgb: np.ndarray) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest()
+
+
+class NetworkProxy:
+    def __init__(self, shared: SharedNetwork):
+        self._shared = shared
+        self._previous: bytes | None = None
+        self._previous_rgb: np.ndarray | None = None
+
+    def __getattr__(self, name):  # frame_size, identity, weights, description, ...
+        return getattr(self._shared.pipeline, name)
+
+    def reset(self) -> None:
+        self._previous, self._previous_rgb = None, None
+
+    def prime(self, rgb: np.ndarray) -> None:
+        self._previous, self._previous_rgb = _digest(rgb), rgb
+        shared = self._shared
+        shared.pipeline.prime(rgb)
+        shared.previous = self._previous
+
+    def step(self, rgb: np.ndarray):
+        import copy
+
+        shared, digest = self._shared, _digest(rgb)
+        key = (self._previous, digest)
+        if key not in shared.cache:
+            if shared.previous != self._previous:  # another proxy moved the pipeline on: back to this one's state
+                shared.pipeline.reset() if self._previous_rgb is None else shared.pipeline.prime(self._previous_rgb)
+            result = shared.pipeline.step(rgb)
+            shared.previous = digest
+            shared.cache = {k: v for k, v in list(shared.cache.items())[-3:]}
+            shared.cache[key] = result
+        self._previous, self._previous_rgb = digest, rgb
+        result = copy.copy(shared.cache[key])
+        result.depth, result.timings = result.depth.copy(), dict(result.timings)
+        return result
+
+    def close(self) -> None:
+        if not self._shared.closed:
+            self._shared.closed = True
+            self._shared.pipeline.close()
 
 
 def _open_runner(spec: BenchSpec, config: Config, backend: str, precision: str, size, calibration) -> Runner:
@@ -325,19 +394,27 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
         raise
     for reason in skipped.values():
         notice(reason)
+    runners = _fusion_variants(runners, spec.fusion)
     total, finished = sum(len(s) for s in sources) * len(runners), 0
     computed = dict.fromkeys(runners, 0)
     start = time.perf_counter()
     try:
         for source in sources:
-            steps, previous = {}, {}
+            steps, previous, cameras = {}, {}, {}
+            first_size = next(f for f in (source.load(i) for i in range(len(source))) if f is not None).rgb.shape[:2]
+            last_frame = None  # (rgb, gt) of the frame before, for flicker
             for key, r in runners.items():
                 pngs = DepthPngSink(spec.out / "depth" / key.replace("@", "_at_").replace("/", "_") / source.name)
                 carry, policy, intrinsics = choose_carry(spec.carry, source, RobotOptions(), parse_keyframes(r.keyframes))
-                steps[key] = (ResumableSteps(r.pipeline, sink.reader(r, pngs, source.name), policy, carry=carry), pngs)
+                fused = fusion_enabled(r.fusion, carry)
+                states = KeyframeStates(pngs.folder) if fused else None
+                steps[key] = (ResumableSteps(r.pipeline, sink.reader(r, pngs, source.name), policy, carry=carry,
+                                             fusion=fused, states=states), pngs, states)
                 if intrinsics is not None:  # the pose carry's camera (NYUv2's Kinect for its folders)
-                    steps[key][0].set_intrinsics(intrinsics.for_frame({}, *next(
-                        f for f in (source.load(i) for i in range(len(source))) if f is not None).rgb.shape[:2]))
+                    camera = intrinsics.for_frame({}, *first_size)
+                    steps[key][0].set_intrinsics(camera)
+                    camera = camera.scaled(*first_size)
+                    cameras[key] = camera_matrix(camera.fx, camera.fy, camera.cx, camera.cy)
             for position in range(len(source)):
                 frame = source.load(position)
                 if frame is None:
@@ -345,25 +422,30 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
                     continue
                 rgb = resize_rgb(frame.rgb, size)
                 order = list(runners)
+                flicker_of = FlickerOf(last_frame, frame, cameras)
+                last_frame = (frame.rgb, frame.depth_gt)
                 turn = position % len(order)
                 for key in order[turn:] + order[:turn]:  # rotate: nobody always runs first
-                    step, pngs = steps[key]
+                    step, pngs, states = steps[key]
                     depth, result = step(frame.name, rgb, frame.rgb.shape[:2])
                     if result is not None:
+                        if states is not None and result.keyframe:  # a resumed bench restores fused keyframes
+                            states.write(frame.name, *step.frames.keyframe_state())
                         pngs.write(frame.name, depth)
+                        if states is not None and result.keyframe:
+                            states.keep_only(frame.name)
                         depth = to_millimetres(depth).astype(np.float32) / 1000.0  # what the PNG holds
                         computed[key] += 1
                         record = {"warmup": computed[key] <= spec.warmup, "timings": result.timings,
-                                  "keyframe": result.keyframe}
+                                  "keyframe": result.keyframe, "fused": result.fused}
+                        median, p90 = flicker_of(key, previous.get(key), depth)
+                        record["flicker"], record["flicker_p90"] = _finite_or_none(median), _finite_or_none(p90)
                         if frame.depth_gt is not None:
                             record["metrics"] = depth_metrics(depth, frame.depth_gt)
-                            if key in previous:
+                            if key in previous and previous[key][1] is not None:
                                 record["metrics"]["temporal"] = temporal_error(depth, *previous[key], frame.depth_gt)
                         sink.write(runners[key], source.name, frame.name, record)
-                    if frame.depth_gt is not None:
-                        previous[key] = (depth, frame.depth_gt)
-                    else:
-                        previous.pop(key, None)
+                    previous[key] = (depth, frame.depth_gt)
                     finished += 1
                     if progress:
                         progress(finished, total)
@@ -389,6 +471,50 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
     return results
 
 
+def _fusion_variants(runners: dict[str, Runner], words: list[str]) -> dict[str, Runner]:
+    """Each runner once per --fusion word (off: as it is; on, auto: key + /fusion=WORD), sharing one network pass."""
+    import dataclasses
+
+    out = {}
+    for key, r in runners.items():
+        shared = SharedNetwork(r.pipeline)
+        for word in dict.fromkeys(parse_fusion(w, "--fusion") for w in words):
+            variant = f"{key}/fusion={word}" if word != "off" else key
+            out[variant] = dataclasses.replace(r, key=variant, pipeline=shared.proxy(), fusion=word)
+    return out
+
+
+class FlickerOf:
+    """Flicker for every runner on one frame (edge.flicker): with ground truth, one motion from the frame before,
+    lifted by its ground truth and shared by every runner (so they are judged alike); without, each runner's own,
+    lifted by its previous output. The camera: a runner's own (the pose carry's), else the shift."""
+
+    def __init__(self, last_frame, frame, cameras: dict):
+        self.last, self.frame, self.cameras = last_frame, frame, cameras
+        self.shared = None
+
+    def __call__(self, key: str, previous, depth: np.ndarray) -> tuple[float, float]:
+        from smoothdino.edge.flicker import NO_FLICKER, flicker, pair_motion, sampled, sampled_camera, sampling_step
+
+        if self.last is None or previous is None or self.last[0].shape != self.frame.rgb.shape:
+            return NO_FLICKER
+        step = sampling_step(depth.shape[1])
+        k = sampled_camera(self.cameras.get(key), step)
+        last_rgb, last_gt = self.last
+        if last_gt is not None:
+            if self.shared is None:
+                self.shared = pair_motion(sampled(last_rgb, step), sampled(self.frame.rgb, step),
+                                          sampled(last_gt, step), k)
+            motion = self.shared
+        else:
+            motion = pair_motion(sampled(last_rgb, step), sampled(self.frame.rgb, step), sampled(previous[0], step), k)
+        return flicker(sampled(previous[0], step), sampled(depth, step), motion)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
 def _aggregate(spec, runners, skipped, sink: BenchSink, sources, seconds, conditions) -> dict:
     rows = {}
     for key, r in runners.items():
@@ -401,6 +527,8 @@ def _aggregate(spec, runners, skipped, sink: BenchSink, sources, seconds, condit
         # with keyframes the frame times are bimodal (a network pass or ~1 ms): the rate is 1 / mean, not 1 / p50
         mean_ms = 1000.0 * float(np.mean([t["total"] for t in timed])) if timed else float("nan")
         keyframe_share = float(np.mean([rec.get("keyframe", True) for rec in records])) if records else float("nan")
+        flickers = [rec["flicker"] for rec in records if rec.get("flicker") is not None]
+        flickers_p90 = [rec["flicker_p90"] for rec in records if rec.get("flicker_p90") is not None]
         gate = r.gate or {}
         rows[key] = {
             "config": r.config.name, "arch": r.config.arch, "adapter": r.config.adapter, "backend": r.backend,
@@ -412,6 +540,9 @@ def _aggregate(spec, runners, skipped, sink: BenchSink, sources, seconds, condit
                                                  "tolerance_mm": gate.get("tolerance_mm")},
             "accuracy": summarize(metric_rows, METRICS + ("temporal",)) if metric_rows else {},
             "latency": latency, "keyframes": r.keyframes, "keyframe_share": keyframe_share, "mean_ms": mean_ms,
+            "fusion": r.fusion, "fused": any(rec.get("fused") for rec in records),
+            "flicker": {"median": float(np.median(flickers)) if flickers else None,
+                        "p90": float(np.median(flickers_p90)) if flickers_p90 else None, "pairs": len(flickers)},
             "fps": (1000.0 / p50 if r.keyframes == "every" else 1000.0 / mean_ms) if p50 == p50 and p50 > 0 else float("nan"),
             "memory": {"weights_mib": r.weight_mib, "device_load_mib": r.device_load_mib},
         }

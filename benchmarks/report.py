@@ -53,20 +53,25 @@ def write_markdown(results: dict, path: Path) -> Path:
           if results.get("jetson") else []),
         f"- exports: {', '.join(results['precisions'])}, head {results['head']}; versions: "
         + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
+        "- flicker: median over frames of the median (and p90) |d_t - d_(t-1) carried by the camera's motion| / d_t "
+        "(edge.flicker; lower is steadier; any video, no ground truth needed); temporal: against the ground truth's "
+        "own change; fused: keyframes fused with the earlier output (--fusion)",
         "",
         "| config | back-end | precision | gate | MSE (paper) m² | MSE valid | RMSE m | AbsRel | log10 | δ1 | δ2 | δ3 | "
-        "temporal m | ΔMSE vs vits14 | p50 ms | p95 ms | max ms | FPS | encoder | adapter | decoder | motion | weights MiB |",
-        "|" + "---|" * 23,
+        "temporal m | flicker | flicker p90 | ΔMSE vs vits14 | p50 ms | p95 ms | max ms | FPS | encoder | adapter | decoder | motion | weights MiB |",
+        "|" + "---|" * 25,
     ]
     for key, row in results["rows"].items():
         a, lat = row["accuracy"], row["latency"]
         delta = row.get("vs_vits14", {}).get("mse_paper")
         lines.append("| " + " | ".join([
             row["config"] + ("" if row.get("keyframes", "every") == "every"
-                             else f" (keyframes {row['keyframes']}: {row['keyframe_share']:.0%})"),
+                             else f" (keyframes {row['keyframes']}: {row['keyframe_share']:.0%})")
+            + (" fused" if row.get("fused") else ""),
             row["backend"], row["precision"], _gate(row["gate"]), _f(a.get("mse_paper")), _f(a.get("mse")), _f(a.get("rmse")),
             _f(a.get("abs_rel")), _f(a.get("log10")), _f(a.get("delta1"), "{:.3f}"), _f(a.get("delta2"), "{:.3f}"),
-            _f(a.get("delta3"), "{:.3f}"), _f(a.get("temporal")), _f(delta, "{:+.1f} %"),
+            _f(a.get("delta3"), "{:.3f}"), _f(a.get("temporal")), _f(row.get("flicker", {}).get("median"), "{:.4f}"),
+            _f(row.get("flicker", {}).get("p90"), "{:.4f}"), _f(delta, "{:+.1f} %"),
             _f(lat["total"]["p50_ms"], "{:.0f}"), _f(lat["total"]["p95_ms"], "{:.0f}"), _f(lat["total"]["max_ms"], "{:.0f}"),
             _f(row["fps"], "{:.2f}"), _f(lat["encoder"]["p50_ms"], "{:.0f}"), _f(lat["adapter"]["p50_ms"], "{:.0f}"),
             _f(lat["decoder"]["p50_ms"], "{:.0f}"), _f(lat["motion"]["p50_ms"], "{:.1f}"),

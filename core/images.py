@@ -49,3 +49,13 @@ def resize_depth(depth: np.ndarray, size: tuple[int, int], ground_truth: bool = 
         out = np.where(weight > 1e-6, out / weight, 0.0).astype(np.float32)
     out[cv2.resize(has, dsize, interpolation=cv2.INTER_NEAREST) == 0] = 0.0
     return out
+
+
+def to_millimetres(depth: np.ndarray) -> np.ndarray:
+    """Metres -> uint16 millimetres (the NYUv2 convention, depth_scale 1000): what a depth PNG holds."""
+    return np.clip(np.round(np.asarray(depth, np.float64) * 1000.0), 0, 65535).astype(np.uint16)
+
+
+def as_written(depth: np.ndarray) -> np.ndarray:
+    """The depth as its PNG holds it, in metres (millimetre steps): what reading the PNG back gives."""
+    return to_millimetres(depth).astype(np.float32) / 1000.0

@@ -38,6 +38,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.images import resize_depth, resize_rgb
 
 from .asynchronous import AsyncPipeline
+from .fusion import fusion_enabled, parse_fusion
 from .keyframes import KeyframePolicy, KeyframeSteps, parse_carry, parse_keyframes
 from .motion import Shift
 from .pipeline import DepthPipeline, FramePipeline, FrameResult
@@ -66,6 +67,7 @@ class DepthFrame:
     carry: str = "network"  # how the depth got here: network (a keyframe), pose, shift, none (after a scene cut)
     inliers: int = 0  # PnP inliers of a pose carry
     camera_in_keyframe: np.ndarray | None = None  # pose carry: 4x4, this camera's pose in the keyframe's frame
+    fused: bool = False  # fusion ran: this depth (or its keyframe's) is the network's fused with the earlier output
 
 
 def _depth_frame(result: FrameResult, size: tuple[int, int]) -> DepthFrame:
@@ -73,7 +75,7 @@ def _depth_frame(result: FrameResult, size: tuple[int, int]) -> DepthFrame:
     return DepthFrame(depth=resize_depth(result.depth, size), keyframe=result.keyframe, age_frames=result.age_frames,
                       age_ms=result.age_ms, shift=result.shift, scene_cut=result.scene_cut,
                       timings=dict(result.timings), nonfinite=result.nonfinite, carry=result.carry,
-                      inliers=result.inliers, camera_in_keyframe=pose)
+                      inliers=result.inliers, camera_in_keyframe=pose, fused=result.fused)
 
 
 def _colour(colour: str) -> Colour:
@@ -199,8 +201,8 @@ class DepthSession(_Session):
     use asynchronous=True)."""
 
     def __init__(self, pipeline: FramePipeline, colour: Colour, keyframes: KeyframePolicy, carry: str = "shift",
-                 intrinsics: IntrinsicsLike | None = None):
-        self._steps = KeyframeSteps(pipeline, keyframes, carry)  # the camera comes with the first frame
+                 intrinsics: IntrinsicsLike | None = None, fusion: bool = False):
+        self._steps = KeyframeSteps(pipeline, keyframes, carry, fusion=fusion)  # the camera comes with the first frame
         self.keyframes: KeyframePolicy = keyframes
         super().__init__(pipeline, self._steps, colour, intrinsics)
 
@@ -241,21 +243,23 @@ class AsyncDepthSession(_Session):
 def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = ..., color: Colour | None = ...,
                backend: str = ..., keyframes: str | int | KeyframePolicy = ..., asynchronous: Literal[False] = ...,
                threads: int | None = ..., min_confidence: float = ..., motion_downscale: int = ...,
-               carry: str | None = ..., intrinsics: IntrinsicsLike | None = ...) -> DepthSession: ...
+               carry: str | None = ..., intrinsics: IntrinsicsLike | None = ...,
+               fusion: str = ...) -> DepthSession: ...
 
 
 @overload
 def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = ..., color: Colour | None = ...,
                backend: str = ..., keyframes: str | int | KeyframePolicy = ..., asynchronous: Literal[True],
                threads: int | None = ..., min_confidence: float = ..., motion_downscale: int = ...,
-               carry: str | None = ..., intrinsics: IntrinsicsLike | None = ...) -> AsyncDepthSession: ...
+               carry: str | None = ..., intrinsics: IntrinsicsLike | None = ...,
+               fusion: str = ...) -> AsyncDepthSession: ...
 
 
 def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = None, color: Colour | None = None,
                backend: str = "auto", keyframes: str | int | KeyframePolicy = "every", asynchronous: bool = False,
                threads: int | None = None, min_confidence: float = 0.1,
                motion_downscale: int = 1, carry: str | None = None,
-               intrinsics: IntrinsicsLike | None = None) -> DepthSession | AsyncDepthSession:
+               intrinsics: IntrinsicsLike | None = None, fusion: str = "auto") -> DepthSession | AsyncDepthSession:
     """Open an export (a folder with manifest.json, from `smoothdino export`) for one camera stream; `smoothdino.open`.
 
     colour (or color): the frames' channel order, "rgb" or "bgr" (OpenCV: "bgr"); required, never guessed.
@@ -269,6 +273,9 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = None, c
     carry: how frames between keyframes get the keyframe's depth: "pose" (the camera's 3-D motion; needs
         `intrinsics`) or "shift" (a translation). Default: "pose" when `intrinsics` are given, else "shift".
     intrinsics: the camera, an Intrinsics (any size) or fx, fy, cx, cy in pixels of the frames given to step.
+    fusion: "auto" (the default: each keyframe's depth fused with the earlier output where the camera is known, i.e.
+        with the pose carry: steadier and more accurate), "on" (with the shift carry too) or "off" (the network's
+        depth as it comes, as the SmoothDINOv2 paper evaluates it). DepthFrame.fused says whether it ran.
 
     Every array a session returns is the caller's to keep and edit: the session keeps its own copies.
 
@@ -285,6 +292,7 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = None, c
             raise UserError("carry='pose' needs the camera: pass intrinsics=(fx, fy, cx, cy) in pixels of your frames, "
                             "or an Intrinsics")
         policy = parse_keyframes(keyframes, option="keyframes", carry=carry)
+        fused = fusion_enabled(parse_fusion(fusion, "fusion"), carry)
         backend = backend_word(str(backend), option="backend")
     except UserError as err:
         raise ValueError(str(err)) from None
@@ -295,6 +303,6 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = None, c
     options = {"backend": backend, "min_confidence": float(min_confidence), "motion_downscale": int(motion_downscale),
                "threads": threads}
     if asynchronous:
-        return AsyncDepthSession(AsyncPipeline(lambda: DepthPipeline.from_folder(folder, **options), carry=carry),
-                                 order, intrinsics)
-    return DepthSession(DepthPipeline.from_folder(folder, **options), order, policy, carry, intrinsics)
+        return AsyncDepthSession(AsyncPipeline(lambda: DepthPipeline.from_folder(folder, **options), carry=carry,
+                                               fusion=fused), order, intrinsics)
+    return DepthSession(DepthPipeline.from_folder(folder, **options), order, policy, carry, intrinsics, fused)

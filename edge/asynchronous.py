@@ -11,6 +11,10 @@ The worker thread creates the pipeline itself and is the only thread that touche
 contexts belong to the thread that created them (the engines refuse another thread), and ONNX Runtime gets a
 thread of its own. `threads` sets the network's CPU threads: on a small CPU, leave the output path a core.
 
+With fusion (edge.fusion), a keyframe's depth is fused, in the caller's thread when it arrives, with the output this
+pipeline gave its frame (the earlier keyframe's fused depth carried there), and that fused depth is what later frames
+carry: the same fusion `process` runs, on the keyframes the network had time for.
+
 For the pose carry the caller's thread follows corners from the frame the network is working on, so that when its
 depth arrives the tracks to the current frame are there: it keeps the last few frames' greys to catch up from.
 """
@@ -27,7 +31,17 @@ import numpy as np
 from smoothdino.core.errors import UserError
 
 from .carry import NONE, Carried
-from .keyframes import FrameGreys, KeyframeMotion, carried_result, carry_to, frame_greys, parse_carry, pose_intrinsics
+from .fusion import DEFAULT_FUSION, FusionSettings
+from .keyframes import (
+    FrameGreys,
+    KeyframeMotion,
+    carried_result,
+    carry_to,
+    frame_greys,
+    fused_result,
+    parse_carry,
+    pose_intrinsics,
+)
 from .pipeline import STAGE_TIMINGS, FramePipeline, FrameResult
 from .sources.intrinsics import Intrinsics
 
@@ -41,6 +55,7 @@ class _Keyframe:
     index: int
     timestamp: float
     timings: dict[str, float]
+    result: FrameResult | None = None  # the network's own result (fusion takes it)
 
 
 class AsyncPipeline:
@@ -50,9 +65,13 @@ class AsyncPipeline:
     has raised yet)."""
 
     def __init__(self, open_pipeline: Callable[[], FramePipeline], startup_timeout: float = 600.0,
-                 carry: str = "shift", intrinsics: Intrinsics | None = None):
+                 carry: str = "shift", intrinsics: Intrinsics | None = None, fusion: bool = False,
+                 fusion_settings: FusionSettings = DEFAULT_FUSION):
         self._open_pipeline = open_pipeline
         self.carry = parse_carry(carry)
+        self.fusion, self.fusion_settings = bool(fusion), fusion_settings
+        self._priors: dict[int, tuple[Carried, int]] = {}  # frame index -> (the output it was given, its age)
+        self._fused: tuple[int, np.ndarray, np.ndarray | None] | None = None  # (key index, fused depth, state)
         self._lock = threading.Condition()
         self._waiting: tuple | None = None  # (rgb, greys, index, timestamp, generation)
         self._in_flight: tuple[int, FrameGreys] | None = None  # the frame the network is working on
@@ -128,7 +147,7 @@ class AsyncPipeline:
                 with self._lock:
                     self.passes += 1
                     if generation == self._generation:
-                        self._latest = _Keyframe(depth, greys, index, timestamp, result.timings)
+                        self._latest = _Keyframe(depth, greys, index, timestamp, result.timings, result)
         except BaseException as err:  # noqa: BLE001
             with self._lock:
                 self._error = err
@@ -168,18 +187,37 @@ class AsyncPipeline:
             self._cut_at = index  # the view left the keyframe's scene: no depth until a keyframe of the new one
         cut_frame = self._cut_at == index
         mark = time.perf_counter()
+        depth = self._fused_depth(key, timings) if self.fusion else key.depth
         if self._cut_at is not None and key.index < self._cut_at:
             carried = Carried(np.zeros_like(key.depth), NONE)
         else:
             self._cut_at = None
             if self.carry == "pose" and self.k is None:
                 pose_intrinsics(self.carry, None, self.frame_size)  # raises: one line naming the fix
-            carried = carry_to(key.depth, motion, self.k, self._motions[key.index].tracks)
-        timings["propagate"] = time.perf_counter() - mark
+            carried = carry_to(depth, motion, self.k, self._motions[key.index].tracks)
+        timings["propagate"] = time.perf_counter() - mark - timings["fusion"]
         timings["total"] = time.perf_counter() - start
         result = carried_result(carried, motion, timings, index - key.index, (timestamp - key.timestamp) * 1000.0)
         result.scene_cut = cut_frame
+        result.fused = self.fusion
+        if self.fusion:  # what this frame was given: the fusion's start should the network take this frame
+            self._priors = {i: p for i, p in self._priors.items() if i > index - CATCH_UP}  # the worker may take any
+            if carried.carry != NONE:
+                self._priors[index] = (carried, index - key.index)
         return result
+
+    def _fused_depth(self, key: _Keyframe, timings: dict[str, float]) -> np.ndarray:
+        """The keyframe's depth fused with the output its frame was given (once per keyframe, here in the caller's
+        thread: a few ms); its fused depth is what every later frame carries."""
+        if self._fused is None or self._fused[0] != key.index:
+            prior, age = self._priors.pop(key.index, (None, 1))
+            state = self._fused[2] if self._fused is not None and prior is not None else None
+            result = FrameResult(depth=key.depth, shift=key.result.shift, scene_cut=False, timings={})
+            fused_result(result, prior, age, state, self.fusion_settings)
+            result.depth.flags.writeable = False
+            self._fused = (key.index, result.depth, result.fusion.state)
+            timings["fusion"] = result.timings["fusion"]
+        return self._fused[1]
 
     def _follow(self, greys: FrameGreys, index: int, key: _Keyframe | None, in_flight: tuple | None):
         """Measure this frame from the keyframe (and keep following the frame in flight); the keyframe's motion."""
@@ -208,6 +246,8 @@ class AsyncPipeline:
         with self._lock:
             self._latest, self._waiting, self._in_flight = None, None, None
             self._generation += 1
+        self._priors.clear()
+        self._fused = None
         self._cut_at = None
         self._motions.clear()
         self._greys.clear()

@@ -12,8 +12,12 @@ keyframe stays close to the truth for a few frames, the pose carry about twice a
                 exceeds `max_shift` (a fraction of the frame width), its phase-correlation confidence falls below
                 `min_confidence`, or (pose carry) the corners followed from it cover less than `min_coverage` of the
                 frame
-Under every policy a scene cut (confidence below the pipeline's `min_confidence`) makes the frame a keyframe: the old
-scene's depth is never carried into a new one.
+Under every policy a scene cut makes the frame a keyframe: the old scene's depth is never carried into a new one. A
+cut is a break between *consecutive* frames (their phase-correlation response at CUT_WIDTH below the pipeline's
+`min_confidence`), never judged against an old keyframe: a fast pan on a slow network is not a cut.
+
+With fusion (edge.fusion), every keyframe's network depth is fused with the previous output carried into its view
+(the same carry a frame between keyframes gets), and that fused depth is what later frames carry.
 
 Motion is always measured from the keyframe itself (the shift directly, the corners frame to frame from it), never
 chained across keyframes, so nothing drifts. Pixels the carry does not reach get 0 (= no depth). The temporal
@@ -35,7 +39,8 @@ import numpy as np
 from smoothdino.core.errors import UserError
 
 from .carry import CARRIES, NETWORK, Carried, camera_matrix, carry_depth, solve_pose
-from .motion import Shift, phase_shift, to_grey
+from .fusion import DEFAULT_FUSION, FusionSettings, fuse_depth
+from .motion import Shift, cut_grey, phase_shift, to_grey
 from .pipeline import STAGE_TIMINGS, FramePipeline, FrameResult
 from .sources.intrinsics import Intrinsics
 from .tracking import KeyframeTracks, TrackState, tracking_grey
@@ -46,7 +51,7 @@ class Motion:
     """A frame against the keyframe, from the frames alone."""
 
     shift: Shift  # phase correlation to the keyframe (full-frame pixels)
-    cut: bool  # confidence below the pipeline's scene-cut threshold: the views do not overlap
+    cut: bool  # a scene cut between the frame before and this one (edge.motion.consecutive_cut)
     tracks: TrackState | None = None  # corners followed from the keyframe (pose carry only)
 
 
@@ -62,6 +67,8 @@ class KeyframePolicy:
     min_confidence: float = 0.25  # auto: phase-correlation response to the keyframe below this
     max_age: int = 4  # auto: at most this many frames carried from one keyframe
     min_coverage: float = 0.0  # auto, pose carry: tracked corners in fewer than this share of the frame's cells
+    max_parallax: float = 1.0  # auto, pose carry: corners off the best homography by more than this share of the width
+    max_displacement: float = 1.0  # auto, pose carry: corners moved more than this share of the width (median)
 
     @property
     def label(self) -> str:
@@ -75,9 +82,11 @@ class KeyframePolicy:
         if self.mode == "n":
             return age >= self.n
         shift = motion.shift
+        tracks = motion.tracks
         return (age > self.max_age or shift.confidence < self.min_confidence
                 or math.hypot(shift.dx, shift.dy) > self.max_shift * width
-                or (motion.tracks is not None and motion.tracks.coverage < self.min_coverage))
+                or (tracks is not None and (tracks.coverage < self.min_coverage or tracks.parallax > self.max_parallax
+                                            or tracks.displacement > self.max_displacement)))
 
 
 EVERY_FRAME = KeyframePolicy()
@@ -123,10 +132,12 @@ class FrameGreys:
     phase: np.ndarray
     track: np.ndarray | None
     width: int  # the frame's width (pixels of the export's frame size)
+    cut: np.ndarray | None = None  # the small grey frame the scene-cut test compares with the frame before
 
 
 def frame_greys(rgb: np.ndarray, downscale: int, track: bool) -> FrameGreys:
-    return FrameGreys(to_grey(rgb, downscale), tracking_grey(rgb) if track else None, rgb.shape[1])
+    phase = to_grey(rgb, downscale)
+    return FrameGreys(phase, tracking_grey(rgb) if track else None, rgb.shape[1], cut_grey(rgb, phase, downscale))
 
 
 class KeyframeMotion:
@@ -137,12 +148,22 @@ class KeyframeMotion:
     def __init__(self, keyframe: FrameGreys, downscale: int, cut_below: float):
         self.downscale, self.cut_below = downscale, cut_below
         self.grey = keyframe.phase
+        self.previous = keyframe.cut  # the frame before the next one measured (the cut test's reference)
         self.tracks = KeyframeTracks(keyframe.track, keyframe.width) if keyframe.track is not None else None
 
     def measure(self, greys: FrameGreys) -> Motion:
         shift = phase_shift(self.grey, greys.phase, self.downscale)
         tracks = self.tracks.update(greys.track) if self.tracks is not None else None
-        return Motion(shift, shift.confidence < self.cut_below, tracks)
+        cut = consecutive_cut(self.previous, greys.cut, self.cut_below)
+        self.previous = greys.cut
+        return Motion(shift, cut, tracks)
+
+
+def consecutive_cut(previous: np.ndarray, current: np.ndarray, cut_below: float) -> bool:
+    """A scene cut between two consecutive frames' cut greys (edge.motion.cut_grey): their phase-correlation response
+    below `cut_below`. On the NYUv2 sample at 320x240, consecutive frames of a shot respond >= 0.19 and frames of
+    different scenes <= 0.11 (at full size some consecutive pairs of a fast pan fall to 0.02: hence the small size)."""
+    return phase_shift(previous, current).confidence < cut_below
 
 
 def decide_keyframes(frames: Iterable[np.ndarray], policy: KeyframePolicy, motion_downscale: int = 1,
@@ -193,17 +214,36 @@ def carry_to(depth: np.ndarray, motion: Motion, k: np.ndarray | None, tracks: Ke
     return carry_depth(depth, motion.shift, pose, k, fallback=why and f"pose: {why}")
 
 
+def fused_result(result: FrameResult, carried: Carried | None, age: int, state: np.ndarray | None,
+                 settings: FusionSettings) -> FrameResult:
+    """A keyframe's FrameResult with its depth fused with the previous output carried into its view (`carried`: None
+    restarts the fusion: the first frame, a scene cut) and the previous fusion's state. Synchronous and asynchronous
+    alike; `result.fusion.state` is what the next one starts from."""
+    start = time.perf_counter()
+    fused = fuse_depth(result.depth, None if carried is None else carried.depth,
+                       "pose" if carried is None else carried.carry, age, state, settings)
+    result.depth = fused.depth
+    result.fusion, result.fused = fused, True
+    result.timings["fusion"] = time.perf_counter() - start
+    return result
+
+
 class KeyframeSteps:
     """FramePipeline.step behind a keyframe policy: step(rgb) -> FrameResult for every frame, the network only on
     keyframes. `replay(rgb)` advances the policy over a frame an earlier run wrote (no network); a later step
     rebuilds what it needs from the replayed keyframes, so a resumed run continues exactly. Both take
-    `keyframe=True/False` to follow a schedule computed beforehand (decide_keyframes) instead of deciding."""
+    `keyframe=True/False` to follow a schedule computed beforehand (decide_keyframes) instead of deciding.
+    `fusion`: every keyframe's depth fused with the previous output (edge.fusion); after a replay the replayed
+    keyframe's output cannot be computed again from its frame, so the caller restores it (`restore_keyframe`)."""
 
     def __init__(self, pipeline: FramePipeline, policy: KeyframePolicy = EVERY_FRAME, carry: str = "shift",
-                 intrinsics: Intrinsics | None = None):
+                 intrinsics: Intrinsics | None = None, fusion: bool = False,
+                 fusion_settings: FusionSettings = DEFAULT_FUSION):
         self.pipeline = pipeline
         self.policy = policy
         self.carry = parse_carry(carry)
+        self.fusion = bool(fusion)
+        self.fusion_settings = fusion_settings
         self.k: np.ndarray | None = None  # the camera matrix at the frame size (pose carry)
         if intrinsics is not None:
             self.set_intrinsics(intrinsics)
@@ -220,13 +260,37 @@ class KeyframeSteps:
         self._previous_rgb: np.ndarray | None = None  # the keyframe before it (the adapter's previous frame)
         self._motion: KeyframeMotion | None = None  # motion measured from the keyframe
         self._depth: np.ndarray | None = None  # its depth (read-only, ours); None while it was only replayed
+        self._fusion_state: np.ndarray | None = None  # its fusion's state (edge.fusion), with its depth
         self._synced = True  # the pipeline's previous frame is the keyframe
         self._age = 0  # frames since the keyframe
         self._timestamp: float | None = None
         self._ready_at = 0.0  # perf_counter when its depth was ready
 
+    @property
+    def measuring(self) -> bool:
+        """Whether frames are measured against the keyframe: to decide (N, auto) or to fuse (every frame too)."""
+        return self.policy.mode != "every" or self.fusion
+
+    @property
+    def needs_keyframe(self) -> bool:
+        """After a replay with fusion: the replayed keyframe's output must be restored before the next step."""
+        return self.fusion and self._depth is None and self._rgb is not None
+
+    def restore_keyframe(self, depth: np.ndarray, state: np.ndarray | None) -> None:
+        """The output an earlier run wrote for the last replayed keyframe (at the frame size, exactly as computed)
+        and its fusion's state (keyframe_state)."""
+        if depth.shape != tuple(self.pipeline.frame_size):
+            raise ValueError(f"a keyframe output of {depth.shape}, not {self.pipeline.frame_size}")
+        self._depth = np.array(depth, np.float32)
+        self._depth.flags.writeable = False
+        self._fusion_state = None if state is None else np.array(state, np.float64)
+
+    def keyframe_state(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(the last keyframe's output, its fusion state): what restore_keyframe takes back (None before one)."""
+        return None if self._depth is None else (self._depth, self._fusion_state)
+
     def _measure(self, rgb: np.ndarray) -> tuple[FrameGreys | None, Motion | None, float]:
-        if self.policy.mode == "every":
+        if not self.measuring:
             return None, None, 0.0
         start = time.perf_counter()
         greys = frame_greys(rgb, self.pipeline.motion_downscale, self.carry == "pose")
@@ -260,6 +324,24 @@ class KeyframeSteps:
             self._age += 1
         return self._age
 
+    def _carry(self, motion: Motion) -> Carried:
+        """The keyframe's depth (the last output of the network, fused) carried to the frame `motion` describes."""
+        if self.carry == "pose" and self.k is None:
+            pose_intrinsics(self.carry, None, self.pipeline.frame_size)  # raises: one line naming the fix
+        return carry_to(self._depth, motion, self.k, self._motion.tracks)
+
+    def _keyframe_depth(self) -> None:
+        """After a replay: the replayed keyframe's depth, computed again exactly as the first run did (without
+        fusion; with it, the caller restored it)."""
+        if self._depth is not None:
+            return
+        if self.fusion:
+            raise RuntimeError("a fused keyframe that was replayed must be restored (restore_keyframe) before a step")
+        self.pipeline.reset() if self._previous_rgb is None else self.pipeline.prime(self._previous_rgb)
+        depth = self.pipeline.step(self._rgb).depth
+        depth.flags.writeable = False
+        self._depth, self._synced = depth, True
+
     def step(self, rgb: np.ndarray, timestamp: float | None = None, keyframe: bool | None = None) -> FrameResult:
         """One frame (uint8 RGB at the pipeline's size) -> FrameResult; `keyframe`, `carry`, `age_frames` and
         `age_ms` say where its depth comes from. `timestamp` (seconds, the frame's capture time) gives the age in ms;
@@ -267,23 +349,30 @@ class KeyframeSteps:
         start = time.perf_counter()
         greys, motion, measured = self._measure(rgb)
         if self._decide(motion, keyframe):
+            prior, carrying = None, 0.0
+            if self.fusion and motion is not None and not motion.cut and self._rgb is not None:
+                self._keyframe_depth()
+                mark = time.perf_counter()
+                prior = self._carry(motion)  # the output this frame would have had: what the fusion starts from
+                carrying = time.perf_counter() - mark
             if not self._synced:  # after a replay: the adapter's previous frame is the replayed keyframe
                 self.pipeline.reset() if self._rgb is None else self.pipeline.prime(self._rgb)
                 self._synced = True
             result = self.pipeline.step(rgb)
             result.timings["motion"] = result.timings.get("motion", 0.0) + measured  # the decision's own measurement (every measures none)
+            if motion is not None:  # a cut is decided between consecutive frames, not against the last keyframe
+                result.scene_cut = motion.cut
+            if self.fusion:
+                result = fused_result(result, prior, self._age + 1, self._fusion_state, self.fusion_settings)
+                self._fusion_state = result.fusion.state
+                result.timings["propagate"] = carrying
+                result.timings["total"] += carrying + result.timings["fusion"]
             self._new_keyframe(rgb, greys, result.depth, timestamp)
             return result
-        if self._depth is None:  # the keyframe was replayed: compute it again, exactly as the first run did
-            self.pipeline.reset() if self._previous_rgb is None else self.pipeline.prime(self._previous_rgb)
-            depth = self.pipeline.step(self._rgb).depth
-            depth.flags.writeable = False
-            self._depth, self._synced = depth, True
+        self._keyframe_depth()
         self._age += 1
         mark = time.perf_counter()
-        if self.carry == "pose" and self.k is None:
-            pose_intrinsics(self.carry, None, self.pipeline.frame_size)  # raises: one line naming the fix
-        carried = carry_to(self._depth, motion, self.k, self._motion.tracks)
+        carried = self._carry(motion)
         timings = dict.fromkeys(STAGE_TIMINGS, 0.0)
         timings["motion"] = measured
         timings["propagate"] = time.perf_counter() - mark
@@ -292,4 +381,6 @@ class KeyframeSteps:
             age_ms = (timestamp - self._timestamp) * 1000.0
         else:
             age_ms = (time.perf_counter() - self._ready_at) * 1000.0
-        return carried_result(carried, motion, timings, self._age, age_ms)
+        result = carried_result(carried, motion, timings, self._age, age_ms)
+        result.fused = self.fusion
+        return result

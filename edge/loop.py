@@ -23,6 +23,8 @@ from smoothdino.core.signals import (
 )
 
 from .asynchronous import AsyncPipeline
+from .carry import camera_matrix
+from .flicker import FlickerMeter
 from .keyframes import EVERY_FRAME, KeyframePolicy, KeyframeSteps
 from .pipeline import FramePipeline, FrameResult
 from .run_identity import RunIdentity, claim_run_folder
@@ -34,6 +36,7 @@ from .sinks import (
     WindowSink,
     side_by_side,
 )
+from .sinks.keyframe_state import KeyframeStates
 from .sinks.png import as_written
 from .sinks.view import overlay_lines
 from .sources import Frame
@@ -126,13 +129,15 @@ class ResumableSteps:
     uninterrupted one. `process`, `live` and `bench` all step through it."""
 
     def __init__(self, pipeline: FramePipeline, read_done: Callable[[str], np.ndarray | None] | None = None,
-                  keyframes: KeyframePolicy = EVERY_FRAME, schedule: dict[str, bool] | None = None,
-                 carry: str = "shift"):
+                 keyframes: KeyframePolicy = EVERY_FRAME, schedule: dict[str, bool] | None = None,
+                 carry: str = "shift", fusion: bool = False, states: KeyframeStates | None = None):
         self.pipeline = pipeline
         self.read_done = read_done  # frame name -> depth written earlier, or None
-        self.frames = KeyframeSteps(pipeline, keyframes, carry)
+        self.frames = KeyframeSteps(pipeline, keyframes, carry, fusion=fusion)
         self.schedule = schedule or {}  # frame name -> keyframe?, forced (StreamOutputs.schedule)
         self.replayed_age = 0  # frames since the keyframe, for the last frame read back
+        self.states = states  # fusion: the keyframes' outputs an earlier run kept (edge.sinks.keyframe_state)
+        self.keyframe_name: str | None = None  # the last keyframe replayed
 
     def __call__(self, name: str, rgb: np.ndarray, out_size: tuple[int, int],
                  timestamp: float | None = None) -> tuple[np.ndarray, FrameResult | None]:
@@ -141,6 +146,10 @@ class ResumableSteps:
         if depth is not None:
             self.replay(name, rgb, timestamp)
             return depth, None
+        if self.frames.needs_keyframe:  # fused: the replayed keyframe's output, as the earlier run kept it
+            if self.states is None:
+                raise UserError(f"{name}: resuming a fused run needs its keyframes' outputs; run again with --overwrite")
+            self.frames.restore_keyframe(*self.states.read(self.keyframe_name))
         result = self.frames.step(rgb, timestamp, keyframe=self.schedule.get(name))
         return resize_depth(result.depth, out_size), result
 
@@ -151,6 +160,8 @@ class ResumableSteps:
         """A frame this run does not compute (written earlier, or a chunk's priming): the policy's decision (or
         the schedule's) replayed, no depth."""
         self.replayed_age = self.frames.replay(rgb, timestamp, keyframe=self.schedule.get(name))
+        if self.replayed_age == 0:
+            self.keyframe_name = name
 
 
 def run_stream(
@@ -164,17 +175,20 @@ def run_stream(
     keyframes: KeyframePolicy = EVERY_FRAME,
     carry: str = "shift",
     intrinsics: IntrinsicsChoice | None = None,
+    fusion: bool = False,
 ) -> StreamReport:
     """Every frame of `source` through `pipeline` into the outputs. Each frame's outputs (its depth PNG, its
     metrics row, the video frame, every sink's output) are one unit: SIGINT/SIGTERM/SIGHUP are held while a unit
     is written and while the outputs are flushed at the end, and raise only while a frame is read or computed,
     so after any signal the metrics describe exactly the PNGs on disk (core.signals). `carry` (edge.carry): how
     keyframes' depth reaches the frames after them; the pose carry takes the camera from `intrinsics` at the first
-    frame (the option, a bag's CameraInfo, NYUv2's Kinect)."""
+    frame (the option, a bag's CameraInfo, NYUv2's Kinect). `fusion` (edge.fusion): every keyframe fused with the
+    previous output; an AsyncPipeline brings its own. Every output's flicker (edge.flicker) is measured here, into
+    the metrics rows and FrameResult.flicker for the sinks."""
     report = StreamReport(name=source.name)
     with termination_as_interrupt(), held_signals() as gate:
         try:
-            _stream(pipeline, source, outputs, report, resize, run_info, on_frame, keyframes, carry, intrinsics)
+            _stream(pipeline, source, outputs, report, resize, run_info, on_frame, keyframes, carry, intrinsics, fusion)
         except KeyboardInterrupt:
             report.interrupted = True
         except DiskFull as err:  # `process` picks up where it stopped; a live stream starts anew
@@ -187,13 +201,14 @@ def run_stream(
 
 def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: StreamReport, resize: bool,
             run_info: dict | None, on_frame: Callable[[StreamReport], None] | None, keyframes: KeyframePolicy,
-            carry: str = "shift", intrinsics: IntrinsicsChoice | None = None) -> None:
+            carry: str = "shift", intrinsics: IntrinsicsChoice | None = None, fusion: bool = False) -> None:
     size = pipeline.frame_size
     folder = outputs.folder
+    fusion = getattr(pipeline, "fusion", fusion)  # an AsyncPipeline's own
     if folder:  # the folder's earlier frames are reused only if a run of this identity wrote them
         claim_run_folder(folder, RunIdentity.of(pipeline, keyframes, resize,
                                                 asynchronous=isinstance(pipeline, AsyncPipeline),
-                                                carry=getattr(pipeline, "carry", carry)))
+                                                carry=getattr(pipeline, "carry", carry), fusion=fusion))
     pngs = DepthPngSink(folder / "depth") if folder else None
     # what a killed run left in our folders (its reserve, a PNG or the video half written): gone before we start
     if folder:
@@ -213,11 +228,14 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
         video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
         window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights,
                             outputs.depth_range) if outputs.window else None
+        states = KeyframeStates(folder) if folder and fusion and not isinstance(pipeline, AsyncPipeline) else None
         if isinstance(pipeline, AsyncPipeline):  # live --async: never waits for the network, never resumes
             steps = AsyncSteps(pipeline)
         else:
             steps = ResumableSteps(pipeline, pngs.read if pngs is not None and outputs.resume and not source.live
-                                   else None, keyframes, outputs.schedule, carry)
+                                   else None, keyframes, outputs.schedule, carry, fusion, states)
+        flicker_meter = FlickerMeter()
+        camera = None  # the camera matrix at the frames' own size, for flicker (None: the shift)
         frames = iter(source)
         untrained = untrained_adapter(pipeline.weights)  # said on every drawn frame, as random weights are
         camera_pending = getattr(pipeline, "carry", carry) == "pose"
@@ -238,13 +256,20 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                 if camera_pending:  # the pose carry's camera: the first frame says which (a bag's CameraInfo)
                     steps.set_intrinsics(intrinsics.for_frame(frame.meta, *frame.rgb.shape[:2]))
                     camera_pending = False
+                if intrinsics is not None and camera is None:
+                    at = intrinsics.for_frame(frame.meta, *frame.rgb.shape[:2]).scaled(*frame.rgb.shape[:2])
+                    camera = camera_matrix(at.fx, at.fy, at.cx, at.cy)
                 if frame.name in outputs.primed:  # before a chunk (process --ray): the keyframe state only
                     steps.replay(frame.name, rgb, frame.timestamp)
                     continue
                 depth, result = steps(frame.name, rgb, frame.rgb.shape[:2], frame.timestamp)
             if depth is None:  # async, before the first keyframe is ready: counted, never shown without depth
                 report.waiting += 1
+                flicker_meter.reset()
                 continue
+            flicker = flicker_meter.measure(frame.rgb, depth, frame.depth_gt, camera)
+            if result is not None:
+                result.flicker = flicker
             # the frame's write unit: signals wait until every output describes this frame; an output that
             # fails (a full disk) takes the frame's PNG and metrics row back with it
             written: list = []
@@ -252,6 +277,9 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                 if result is None:  # written by an earlier run (an unreadable PNG is computed again)
                     report.reused += 1
                 elif pngs is not None:
+                    if states is not None and result.keyframe:  # before its PNG: a PNG on disk has its state
+                        states.write(frame.name, *steps.frames.keyframe_state())
+                        written.append(lambda name=frame.name: states.remove(name))
                     pngs.write(frame.name, depth)
                     written.append(lambda name=frame.name: pngs.path(name).unlink(missing_ok=True))
                 row = None
@@ -260,6 +288,8 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                     row = metrics.add(frame.name, depth, frame.depth_gt, result.timings if result else None,
                                       keyframe=age == 0, age_frames=age,
                                       scene_cut=bool(result.scene_cut) if result else None,
+                                      flicker=flicker[0], flicker_p90=flicker[1],
+                                      fused=result.fused if result else fusion,
                                       **carry_fields(result, age),
                                       **({"nonfinite_pixels": result.nonfinite} if result and result.nonfinite else {}))
                     written.append(metrics.undo_last)
@@ -282,6 +312,8 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
                 for undo in reversed(written):
                     undo()
                 raise
+            if states is not None and result is not None and result.keyframe:
+                states.keep_only(frame.name)  # the unit is complete: the earlier keyframe's state is no longer needed
             if result is not None:
                 report.computed += 1
                 report.keyframes += int(result.keyframe)
@@ -349,7 +381,9 @@ class AsyncSteps:
 def carry_fields(result: FrameResult | None, age: int) -> dict:
     """A metrics row's account of how the frame's depth got there: `carry` (network, pose, shift, none; empty for a
     carried frame read back from an earlier run), the pose carry's PnP inliers and tracked corners, the camera's
-    position (m) and rotation (quaternion) in its keyframe's frame, and why a pose carry fell back to the shift."""
+    position (m) and rotation (quaternion) in its keyframe's frame, why a pose carry fell back to the shift, and on a
+    fused keyframe whether the fusion restarted, the share of the earlier output's scale it kept and the share of
+    pixels it blended."""
     if result is None:
         return {"carry": "network" if age == 0 else ""}
     fields = {"carry": result.carry}
@@ -361,6 +395,10 @@ def carry_fields(result: FrameResult | None, age: int) -> dict:
         (fields["qx"], fields["qy"], fields["qz"], fields["qw"]) = (round(v, 6) for v in result.pose.quaternion_xyzw())
     if result.fallback:
         fields["fallback"] = result.fallback
+    if result.fusion is not None:  # a fused keyframe: how much of the earlier output it kept (edge.fusion)
+        fused = result.fusion
+        fields.update(fusion="restart" if fused.restarted else "fused", fusion_scale_kept=round(fused.kept, 4),
+                      fusion_blended=round(fused.blended, 4))
     return fields
 
 

@@ -42,6 +42,18 @@ def to_grey(rgb: np.ndarray, downscale: int = 1) -> np.ndarray:
     return grey.astype(np.float32)
 
 
+CUT_WIDTH = 320  # the scene-cut test compares consecutive frames shrunk to at most this width (edge.keyframes)
+
+
+def cut_grey(rgb: np.ndarray, phase: np.ndarray | None = None, downscale: int = 1) -> np.ndarray:
+    """The grey frame the scene-cut test reads: at most CUT_WIDTH wide (area). `phase`, the frame's phase-correlation
+    grey at `downscale`, is reused when it already is that size."""
+    factor = max(1, -(-rgb.shape[1] // CUT_WIDTH))
+    if phase is not None and downscale == factor:
+        return phase
+    return to_grey(rgb, factor)
+
+
 def phase_shift(previous_grey: np.ndarray, current_grey: np.ndarray, downscale: int = 1) -> Shift:
     """Shift of `current` relative to `previous` in full-frame pixels (grey frames of equal size,
     already shrunk by `downscale` if one is given: pass the factor so the shift is scaled back)."""

@@ -22,10 +22,11 @@ import numpy as np
 from smoothdino.core.errors import UserError
 
 from .carry import CameraPose
+from .fusion import Fused
 from .engines import TENSORRT_BACKENDS, Manifest, open_engine, resolve_backend, to_host
 from .motion import NO_SHIFT, Shift, phase_shift, scene_cut, to_grey
 
-STAGE_TIMINGS = ("pre", "motion", "encoder", "adapter", "decoder", "post", "propagate", "total")
+STAGE_TIMINGS = ("pre", "motion", "encoder", "adapter", "decoder", "post", "propagate", "fusion", "total")
 
 
 @dataclass
@@ -43,6 +44,9 @@ class FrameResult:
     pose: CameraPose | None = None  # carry == "pose": the camera's motion since the keyframe
     tracked: int = 0  # corners followed from the keyframe to this frame (pose carry)
     fallback: str = ""  # why a pose carry fell back to the shift
+    fusion: Fused | None = None  # a keyframe's fusion with the previous output (edge.fusion); None: not fused
+    fused: bool = False  # the depth is fused (a fused keyframe, or carried from one)
+    flicker: tuple[float, float] | None = None  # (median, p90) against the previous output (edge.flicker), by the loop
 
     @property
     def inliers(self) -> int:

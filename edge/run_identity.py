@@ -8,6 +8,7 @@ or a `--ray` chunk never mixes the frames of two runs.
     motion_downscale  phase correlation on frames shrunk by this factor (--motion-downscale)
     resize            frames of another size resized (--resize) or refused (--no-resize)
     carry             how a keyframe's depth is carried to the frames after it
+    fusion            keyframes fused with the previous output (edge.fusion), and the fusion's settings
 
 `claim_run_folder` records it as JSON in <folder>/depth/.smoothdino-run before the first frame is written and
 refuses a folder that another identity wrote, in one line naming the folder and the options that differ (an
@@ -24,6 +25,7 @@ from pathlib import Path
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_text
 
+from .fusion import DEFAULT_FUSION
 from .keyframes import KeyframePolicy
 
 RECORD = ".smoothdino-run"  # in <folder>/depth/, beside the PNGs it speaks for
@@ -41,10 +43,11 @@ class RunIdentity:
     motion_downscale: int
     resize: bool
     carry: str = "shift"
+    fusion: dict | None = None  # None: off; else the settings (edge.fusion.FusionSettings)
 
     @classmethod
     def of(cls, pipeline, policy: KeyframePolicy, resize: bool, *, asynchronous: bool = False,
-           carry: str = "shift") -> RunIdentity:
+           carry: str = "shift", fusion: bool = False) -> RunIdentity:
         """`pipeline`: anything with identity, precision, frame_size, min_confidence and motion_downscale (a
         FramePipeline, or what a --ray worker reported of its own)."""
         height, width = pipeline.frame_size
@@ -52,7 +55,8 @@ class RunIdentity:
                    size=f"{height}x{width}", keyframes="async" if asynchronous else policy.label,
                    keyframe_limits={k: v for k, v in asdict(policy).items() if k not in ("mode", "n")},
                    min_confidence=float(pipeline.min_confidence),
-                   motion_downscale=int(pipeline.motion_downscale), resize=bool(resize), carry=carry)
+                   motion_downscale=int(pipeline.motion_downscale), resize=bool(resize), carry=carry,
+                   fusion=DEFAULT_FUSION.describe() if fusion else None)
 
     def record(self) -> dict:
         return asdict(self)
@@ -62,8 +66,9 @@ class RunIdentity:
 OPTION_NAMES = {
     "export": "the export (--engines, or the model options)", "precision": "--precision", "size": "--size",
     "keyframes": "--keyframes", "min_confidence": "--min-confidence", "motion_downscale": "--motion-downscale",
-    "resize": "--resize/--no-resize", "carry": "--carry",
+    "resize": "--resize/--no-resize", "carry": "--carry", "fusion": "--fusion",
 }
+DEFAULTS = {"fusion": None}  # fields an earlier version did not record, as it ran them
 
 
 def describe_difference(earlier: dict | str | None, now: RunIdentity) -> str:
@@ -76,14 +81,20 @@ def describe_difference(earlier: dict | str | None, now: RunIdentity) -> str:
                 "options that change depth")
     differ = []
     for name, value in now.record().items():
-        was = earlier.get(name, "unrecorded")
+        was = earlier.get(name, DEFAULTS.get(name, "unrecorded"))
         if name == "keyframe_limits":  # each limit on its own
             was = was if isinstance(was, dict) else {}
             differ += [f"the keyframe limit {k} {_word(was.get(k, 'unrecorded'))} there, {_word(v)} now"
                        for k, v in value.items() if was.get(k, "unrecorded") != v]
+        elif name == "fusion" and was != value:
+            differ.append(f"--fusion {_fusion_word(was)} there, {_fusion_word(value)} now")
         elif was != value:
             differ.append(f"{OPTION_NAMES[name]} {_word(was)} there, {_word(value)} now")
     return "; ".join(differ)
+
+
+def _fusion_word(settings: dict | None) -> str:
+    return "off" if settings is None else "on" if settings == DEFAULT_FUSION.describe() else f"on with {settings}"
 
 
 def _word(value) -> str:

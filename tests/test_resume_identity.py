@@ -18,7 +18,7 @@ from .conftest import SMALL
 
 # what a row read back from disk cannot know (edge.loop carry_fields): how its depth was carried, the scene cut
 UNKNOWN_ON_RESUME = {"scene_cut", "carry", "inliers", "tracked", "tx_m", "ty_m", "tz_m", "qx", "qy", "qz", "qw",
-                     "fallback"}
+                     "fallback", "fusion", "fusion_scale_kept", "fusion_blended"}
 
 runner = CliRunner()
 

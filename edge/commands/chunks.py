@@ -49,6 +49,9 @@ from smoothdino.core.console import notice
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_text, temporary_path
 from smoothdino.core.images import parse_size, resize_rgb
+from smoothdino.edge.carry import camera_matrix
+from smoothdino.edge.flicker import NO_FLICKER, FlickerMeter
+from smoothdino.edge.fusion import fusion_enabled
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy, decide_keyframes
 from smoothdino.edge.loop import StreamOutputs, StreamReport, run_stream
 from smoothdino.edge.metrics import METRICS
@@ -118,10 +121,11 @@ class SequencePlan:
     chunks: list[Chunk] = field(default_factory=list)
     carry: str = "shift"  # how depth is carried between keyframes, and the policy for it (as `process` chooses)
     policy: KeyframePolicy = EVERY_FRAME
+    fusion: bool = False  # keyframes fused with the previous output (edge.fusion, as `process` chooses)
 
 
 def plan_sequences(sequences: list[Path], robot: RobotOptions, limit: int | None, carry: str | None = None,
-                   policy: KeyframePolicy = EVERY_FRAME) -> list[SequencePlan]:
+                   policy: KeyframePolicy = EVERY_FRAME, fusion: str = "off") -> list[SequencePlan]:
     """Each sequence's name and length (listing a folder, or a bag's index: no frame is decoded), and its carry and
     keyframe policy (edge.commands.robotics.choose_carry, as `process` chooses them)."""
     plans = []
@@ -130,7 +134,7 @@ def plan_sequences(sequences: list[Path], robot: RobotOptions, limit: int | None
         try:
             chosen, chosen_policy, _ = choose_carry(carry, source, robot, policy)
             plans.append(SequencePlan(Path(path), source.name, len(source), not isinstance(source, FolderSource),
-                                      carry=chosen, policy=chosen_policy))
+                                      carry=chosen, policy=chosen_policy, fusion=fusion_enabled(fusion, chosen)))
         finally:
             source.close()
     names = [p.name for p in plans]
@@ -141,9 +145,11 @@ def plan_sequences(sequences: list[Path], robot: RobotOptions, limit: int | None
 
 
 def cut(plans: list[SequencePlan], size: int) -> list[SequencePlan]:
-    """Chunks of `size` frames (a bag: one chunk)."""
+    """Chunks of `size` frames (a bag: one chunk; a fused sequence: one chunk too, since every fused output depends
+    on every one before it in its shot, a chunk could not start without the one before it ending: parallel across
+    sequences only)."""
     for plan in plans:
-        step = plan.length if plan.bag else size
+        step = plan.length if plan.bag or plan.fusion else size
         plan.chunks = [Chunk(str(plan.path), plan.name, s, min(s + step, plan.length), plan.bag)
                        for s in range(0, plan.length, max(1, step))]
     return plans
@@ -343,6 +349,7 @@ class ChunkJob:
     policy: KeyframePolicy
     identity: RunIdentity  # the run's (edge.run_identity): done.json records it
     carry: str = "shift"  # SequencePlan.carry
+    fusion: bool = False  # SequencePlan.fusion
     resume: bool = True
     resize: bool = True
     limit: int | None = None
@@ -387,7 +394,7 @@ def run_chunk(pipeline: FramePipeline, job: ChunkJob, on_frame: Callable[[Stream
                                                         schedule=job.schedule),
                         resize=job.resize, run_info=job.run_info, keyframes=job.policy, carry=job.carry,
                         intrinsics=sequence_intrinsics(full, job.robot) if job.carry == "pose" else None,
-                        on_frame=on_frame)
+                        on_frame=on_frame, fusion=job.fusion)
     if report.interrupted:
         raise KeyboardInterrupt(f"{chunk.name} {chunk.key}: interrupted")
     if chunk.bag:
@@ -453,7 +460,7 @@ def check_shared_out(out: Path, token: str, node: str) -> None:
 
 # -- the driver's half: a sequence's outputs from its chunks ------------------------------------------------------
 
-NAN_KEYS = frozenset(METRICS + ("temporal", "valid_fraction"))
+NAN_KEYS = frozenset(METRICS + ("temporal", "valid_fraction", "flicker", "flicker_p90"))
 
 
 def _row(row: dict) -> dict:
@@ -472,6 +479,26 @@ def _boundary_temporal(folder: Path, source: FolderSource, before: dict, row: di
     return last.get("temporal", float("nan"))
 
 
+def _boundary_flicker(folder: Path, source: FolderSource, before: dict, row: dict, plan: SequencePlan,
+                      robot: RobotOptions) -> tuple[float, float]:
+    """`flicker` of a chunk's first frame against the last frame of the chunk before, from the two frames and PNGs
+    (edge.flicker.FlickerMeter, as the loop measures it; the camera as the loop has it: the pose carry's)."""
+    positions = {name: i for i, name in enumerate(source.names)}
+    pngs, meter, flicker = DepthPngSink(folder / "depth"), FlickerMeter(), NO_FLICKER
+    intrinsics = sequence_intrinsics(source, robot) if plan.carry == "pose" else None
+    for name in (before["frame"], row["frame"]):
+        frame = source.load(positions[name])
+        depth = pngs.read(name)
+        if frame is None or depth is None:
+            return NO_FLICKER
+        camera = None
+        if intrinsics is not None:
+            at = intrinsics.for_frame(frame.meta, *frame.rgb.shape[:2]).scaled(*frame.rgb.shape[:2])
+            camera = camera_matrix(at.fx, at.fy, at.cx, at.cy)
+        flicker = meter.measure(frame.rgb, depth, frame.depth_gt, camera)
+    return flicker
+
+
 def assemble(plan: SequencePlan, dones: dict[str, dict], out: Path, *, video: bool, robot: RobotOptions,
              limit: int | None, random_weights: bool, depth_range: tuple[float, float] = DISPLAY_RANGE,
              cluster_info: dict | None = None, stop: Callable[[], bool] = lambda: False) -> StreamReport:
@@ -486,6 +513,9 @@ def assemble(plan: SequencePlan, dones: dict[str, dict], out: Path, *, video: bo
         chunk_rows = [_row(r) for r in record.get("frames", [])]
         if chunk_rows and rows and "temporal" in chunk_rows[0] and "temporal" in rows[-1]:
             chunk_rows[0]["temporal"] = _boundary_temporal(folder, folder_source, rows[-1], chunk_rows[0])
+        if chunk_rows and rows and "flicker" in chunk_rows[0]:
+            (chunk_rows[0]["flicker"], chunk_rows[0]["flicker_p90"]) = _boundary_flicker(
+                folder, folder_source, rows[-1], chunk_rows[0], plan, robot)
         rows += chunk_rows
         run_info = run_info or {k: v for k, v in record["run"].items() if k != "warning"}
         skipped += dones[chunk.key]["skipped_frames"]

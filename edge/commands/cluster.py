@@ -45,6 +45,7 @@ from smoothdino.core.console import adapter_state, console, random_weights_notic
 from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_text, process_alive, remove_stale_temporaries
 from smoothdino.edge.engines import Manifest
+from smoothdino.edge.fusion import fusion_info
 from smoothdino.edge.loop import StreamReport
 from smoothdino.edge.run_identity import RunIdentity
 from smoothdino.edge.sinks import DISPLAY_RANGE
@@ -182,7 +183,7 @@ def run(options, cluster: ClusterOptions, show: bool = True) -> ClusterRun:
     if cluster.chunk is not None and cluster.chunk < 1:
         raise UserError(f"--chunk {cluster.chunk}: give 1 or more frames")
     plans = plan_sequences([Path(s) for s in options.sequences], options.robot, options.limit,
-                           options.carry, options.keyframes)
+                           options.carry, options.keyframes, options.fusion)
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out, recursive=True)  # what killed runs of this host left (another's: its workers')
@@ -274,7 +275,8 @@ class _Driver:
             console.print(f"pipeline: {info['description']} on {count} Ray workers "
                           f"({', '.join(f'{k}={v}' for k, v in resources.items())} each)")
         workers = SimpleNamespace(**info)  # what the workers' pipelines are; with a sequence's policy, its identity
-        self.identities = {p.name: RunIdentity.of(workers, p.policy, options.resize, carry=p.carry) for p in self.plans}
+        self.identities = {p.name: RunIdentity.of(workers, p.policy, options.resize, carry=p.carry, fusion=p.fusion)
+                           for p in self.plans}
         self.run_info = {"pipeline": info["description"], "backend": info["backend"],
                          "random_weights": info["random_weights"], "weights": info["weights"],
                          **adapter_state(info["weights"])}
@@ -343,8 +345,9 @@ class _Driver:
         o, plan = self.options, next(p for p in self.plans if p.name == chunk.name)
         prime_from, decisions = schedule.priming(chunk.start, chunk.end) if schedule else (None, None)
         return ChunkJob(chunk=chunk, out=str(self.out), run_id=self.run_id, policy=plan.policy,
-                        identity=self.identities[plan.name], carry=plan.carry, resume=o.resume, resize=o.resize,
-                        limit=o.limit, robot=o.robot, run_info=self.run_info, prime_from=prime_from,
+                        identity=self.identities[plan.name], carry=plan.carry, fusion=plan.fusion, resume=o.resume,
+                        resize=o.resize, limit=o.limit, robot=o.robot,
+                        run_info={**self.run_info, **fusion_info(plan.fusion)}, prime_from=prime_from,
                         schedule=decisions)
 
     def _complete(self, plan: SequencePlan, finals: dict, writer: ThreadPoolExecutor) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from smoothdino.core.console import adapter_state, console, random_weights_notice, untrained_adapter_notice
 from smoothdino.edge.asynchronous import AsyncPipeline
+from smoothdino.edge.fusion import fusion_enabled, fusion_info, parse_fusion
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy
 from smoothdino.edge.loop import StreamOutputs, StreamReport, claim_live_folder, run_stream
 from smoothdino.edge.pipeline import FramePipeline
@@ -39,12 +40,14 @@ class LiveOptions:
     serve: str | None = None  # [HOST:]PORT: the browser view (edge.web); its snapshot button saves into `snapshots`
     ros2: Ros2Options | None = None  # --ros2 [dds|zenoh]: live ROS 2 topics (edge.ros2)
     carry: str | None = None  # shift | pose; None: pose with --intrinsics, else shift (edge.commands.robotics.choose_carry)
+    fusion: str = "auto"  # auto | on | off: keyframes fused with the previous output (edge.fusion); auto: with the pose carry
 
     def check(self) -> tuple[str, int] | None:
         """Refusals before anything opens; returns the Foxglove address, if any."""
         address = live_address(self.foxglove)
         if is_synthetic(self.source):
             synthetic_source(self.source, self.max_frames)  # a spec it cannot honour: said before the engines load
+        parse_fusion(self.fusion)
         parse_serve(self.serve)
         if self.ros2 is not None:
             self.ros2.check()
@@ -60,7 +63,8 @@ def live(open_pipeline: Callable[[], FramePipeline], options: LiveOptions) -> St
     # async: the worker thread opens the engines and is the only one to touch them (TensorRT contexts are per thread)
     carry, policy, intrinsics = choose_carry(options.carry, options.source, options.robot, options.keyframes,
                                              carries=options.asynchronous or None)
-    pipeline = AsyncPipeline(open_pipeline, carry=carry) if options.asynchronous else open_pipeline()
+    fusion = fusion_enabled(options.fusion, carry)
+    pipeline = AsyncPipeline(open_pipeline, carry=carry, fusion=fusion) if options.asynchronous else open_pipeline()
     if pipeline.random_weights:
         random_weights_notice()
     untrained_adapter_notice(pipeline.weights)
@@ -71,7 +75,7 @@ def live(open_pipeline: Callable[[], FramePipeline], options: LiveOptions) -> St
     except BaseException:
         pipeline.close()
         raise
-    console.print(f"live: {pipeline.description} <- {options.source}  (Ctrl-C to stop)")
+    console.print(f"live: {pipeline.description} <- {options.source}, fusion {'on' if fusion else 'off'}  (Ctrl-C to stop)")
     with pipeline, serve_view(parse_serve(options.serve), snapshots=options.snapshots,
                               depth_range=options.depth_range, random_weights=pipeline.random_weights,
                               intrinsics=options.robot.explicit) as web:
@@ -86,8 +90,8 @@ def live(open_pipeline: Callable[[], FramePipeline], options: LiveOptions) -> St
             sinks=([viewer] if viewer else []) + ([web.stream(stream)] if web else []) + ([ros2] if ros2 else []),
             snapshots=options.snapshots, depth_range=options.depth_range),
             run_info={"pipeline": pipeline.description, "random_weights": pipeline.random_weights,
-                      **adapter_state(pipeline.weights), **(ros2.run_info() if ros2 else {})},
-            keyframes=policy, carry=carry, intrinsics=intrinsics)
+                      **adapter_state(pipeline.weights), **(ros2.run_info() if ros2 else {}), **fusion_info(fusion)},
+            keyframes=policy, carry=carry, intrinsics=intrinsics, fusion=fusion)
     record = options.record
     console.print(f"live: {report.computed} frames, {report.fps:.2f} FPS, {report.dropped} dropped by the camera thread"
                   + (f", network {report.keyframes} passes ({report.network_fps:.2f}/s)" if report.keyframes < report.computed else "")

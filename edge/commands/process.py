@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smoothdino.core.console import adapter_state, console, random_weights_notice, untrained_adapter_notice
+from smoothdino.edge.fusion import fusion_enabled, fusion_info, parse_fusion
 from smoothdino.edge.keyframes import EVERY_FRAME, KeyframePolicy, parse_carry
 from smoothdino.edge.loop import StreamOutputs, StreamReport, run_stream
 from smoothdino.edge.pipeline import FramePipeline
@@ -50,6 +51,7 @@ class ProcessOptions:
     serve: str | None = None  # [HOST:]PORT: watch the run in a browser (edge.web); snapshots go to <out>/snapshots
     ros2: Ros2Options | None = None  # --ros2 [dds|zenoh]: every frame on ROS 2 topics as it is done (edge.ros2)
     carry: str | None = None  # shift | pose; None: pose where the camera is known (edge.commands.robotics.choose_carry)
+    fusion: str = "auto"  # auto | on | off: keyframes fused with the previous output (edge.fusion); auto: with the pose carry
 
     def check(self) -> None:
         """Every bad input refused, in one line, before any work."""
@@ -62,6 +64,7 @@ class ProcessOptions:
                     choose_carry(self.carry, source, self.robot, self.keyframes, carries=False)
                 finally:
                     source.close()
+        parse_fusion(self.fusion)
         parse_serve(self.serve)
         if self.ros2 is not None:
             self.ros2.check()
@@ -118,8 +121,9 @@ def process(pipeline: FramePipeline, options: ProcessOptions) -> list[StreamRepo
             folder = Path(options.out) / source.name
             try:
                 carry, policy, intrinsics = choose_carry(options.carry, source, options.robot, options.keyframes)
-                claim_sequence_folder(folder, RunIdentity.of(pipeline, policy, options.resize, carry=carry),
-                                      options.overwrite)
+                fusion = fusion_enabled(options.fusion, carry)
+                claim_sequence_folder(folder, RunIdentity.of(pipeline, policy, options.resize, carry=carry,
+                                                             fusion=fusion), options.overwrite)
             except BaseException:
                 source.close()
                 raise
@@ -131,7 +135,8 @@ def process(pipeline: FramePipeline, options: ProcessOptions) -> list[StreamRepo
                 pipeline, source, StreamOutputs(folder=folder, video=folder / "video.mp4" if options.video else None,
                                                 resume=options.resume, sinks=sinks,
                                                 depth_range=options.depth_range),
-                resize=options.resize, run_info=run_info, keyframes=policy, carry=carry, intrinsics=intrinsics,
+                resize=options.resize, run_info={**run_info, **fusion_info(fusion)}, keyframes=policy, carry=carry,
+                intrinsics=intrinsics, fusion=fusion,
                 on_frame=lambda r, task=task: bar.update(task, completed=r.computed + r.reused + r.skipped,
                                                          rate=f"{r.fps:.2f} FPS")))
             bar.update(task, completed=len(source))

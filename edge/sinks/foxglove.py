@@ -39,7 +39,10 @@ LATENCY_SCHEMA = {"title": "smoothdino.Latency", "type": "object", "properties":
     # how old the depth is: 0 on a keyframe; frames and ms since the keyframe it was carried from (edge.keyframes)
     "keyframe": {"type": "boolean"}, "age_frames": {"type": "integer"}, "age_ms": {"type": "number"},
     # how it was carried (edge.carry): network (a keyframe) | pose | shift | none, and the pose's PnP inliers
-    "carry": {"type": "string"}, "inliers": {"type": "integer"}}}
+    "carry": {"type": "string"}, "inliers": {"type": "integer"},
+    # steadiness (edge.flicker): median and p90 relative change against the previous output, carried by the camera's
+    # motion; whether the depth is fused with the earlier output (edge.fusion)
+    "flicker": {"type": "number"}, "flicker_p90": {"type": "number"}, "fused": {"type": "boolean"}}}
 
 
 def _foxglove():
@@ -126,7 +129,9 @@ class FoxgloveSink:
     def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
         timings = dict(result.timings) if result is not None else {}
         age = {"keyframe": result.keyframe, "age_frames": result.age_frames, "age_ms": result.age_ms,
-               "carry": result.carry, "inliers": result.inliers} if result is not None else {}
+               "carry": result.carry, "inliers": result.inliers, "fused": result.fused} if result is not None else {}
+        if result is not None and result.flicker is not None and result.flicker[0] == result.flicker[0]:
+            age.update(flicker=result.flicker[0], flicker_p90=result.flicker[1])
         self.dropped += self._mailbox.put((frame, depth, timings, age))
 
     def _publish_one(self, item: tuple) -> None:

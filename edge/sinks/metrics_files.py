@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,10 @@ from smoothdino.core.images import resize_depth
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 
 from .png import as_written
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and bool(np.isfinite(value))
 
 
 def _finite_or_none(value):
@@ -73,6 +78,8 @@ class MetricsSink:
         self._fields: list[str] = []
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
         self._before: tuple | None = None  # what the last add changed, as it was (undo_last)
+        self._flickers: deque[tuple[float, float]] = deque(maxlen=self.LATENCY_WINDOW)  # live: the last frames'
+        self._flicker_added = False
 
     def add(self, name: str, depth: np.ndarray, gt: np.ndarray | None, timings: dict | None = None, **extra) -> dict:
         slot = self._counts.get("total_ms", 0) % self.LATENCY_WINDOW  # the latency slot a live row may overwrite
@@ -108,6 +115,9 @@ class MetricsSink:
         if self.keep_rows:
             self.rows.pop()
             return
+        if self._flicker_added:
+            self._flickers.pop()
+            self._flicker_added = False
         if latency is not None:
             self._latency[slot] = latency
         if self._log is not None:
@@ -121,6 +131,9 @@ class MetricsSink:
                 self._counts[key] = self._counts.get(key, 0) + 1
         if row.get("carry"):  # frames by how their depth got there (network, pose, shift, none)
             self._counts[f"carry:{row['carry']}"] = self._counts.get(f"carry:{row['carry']}", 0) + 1
+        self._flicker_added = _finite(row.get("flicker"))
+        if self._flicker_added:
+            self._flickers.append((row["flicker"], row.get("flicker_p90", float("nan"))))
         if row.get("total_ms"):
             self._latency[(self._counts.get("total_ms", 0)) % self.LATENCY_WINDOW] = row["total_ms"]
             self._counts["total_ms"] = self._counts.get("total_ms", 0) + 1
@@ -182,6 +195,11 @@ class MetricsSink:
             counts = {k.split(":", 1)[1]: v for k, v in self._counts.items() if k.startswith("carry:")}
         if counts:
             out["carry"] = counts  # frames by how their depth got there: network (keyframes), pose, shift, none
+        flickers = [(r["flicker"], r.get("flicker_p90")) for r in self.rows if _finite(r.get("flicker"))] \
+            if self.keep_rows else list(self._flickers)
+        if flickers:  # edge.flicker, over frames: the median of each frame's median and of each frame's p90
+            out["flicker_median"] = float(np.median([f for f, _ in flickers]))
+            out["flicker_p90"] = float(np.median([p for _, p in flickers if _finite(p)] or [float("nan")]))
         out["frames"] = self.frames
         return out
 

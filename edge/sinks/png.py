@@ -10,16 +10,7 @@ import numpy as np
 from smoothdino.core.files import (
     atomic_write_bytes,
 )
-
-
-def to_millimetres(depth: np.ndarray) -> np.ndarray:
-    """Metres -> uint16 millimetres (the NYUv2 convention, depth_scale 1000)."""
-    return np.clip(np.round(np.asarray(depth, np.float64) * 1000.0), 0, 65535).astype(np.uint16)
-
-
-def as_written(depth: np.ndarray) -> np.ndarray:
-    """The depth as its PNG holds it, in metres (millimetre steps): what reading the PNG back gives."""
-    return to_millimetres(depth).astype(np.float32) / 1000.0
+from smoothdino.core.images import as_written, to_millimetres  # noqa: F401 - as_written: the sinks' name for it
 
 
 def atomic_imwrite(path: Path, image: np.ndarray, durable: bool = True) -> None:

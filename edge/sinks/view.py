@@ -193,6 +193,11 @@ def frame_facts(result) -> dict:
         facts["carry"] = getattr(carry, "carry", carry)
     if getattr(result, "inliers", 0):
         facts["inliers"] = result.inliers
+    if getattr(result, "fused", False):
+        facts["fused"] = True
+    flicker = getattr(result, "flicker", None)
+    if flicker is not None:
+        facts["flicker"] = flicker[0]
     return facts
 
 
@@ -216,6 +221,10 @@ def overlay_lines(frame, fps: float | None = None) -> list[str]:
     if facts.get("shift") is not None:
         dx, dy, confidence = facts["shift"]
         lines.append(f"shift {dx:+.1f},{dy:+.1f} px  conf {confidence:.2f}")
+    flicker = facts.get("flicker")
+    if facts.get("fused") or (flicker is not None and flicker == flicker):
+        lines.append(("fused" if facts.get("fused") else "not fused")
+                     + (f"  flicker {100 * flicker:.1f} %" if flicker is not None and flicker == flicker else ""))
     return lines
 
 
