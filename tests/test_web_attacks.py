@@ -343,3 +343,15 @@ def test_running_out_of_descriptors_on_a_write_ends_like_a_full_disk(tmp_path):
     assert lines[2] == "metrics written"
     assert (tmp_path / "before.png").read_bytes() == b"kept" and not (tmp_path / "frame.png").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_mjpeg_streams_jpegs_and_refuses_another_sites_page(served):
+    with socket.create_connection((HOST, served.port), timeout=5) as s:
+        s.sendall(f"GET /stream.mjpg HTTP/1.1\r\nHost: {HOST}:{served.port}\r\n\r\n".encode())
+        data = b""
+        while data.count(b"\xff\xd9") < 3:  # three whole JPEGs
+            data += s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=smoothdino-frame")
+    assert data.count(b"--smoothdino-frame\r\nContent-Type: image/jpeg\r\n") >= 3
+    status, _ = attacks.get(served.port, "/stream.mjpg", head=b"Origin: http://evil.example\r\n")
+    assert status == 403
