@@ -318,15 +318,16 @@ def test_ray_equals_one_process_across_a_keyframe_whose_features_overflowed(ray_
 
     monkeypatch.setattr(DepthPipeline, "_encode", poison(DepthPipeline._encode))  # the one process
     monkeypatch.setattr(cluster_worker, "ChunkWorker", ray.remote(concurrency_groups={"control": 1})(OverflowingWorker))
-    common = ["--no-video", "--keyframes", "3"]
+    common = ["--no-video", "--keyframes", "3", "--carry", "shift", "--fusion", "off"]  # chunks that prime
     one = _process(sequence, tmp_path / "one", small_export, *common)
     assert one.exit_code == 0, one.output
     rows = json.loads((tmp_path / "one" / "seq" / "metrics.json").read_text())["frames"]
     assert [r["keyframe"] for r in rows] == [i % 3 == 0 for i in range(10)]
     assert rows[3].get("nonfinite_pixels", 0) > 0 and "nonfinite_pixels" not in rows[6]  # the overflow; a fresh start
-    for size in ("3", "4"):
+    for size, chunks in (("3", 4), ("4", 3)):
         many = _process(sequence, tmp_path / f"many{size}", small_export, *common, "--ray", "auto", "--chunk", size)
         assert many.exit_code == 0, many.output
+        assert _footer(many.output).startswith(f"{chunks} chunks")
         _assert_same(tmp_path / "one", tmp_path / f"many{size}", "seq")
 
 

@@ -205,12 +205,13 @@ def keyframe_schedule(source: FolderSource, policy: KeyframePolicy, identity: Ru
     correlation only, no network). None when `stop` said so before the end.
 
     In parallel, and exactly the serial schedule: the sequence is cut into `threads` segments (default
-    SCHEDULE_THREADS; a short sequence is one), each decided on its own thread as if its first frame were a keyframe,
-    and joined in order. A segment's guess is the unbroken run's from the first frame where both make a keyframe: a
-    keyframe's decisions after it depend on the frames from it on alone (what chunk priming relies on too). Up to
-    there the unbroken run's decisions are computed again, from the last keyframe before the segment, on the
-    joining thread. Under --keyframes N the segments start on multiples of N, so without skipped frames or scene
-    cuts a guess holds from its first frame."""
+    SCHEDULE_THREADS; a short sequence is one), each decided on its own thread as if its first frame were a keyframe
+    (its guess), and joined in order. A guess is the unbroken run's from the first frame where both make a keyframe:
+    a keyframe's decisions after it depend on the frames from it on alone (what chunk priming relies on too). Up to
+    there the unbroken run's decisions are computed again (catch_up), from the last keyframe before the segment:
+    on all segments at once, from the last keyframe of the guess before (right whenever that guess held by its end),
+    else on the joining thread. Under --keyframes N the segments start on multiples of N, so without skipped frames
+    or scene cuts a guess holds from its first frame."""
     size = parse_size(identity.size)
 
     def decided(positions) -> Iterator[tuple[int, str, bool]]:
@@ -233,29 +234,45 @@ def keyframe_schedule(source: FolderSource, policy: KeyframePolicy, identity: Ru
                                                       identity.min_confidence, identity.carry)):
             yield (*readable[i], keyframe)
 
+    def catch_up(before: list, start: int, guess: list) -> list | None:
+        """The unbroken run's decisions from `start` on, given its decisions `before` it from a keyframe on: computed
+        until they meet `guess` on a keyframe, the guess's from there. None when stopped."""
+        again = decided([p for p, _, _ in before] + list(range(start, len(source))))
+        for _ in before:  # decided already
+            next(again, None)
+        caught: list = []
+        for i, (_, _, keyframe) in enumerate(guess):
+            unbroken = next(again, None)
+            if unbroken is None:
+                return None
+            caught.append(unbroken)
+            if unbroken[2] and keyframe:  # both start afresh here: the guess holds from here on
+                caught += guess[i + 1:]
+                break
+        again.close()
+        return caught
+
+    def from_last_keyframe(decisions: list) -> list:
+        last = next((i for i in range(len(decisions) - 1, -1, -1) if decisions[i][2]), None)
+        return [] if last is None else decisions[last:]
+
     segments = schedule_segments(len(source), policy, threads or SCHEDULE_THREADS)
     with ThreadPoolExecutor(max_workers=len(segments), thread_name_prefix="schedule-segment") as pool:
         guesses = list(pool.map(lambda segment: list(decided(range(*segment))), segments))
+        caught = list(pool.map(lambda s: catch_up(from_last_keyframe(guesses[s - 1]), segments[s][0], guesses[s])
+                               if from_last_keyframe(guesses[s - 1]) else None, range(1, len(segments))))
     joined = guesses[0]
-    for (start, _), guess in zip(segments[1:], guesses[1:]):
-        if stop():
-            return None
-        last = next((i for i in range(len(joined) - 1, -1, -1) if joined[i][2]), None)
-        if last is None:  # nothing readable before the segment: its own run is the unbroken one
-            joined += guess
+    for s in range(1, len(segments)):
+        before = from_last_keyframe(joined)
+        if not before:  # nothing readable before the segment: its own run is the unbroken one
+            joined += guesses[s]
             continue
-        again = decided([p for p, _, _ in joined[last:]] + list(range(start, len(source))))
-        for _ in joined[last:]:  # decided already
-            next(again, None)
-        for i, (_, _, keyframe) in enumerate(guess):
-            unbroken = next(again, None)
-            if unbroken is None:  # stopped
-                return None
-            joined.append(unbroken)
-            if unbroken[2] and keyframe:  # both start afresh here: the guess holds from here on
-                joined += guess[i + 1:]
-                break
-        again.close()
+        early = caught[s - 1]
+        if early is None or before[0][0] != from_last_keyframe(guesses[s - 1])[0][0]:
+            early = catch_up(before, segments[s][0], guesses[s])  # the guess before did not hold to its end
+        if early is None or stop():
+            return None
+        joined += early
     if stop():
         return None
     return KeyframeSchedule([p for p, _, _ in joined], [n for _, n, _ in joined], [k for _, _, k in joined])
