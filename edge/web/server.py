@@ -19,7 +19,7 @@ What a client can hold, each bound tested in tests/test_web_attacks.py and measu
     HEAD_DEADLINE_S      the whole request head must have arrived by then (not a per-byte timeout)
     HEAD_MAX_BYTES       the request head's size (431 past it; websockets also caps lines and header count)
     BACKLOG              the listen queue: 200 pages loading at once wait there, none is refused or times out
-    viewers.MESSAGES_PER_S  a page's messages a second (its acks and switches); a flood closes that page only (1008)
+    viewers.MESSAGES_PER_S  a page's messages a second besides the acks it owes; a flood closes that page only (1008)
     MAX_MESSAGE          a page's message size (1009 past it: an ack is 12 bytes); no compression
     SNAPSHOT_*           snapshots a second (429 past it) and the bytes the snapshots folder may hold (507 past it)
 """

@@ -5,8 +5,9 @@ does reaches the loop (the depth loop only ever fills the view's one-frame mailb
 A page (WebSocket) acknowledges every message once decoded; at most IN_FLIGHT go unacknowledged, so frames never
 pile up in the network's buffers however slow the link (the latency stays about one frame's transfer). A viewer
 that acknowledges nothing for STALL_S while frames wait, or whose socket takes that long to accept a frame, is
-dropped (a page reconnects by itself). An ack wakes its own page only. A page sends at most MESSAGES_PER_S messages
-a second (one ack a frame and a switch now and then): a flood closes that page (1008), no other.
+dropped (a page reconnects by itself). An ack wakes its own page only. Besides the acks it owes (at most one per
+message sent to it, however fast the stream), a page sends at most MESSAGES_PER_S messages a second (a switch now and
+then): a flood closes that page (1008), no other.
 
 A page's first frame is current: a message older than FRESH_S (the stream paused, or nobody watched for a while) is
 held back up to FIRST_WAIT_S for a newer one, and sent with its age (`stale_s`, which the page shows) if none comes.
@@ -26,7 +27,8 @@ from websockets.exceptions import ConnectionClosed
 IN_FLIGHT = 2  # one being decoded by the page, one on the way
 STALL_S = 5.0
 BOUNDARY = "smoothdino-frame"
-MESSAGES_PER_S = 120  # a page acks at most one message a frame (a 60 FPS stream: 60)
+MESSAGES_PER_S = 60  # a page's messages a second besides the acks it owes (one per message sent to it): its depth
+                     # switches come when the cursor enters or leaves the picture
 MAX_COMMAND = 256  # bytes: {"ack": 123456} and {"depth": false} are a few dozen
 FRESH_S = 1.0
 FIRST_WAIT_S = 1.0
@@ -156,6 +158,8 @@ class PageViewer(Viewer):
         """The page's messages until it closes; POLICY_VIOLATION when it sent too many."""
         try:
             async for data in self.connection:
+                if isinstance(data, str) and len(data) <= MAX_COMMAND and self._command(data):
+                    continue  # an ack the page owed: as many as frames it was sent, whatever the frame rate
                 now = time.monotonic()
                 if now - self.window_start >= 1.0:
                     self.window_start, self.window_count = now, 0
@@ -163,25 +167,27 @@ class PageViewer(Viewer):
                 if self.window_count > MESSAGES_PER_S:
                     self.server.counters.flooded_pages += 1
                     return POLICY_VIOLATION
-                if isinstance(data, str) and len(data) <= MAX_COMMAND:
-                    self._command(data)
         except ConnectionClosed:
             pass
         return None
 
-    def _command(self, text: str) -> None:
+    def _command(self, text: str) -> bool:
+        """Apply the page's command; True when it was an ack for a message in flight (owed, never counted)."""
         try:
             command = json.loads(text)
         except (ValueError, RecursionError):
-            return
+            return False
         if not isinstance(command, dict):
-            return
-        if "ack" in command:
-            self.unacked = max(0, self.unacked - 1)
+            return False
+        owed = False
+        if "ack" in command and self.unacked:
+            self.unacked -= 1
             self.last_progress = time.monotonic()
             self.wake.set()  # this page only
+            owed = len(command) == 1
         if "depth" in command:
             self.wants_depth = bool(command["depth"])
+        return owed
 
 
 class MjpegViewer(Viewer):
