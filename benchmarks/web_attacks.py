@@ -35,6 +35,7 @@ import os
 import re
 import resource
 import selectors
+import shutil
 import signal
 import socket
 import struct
@@ -567,6 +568,7 @@ def main(argv=None) -> dict:
     phases = attacks(0, args.seconds)
     video = synthetic_video(args.out / "synthetic.mp4", parse_size(args.size, "--size"), args.fps,
                             len(phases) * (2 * args.seconds + 30) + 120)  # longer than every phase together
+    shutil.rmtree(args.out / "run", ignore_errors=True)  # the last run's outputs and snapshots: this run's own
     run = LiveRun(engines, args.out / "run", video, args.threads)
     os.nice(19)  # the attacker yields the cores to the run (on a robot it would be on another machine)
     results = []

@@ -355,3 +355,52 @@ def test_mjpeg_streams_jpegs_and_refuses_another_sites_page(served):
     assert data.count(b"--smoothdino-frame\r\nContent-Type: image/jpeg\r\n") >= 3
     status, _ = attacks.get(served.port, "/stream.mjpg", head=b"Origin: http://evil.example\r\n")
     assert status == 403
+
+
+PROCESS_UNDER_EMFILE = textwrap.dedent("""
+    import os, resource, sys, threading, time
+    from pathlib import Path
+    from smoothdino.cli import app
+    sequence, engines, out = sys.argv[1:4]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # this child's own limit, as a robot's 1,024 would be
+    held = []
+
+    def flood():  # a flood of connections holding every descriptor, once some frames are written
+        depth = Path(out) / Path(sequence).name / "depth"
+        while len(list(depth.glob("*.png"))) < 8:
+            time.sleep(0.01)
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as err:
+            print(f"flood: {len(held)} descriptors held ({err.strerror})", file=sys.stderr, flush=True)
+
+    threading.Thread(target=flood, daemon=True).start()
+    app(["process", sequence, "--engines", engines, "--out", out, "--no-video", "--threads", "1"])
+""")
+
+
+def test_descriptors_running_out_during_process_end_it_like_a_full_disk_and_it_resumes(small_export, tmp_path):
+    from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
+
+    sequence = write_sequence(tmp_path / "walk", SyntheticScene(70, 98, frames=40, velocity=(1.0, 0.5)))
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", PROCESS_UNDER_EMFILE, str(sequence), str(small_export), str(out)],
+                            capture_output=True, text=True, timeout=120)
+    printed = result.stdout + result.stderr
+    errors = [line for line in printed.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, printed[-3000:]
+    assert "too many open files in this process" in errors[0] and "the same command resumes" in errors[0], errors
+    assert "Traceback" not in printed
+    folder = out / "walk"
+    assert not [p for p in folder.rglob("*") if ".tmp" in p.name or ".smoothdino-reserve" in p.name]
+    pngs = {p.name for p in (folder / "depth").glob("*.png")}
+    metrics = json.loads((folder / "metrics.json").read_text())  # written: the reserve's spare descriptors
+    assert {f"{row['frame']}.png" for row in metrics["frames"]} == pngs and 8 <= len(pngs) < 40
+    # the descriptors back: the same command finishes the job
+    done = CliRunner().invoke(app, ["process", str(sequence), "--engines", str(small_export), "--out", str(out),
+                                    "--no-video", "--threads", "1"])
+    assert done.exit_code == 0, done.output
+    assert len(list((folder / "depth").glob("*.png"))) == 40
+    assert len(json.loads((folder / "metrics.json").read_text())["frames"]) == 40
