@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from smoothdino.benchmarks import web_attacks as attacks
 from smoothdino.cli import app
+from smoothdino.core.errors import UserError
 from smoothdino.edge.sources import Frame, SourceStats
 from smoothdino.edge.web import WebView
 from smoothdino.edge.web import server as web_server
@@ -370,11 +371,15 @@ PROCESS_UNDER_EMFILE = textwrap.dedent("""
         depth = Path(out) / Path(sequence).name / "depth"
         while len(list(depth.glob("*.png"))) < 8:
             time.sleep(0.01)
-        try:
-            while True:
+        said = False
+        while True:  # and every one the run lets go of, as an accept loop does: again a second after EMFILE
+            try:
                 held.append(os.open(os.devnull, os.O_RDONLY))
-        except OSError as err:
-            print(f"flood: {len(held)} descriptors held ({err.strerror})", file=sys.stderr, flush=True)
+            except OSError as err:
+                if not said:
+                    print(f"flood: {len(held)} descriptors held ({err.strerror})", file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(1.0)
 
     threading.Thread(target=flood, daemon=True).start()
     app(["process", sequence, "--engines", engines, "--out", out, "--no-video", "--threads", "1"])
@@ -396,6 +401,7 @@ def test_descriptors_running_out_during_process_end_it_like_a_full_disk_and_it_r
     folder = out / "walk"
     assert not [p for p in folder.rglob("*") if ".tmp" in p.name or ".smoothdino-reserve" in p.name]
     pngs = {p.name for p in (folder / "depth").glob("*.png")}
+    assert (folder / "metrics.json").is_file(), printed[-3000:]
     metrics = json.loads((folder / "metrics.json").read_text())  # written: the reserve's spare descriptors
     assert {f"{row['frame']}.png" for row in metrics["frames"]} == pngs and 8 <= len(pngs) < 40
     # the descriptors back: the same command finishes the job
@@ -404,3 +410,10 @@ def test_descriptors_running_out_during_process_end_it_like_a_full_disk_and_it_r
     assert done.exit_code == 0, done.output
     assert len(list((folder / "depth").glob("*.png"))) == 40
     assert len(json.loads((folder / "metrics.json").read_text())["frames"]) == 40
+
+
+def test_a_token_file_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "home").write_text("a file where the folder should be")
+    monkeypatch.setenv("SMOOTHDINO_HOME", str(tmp_path / "home"))
+    with pytest.raises(UserError, match=r"--serve 0\.0\.0\.0:\d+: cannot write the view's token file .*SMOOTHDINO_HOME"):
+        WebView(("0.0.0.0", 0), snapshots=tmp_path / "snaps")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from smoothdino.core.files import EXHAUSTED, DiskFull
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -42,13 +43,16 @@ def _natural_key(path: Path):
 
 
 def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
-    """Decode an image file; None if missing, truncated or undecodable.
+    """Decode an image file; None if missing, truncated or undecodable; DiskFull (its reason said) when the process
+    has no descriptor or memory left to read it with: a frame is never skipped for that.
 
     OpenCV decodes a truncated JPEG into a partly grey image with only a warning, so JPEGs are also
     required to start with SOI and end with EOI (trailing padding allowed)."""
     try:
         data = path.read_bytes()
-    except OSError:
+    except OSError as err:
+        if err.errno in EXHAUSTED:  # no descriptor or memory left: the run ends as on a full disk, nothing skipped
+            raise DiskFull(path, errno=err.errno) from None
         return None
     return decode_image(data, path.suffix.lower() in (".jpg", ".jpeg"), flags)
 

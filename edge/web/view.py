@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from smoothdino.core.console import notice
+from smoothdino.core.errors import UserError
 from smoothdino.core.paths import smoothdino_home
 from smoothdino.edge.sinks.foxglove import parse_address
 from smoothdino.edge.sinks.view import DISPLAY_RANGE, side_by_side
@@ -126,6 +127,7 @@ class WebView:
         self.encoded = 0
         self.encode_ms: deque[dict[str, float]] = deque(maxlen=1000)  # per encoded frame: view, jpeg, depth
         self._error: str | None = None
+        self.option = option
         self.server = ViewServer(address, self, option, **server_options)
         self.token_file = self._write_token_file() if self.server.access.token else None
         self._encoder = threading.Thread(target=self._encode_until_closed, name="web-view-encoder", daemon=True)
@@ -169,12 +171,17 @@ class WebView:
     def _write_token_file(self) -> Path:
         """<home>/view/<port>.url, mode 0600 from its creation (never readable by others, not even for a moment)."""
         folder = smoothdino_home() / "view"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = folder / f"{self.port}.url"
-        path.unlink(missing_ok=True)  # an earlier run's, or someone else's planted file: never written through
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.url + "\n")
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.unlink(missing_ok=True)  # an earlier run's, or someone else's planted file: never written through
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.url + "\n")
+        except OSError as err:
+            self.server.stop()
+            raise UserError(f"{self.option} {self.server.host}:{self.port}: cannot write the view's token file {path} "
+                            f"({err.strerror or err}); set SMOOTHDINO_HOME to a folder you can write") from None
         return path
 
     def stream(self, source) -> WebStream:
