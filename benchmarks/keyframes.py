@@ -214,8 +214,9 @@ def sweep_policies(carry: str) -> list:
                 for s in (0.02, 0.04, 0.06) for c in (0.25, 0.4) for a in (3, 4)]
     # the carry error barely follows the motion on NYUv2 (Spearman < 0.2 with the shift, the corners' displacement or
     # the tracked count, docs/keyframes.md): the age is the main limit, the others catch large motions and cuts
-    return [KeyframePolicy(mode="auto", max_shift=s, min_confidence=0.1, max_age=a, min_coverage=v)
-            for a in (3, 4) for s in (0.12, 0.2) for v in (0.3, 0.5)]
+    # parallax (edge.tracking: corners off the best homography) is scale-free, unlike metres of error
+    return [KeyframePolicy(mode="auto", max_shift=0.2, min_confidence=0.1, max_age=a, min_coverage=0.5, max_parallax=p)
+            for a in (4, 5) for p in (0.002, 0.003, 0.004, 1.0)]
 
 
 def replay_async(open_pipeline, frames, fps: float = 30.0) -> dict:
@@ -307,7 +308,7 @@ def ground_truth_report(args, sequences) -> dict:
             for policy in sweep_policies(carry):
                 figures = floor_policy(scenes, size, policy, carry)
                 limits = f"shift {policy.max_shift:g}, conf {policy.min_confidence:g}, age {policy.max_age}" + \
-                    (f", coverage {policy.min_coverage:g}" if carry == "pose" else "")
+                    (f", coverage {policy.min_coverage:g}, parallax {policy.max_parallax:g}" if carry == "pose" else "")
                 rows.append({"carry": carry, "auto": limits, **figures})
                 print(json.dumps(rows[-1]), flush=True)
             report["sweep"][carry] = rows

@@ -47,10 +47,11 @@ class SimulatedNetwork:
     min_confidence = 0.1
     random_weights = False
 
-    def __init__(self, frame_size: tuple[int, int]):
+    def __init__(self, frame_size: tuple[int, int], seconds: float = 0.0):
         self.frame_size = tuple(frame_size)
         self.depths: dict[int, np.ndarray] = {}
         self.passes = 0
+        self.seconds = seconds  # how long a pass takes (a slow network, for live replays)
 
     def reset(self) -> None:
         pass
@@ -66,6 +67,8 @@ class SimulatedNetwork:
         from smoothdino.edge.pipeline import STAGE_TIMINGS, FrameResult
 
         self.passes += 1
+        if self.seconds:
+            time.sleep(self.seconds)
         return FrameResult(depth=self.depths[id(rgb)].copy(), shift=NO_SHIFT, scene_cut=False,
                            timings=dict.fromkeys(STAGE_TIMINGS, 0.0))
 

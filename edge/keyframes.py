@@ -11,7 +11,9 @@ keyframe stays close to the truth for a few frames, the pose carry about twice a
     auto        the first frame, then whenever the keyframe is more than `max_age` frames old, the shift to it
                 exceeds `max_shift` (a fraction of the frame width), its phase-correlation confidence falls below
                 `min_confidence`, or (pose carry) the corners followed from it cover less than `min_coverage` of the
-                frame
+                frame, or stray from the best homography by more than `max_parallax` of the width (what a rotation
+                cannot explain: translation past surfaces at different depths, where a carry uncovers what it
+                cannot know)
 Under every policy a scene cut makes the frame a keyframe: the old scene's depth is never carried into a new one. A
 cut is a break between *consecutive* frames (their phase-correlation response at CUT_WIDTH below the pipeline's
 `min_confidence`), never judged against an old keyframe: a fast pan on a slow network is not a cut.
@@ -93,7 +95,9 @@ EVERY_FRAME = KeyframePolicy()
 # auto's limits for each carry, from the ground-truth sweep (docs/keyframes.md, the keyframes_sweep record)
 AUTO_LIMITS = {
     "shift": dict(max_shift=0.04, min_confidence=0.25, max_age=3),
-    "pose": dict(max_shift=0.2, min_confidence=0.1, max_age=4, min_coverage=0.5),
+    # parallax, age 5: tuned on two sample sequences (basement, bathroom), checked on the third (bedroom); see
+    # docs/keyframes.md. Parallax is scale-free and read from the frames alone (resume and --ray stay exact)
+    "pose": dict(max_shift=0.2, min_confidence=0.1, max_age=5, min_coverage=0.5, max_parallax=0.003),
 }
 
 

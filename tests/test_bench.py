@@ -149,7 +149,9 @@ def test_other_weights_reexport_and_recompute(bench_run):
     assert again.exit_code == 0, again.output
     assert "exporting vits14+none fp32 (weights changed)" in again.output.replace("\n", " ")
     new = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()[len(before):]]
-    assert len(new) == 3 * len(_folders(out))  # every frame computed again
+    runners = {r["runner"] for r in new}  # with the NYUv2 sample, also the fused row (--fusion off,auto)
+    assert runners <= {"vits14@onnxruntime/fp32", "vits14@onnxruntime/fp32/fusion=auto"}
+    assert len(new) == 3 * len(_folders(out)) * len(runners)  # every frame computed again
     assert all("random-weights(seed=3)" in r["identity"] for r in new)
     manifest = json.loads((out / "engines" / "vits14-fp32-70x98-onnxruntime" / "manifest.json").read_text())
     assert manifest["fingerprint"]["weights"] == "random(seed=3)"
@@ -173,7 +175,8 @@ def test_precision_axis_rows_carry_stage_precision_and_gate(tmp_path):
     # 6 frames: the gate holds out 2 pairs, INT8 calibrates on what is left
     result = CliRunner().invoke(app, ["bench", "--data", "synthetic:70x98", "--frames", "6", "--configs",
                                       "vits14+temporal", "--backends", "onnxruntime", "--precisions", "fp32,int8",
-                                      "--warmup", "1", "--threads", "2", "--random-weights", "--out", str(out)])
+                                      "--warmup", "1", "--threads", "2", "--random-weights", "--out", str(out),
+                                      "--fusion", "off"])
     assert result.exit_code == 0, result.output
     assert "--data is now a positional argument" in result.output  # the old name still works, with a notice
     results = json.loads((out / "results.json").read_text())
@@ -202,7 +205,7 @@ def test_torn_last_frame_record_is_recomputed_and_a_corrupt_one_refused(tmp_path
     computes that frame again and ends with the same results. A damaged line before the end is one error line."""
     out = tmp_path / "bench"
     args = ["bench", "synthetic:70x98", "--frames", "3", "--configs", "vits14", "--backends", "onnxruntime",
-            "--warmup", "1", "--threads", "2", "--random-weights", "--out", str(out)]
+            "--warmup", "1", "--threads", "2", "--random-weights", "--out", str(out), "--fusion", "off"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     frames = out / "frames.jsonl"
@@ -240,7 +243,8 @@ def test_keyframes_axis_adds_a_row_per_policy_with_its_share_and_rate(tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, ["bench", "synthetic:70x98", "--frames", "9", "--configs",
                                       "vits14+temporal", "--backends", "onnxruntime", "--keyframes", "every,3",
-                                      "--warmup", "0", "--threads", "2", "--random-weights", "--out", str(out)])
+                                      "--warmup", "0", "--threads", "2", "--random-weights", "--out", str(out),
+                                      "--fusion", "off"])
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "results.json").read_text())["rows"]
     every, third = rows["vits14+temporal@onnxruntime/fp32"], rows["vits14+temporal@onnxruntime/fp32/keyframes=3"]
@@ -255,3 +259,46 @@ def test_keyframes_axis_adds_a_row_per_policy_with_its_share_and_rate(tmp_path):
     mean_ms = 1000 * np.mean([r["timings"]["total"] for r in mine])
     assert abs(third["fps"] - 1000 / mean_ms) < 1e-6 * third["fps"]  # the rate of a bimodal stream: 1 / mean
     assert "keyframes 3: 33%" in (out / "results.md").read_text()
+
+
+def test_fused_rows_share_the_network_pass_and_every_row_has_flicker(bench_run):
+    """--fusion off,auto (the default): where the camera is known (the NYUv2 sequence) every configuration gets a fused
+    row beside its own, computed from the same network pass (the stage timings are that pass's); every row's flicker
+    is the one edge.flicker measures from its written PNGs, through one motion per pair lifted by the ground truth."""
+    from smoothdino.core.images import resize_depth
+    from smoothdino.edge.carry import camera_matrix
+    from smoothdino.edge.flicker import flicker, pair_motion, sampled, sampled_camera, sampling_step
+    from smoothdino.edge.sources import NYU_KINECT, FolderSource
+
+    out, _, _ = bench_run
+    if not NYU.is_dir():
+        pytest.skip("needs ../shared/data/nyu2_sample (to check flicker against its ground truth)")
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    fused = {k: r for k, r in rows.items() if r["fusion"] == "auto"}
+    assert fused and {k.removesuffix("/fusion=auto") for k in fused} == {k for k, r in rows.items() if r["fusion"] == "off"}
+    records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    by = {(r["runner"], r["sequence"], r["frame"]): r for r in records}
+    for key, row in fused.items():
+        assert row["fused"] and "fused" in (out / "results.md").read_text()
+        raw = key.removesuffix("/fusion=auto")
+        for (runner, sequence, frame), record in by.items():
+            if runner == key:
+                for stage in ("encoder", "decoder"):
+                    assert record["timings"][stage] == by[(raw, sequence, frame)]["timings"][stage], (key, frame)
+                assert record["fused"]  # both sequences' cameras are known (the synthetic one is written as NYUv2)
+    source = FolderSource(NYU / "bathroom_0028_out", limit=3)
+    frames = [source.load(i) for i in range(3)]
+    h, w = frames[0].rgb.shape[:2]
+    at = NYU_KINECT.scaled(h, w)
+    step = sampling_step(w)
+    k = sampled_camera(camera_matrix(at.fx, at.fy, at.cx, at.cy), step)
+    for key, row in rows.items():
+        assert row["flicker"]["pairs"] >= 2, key  # both sequences' later frames
+        folder = out / "depth" / key.replace("@", "_at_").replace("/", "_") / "bathroom_0028_out"
+        pngs = [cv2.imread(str(folder / f"{i}.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000 for i in (1, 2, 3)]
+        for i in (1, 2):
+            motion = pair_motion(sampled(frames[i - 1].rgb, step), sampled(frames[i].rgb, step),
+                                 sampled(resize_depth(frames[i - 1].depth_gt, (h, w), ground_truth=True), step), k)
+            expected = flicker(sampled(pngs[i - 1], step), sampled(pngs[i], step), motion)[0]
+            assert by[(key, "bathroom_0028_out", str(i + 1))]["flicker"] == pytest.approx(expected, rel=1e-6), key

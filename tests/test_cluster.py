@@ -212,16 +212,21 @@ def test_a_chunk_done_under_other_options_is_refused_never_reused(tmp_path):
 
 @pytest.mark.nyu
 def test_nyu_sequences_on_ray_equal_one_process(ray_cluster, nyu_root, small_export, tmp_path):
+    """NYUv2 folders: the camera is known, so by default every keyframe is fused with the output before it (edge.fusion)
+    and a sequence is one chunk (a fused output depends on every one before it): the sequences spread over the
+    workers, and each equals one process byte for byte."""
     sequences = [nyu_root / "bathroom_0028_out", nyu_root / "bedroom_0004_out"]
     one = _process(sequences, tmp_path / "one", small_export, "--limit", "12")
     assert one.exit_code == 0, one.output
     many = _process(sequences, tmp_path / "many", small_export, "--limit", "12", "--chunk", "5", "--ray")
     assert many.exit_code == 0, many.output
     assert "Traceback" not in many.output and "on 2 Ray workers" in many.output
-    assert _footer(many.output).startswith("6 chunks")  # 5 + 5 + 2 frames, twice
+    assert _footer(many.output).startswith("2 chunks")  # --chunk 5 does not cut a fused sequence
     for sequence in sequences:
         metrics = _assert_same(tmp_path / "one", tmp_path / "many", sequence.name)
-        assert len(metrics["frames"]) == 12 and metrics["run"]["cluster"]["chunks"] == 3
+        assert len(metrics["frames"]) == 12 and metrics["run"]["cluster"]["chunks"] == 1
+        assert all(r["fused"] for r in metrics["frames"]) and metrics["run"]["fusion"] != "off"
+        assert sum(r["flicker"] is not None for r in metrics["frames"]) == 11  # every frame after the first
         video = tmp_path / "many" / sequence.name / "video.mp4"
         import cv2
 
@@ -241,7 +246,7 @@ def test_ray_equals_one_process_for_every_policy_with_corrupt_frames_anywhere(ra
                                                                               policy, carry):
     sequences = [_corrupt(write_sequence(tmp_path / name, SyntheticScene(*SMALL, frames=12, velocity=(2.5, 1.0))),
                           *positions) for name, positions in CORRUPT.items()]
-    common = ["--no-video", "--keyframes", policy, *carry]
+    common = ["--no-video", "--keyframes", policy, *carry, "--fusion", "off"]  # off: sequences cut into chunks
     one = _process(sequences, tmp_path / "one", small_export, *common)
     assert one.exit_code == 0, one.output
     many = _process(sequences, tmp_path / "many", small_export, *common, "--ray", "auto", "--chunk", "3")
@@ -341,7 +346,7 @@ def _chunk_workers() -> list[int]:
 
 def test_a_worker_killed_mid_chunk_is_retried_and_the_result_is_exact(ray_cluster, small_export, tmp_path):
     sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=24, velocity=(2.0, 1.0)))
-    one = _process(sequence, tmp_path / "one", small_export, "--no-video")
+    one = _process(sequence, tmp_path / "one", small_export, "--no-video", "--fusion", "off")  # cut into chunks
     assert one.exit_code == 0, one.output
     depth = tmp_path / "many" / "seq" / "depth"
     killed: list[int] = []
@@ -358,7 +363,7 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_result_is_exact(ray_cluste
 
     killer = threading.Thread(target=kill_a_worker)
     killer.start()
-    many = _process(sequence, tmp_path / "many", small_export, "--no-video", "--chunk", "8", "--ray")
+    many = _process(sequence, tmp_path / "many", small_export, "--no-video", "--fusion", "off", "--chunk", "8", "--ray")
     killer.join()
     assert killed and many.exit_code == 0, many.output
     assert "retried after a worker was lost" in _footer(many.output)
@@ -370,11 +375,12 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_result_is_exact(ray_cluste
 
 def test_ctrl_c_cancels_cleanly_and_the_same_command_resumes(ray_cluster, small_export, tmp_path):
     sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SMALL, frames=24, velocity=(2.0, 1.0)))
-    one = _process(sequence, tmp_path / "one", small_export, "--no-video")
+    # --fusion off: this sequence is cut into chunks (a fused one is a single chunk)
+    one = _process(sequence, tmp_path / "one", small_export, "--no-video", "--fusion", "off")
     assert one.exit_code == 0, one.output
     out = tmp_path / "many"
     args = ["process", str(sequence), "--engines", str(small_export), "--backend", "onnxruntime", "--no-video",
-            "--out", str(out), "--chunk", "4", "--ray", ray_cluster]  # a driver of its own, joining by address
+            "--fusion", "off", "--out", str(out), "--chunk", "4", "--ray", ray_cluster]  # a driver of its own, joining by address
     driver = subprocess.Popen([sys.executable, "-m", "smoothdino.cli", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
     try:
@@ -390,7 +396,7 @@ def test_ctrl_c_cancels_cleanly_and_the_same_command_resumes(ray_cluster, small_
     finished = len(list(out.glob("seq/.chunks/*/done.json")))
     assert 1 <= finished < 6 and not (out / "seq" / "metrics.json").exists()
 
-    resumed = _process(sequence, out, small_export, "--no-video", "--chunk", "4", "--ray")
+    resumed = _process(sequence, out, small_export, "--no-video", "--fusion", "off", "--chunk", "4", "--ray")
     assert resumed.exit_code == 0, resumed.output
     assert _footer(resumed.output).startswith(f"{6 - finished} chunks")  # the finished ones were not run again
     _assert_same(tmp_path / "one", out, "seq", resumed=True)

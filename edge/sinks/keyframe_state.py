@@ -4,7 +4,9 @@ With fusion (edge.fusion) a keyframe's output depends on every output before it,
 cannot be computed again from the keyframe's frame. The loop writes it, with the fusion's state, as
 <run>/.fusion/<frame>.npz in the keyframe's write unit (before its PNG: a PNG on disk always has its state), and
 removes the earlier keyframe's file once the unit is complete; a resumed run reads back the one of the last keyframe
-before it (edge.loop.ResumableSteps). Exact float32: no millimetre rounding, whatever size the PNGs are.
+before it (edge.loop.ResumableSteps). Exact float32: no millimetre rounding, whatever size the PNGs are. Only the last
+keyframe's is kept (one depth map, not one per frame), so a fused run resumes where it stopped; a hole further back
+(a PNG deleted by hand) cannot be filled exactly, and is refused in one line naming the fix.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ class KeyframeStates:
             with np.load(path) as saved:
                 depth, state = saved["depth"], saved["state"]
         except (OSError, KeyError, ValueError) as err:
-            raise UserError(f"{path}: the fused output of keyframe {name} cannot be read back ({err.__class__.__name__}), "
-                            "so this run cannot resume exactly; run again with --overwrite") from None
+            why = "is gone" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.__class__.__name__})"
+            raise UserError(f"{path}: keyframe {name}'s fused output {why}, and the frames to compute after it depend on "
+                            "it (each fused output depends on every one before it, so only the last is kept); run the "
+                            "same command with --overwrite to redo the sequence, or with --fusion off") from None
         return depth, (state if state.size else None)
 
     def remove(self, name: str) -> None:
