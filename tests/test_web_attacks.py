@@ -417,3 +417,19 @@ def test_a_token_file_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("SMOOTHDINO_HOME", str(tmp_path / "home"))
     with pytest.raises(UserError, match=r"--serve 0\.0\.0\.0:\d+: cannot write the view's token file .*SMOOTHDINO_HOME"):
         WebView(("0.0.0.0", 0), snapshots=tmp_path / "snaps")
+
+
+def test_the_frame_message_carries_the_flicker_the_loop_measured(tmp_path):
+    with WebView((HOST, 0), snapshots=tmp_path / "snaps") as view, _page(view.port) as page:
+        loop = PlayedLoop(view)
+        loop.paused.set()
+        time.sleep(0.1)
+        result = SimpleNamespace(keyframe=True, age_frames=0, age_ms=0.0, carry="network", inliers=0, fallback="",
+                                 timings={"total": 0.01}, flicker=(0.021, float("nan")))
+        view.write(loop.stream, Frame(loop.rgb, 0, "000000", 0.0), loop.depth, result, None)
+        header = {}
+        while "flicker" not in header:  # frames the loop wrote before it paused come first
+            header = _header(page.recv(timeout=5))
+            page.send(json.dumps({"ack": header["seq"]}))
+        loop.stop()
+    assert header["flicker"] == 0.021 and header["flicker_p90"] is None  # NaN is sent as null (valid JSON)

@@ -12,6 +12,7 @@ printed line names that file."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -66,6 +67,18 @@ def rates(times: list[tuple[float, int | None]]) -> tuple[float, float]:
         return 0.0, 0.0
     passes = sum(1 for (_, a), (_, b) in zip(window, window[1:]) if b is not None and b != a)
     return (len(window) - 1) / span, passes / span
+
+
+def flicker_fields(flicker) -> dict:
+    """FrameResult.flicker ((median, p90) of the depth's relative change against the previous output, carried by
+    the camera's motion; None before there is one) as the page's `flicker` and `flicker_p90`."""
+    def number(value) -> float | None:  # NaN is no JSON a browser parses
+        return float(value) if value is not None and math.isfinite(value) else None
+
+    if isinstance(flicker, (tuple, list)):
+        median, p90 = (list(flicker) + [None, None])[:2]
+        return {"flicker": number(median), "flicker_p90": number(p90)}
+    return {"flicker": number(flicker), "flicker_p90": None}
 
 
 def intrinsics_origin(explicit: IntrinsicsText | None, frame: Frame) -> str:
@@ -262,7 +275,7 @@ class WebView:
                           age_ms=float(result.age_ms),
                           carry=getattr(result, "carry", None), inliers=getattr(result, "inliers", None),
                           fallback=getattr(result, "fallback", "") or None,
-                          flicker=getattr(result, "flicker", None),
+                          **flicker_fields(getattr(result, "flicker", None)),
                           stages_ms={k: v * 1000.0 for k, v in result.timings.items() if v})
         return header
 

@@ -253,7 +253,9 @@
       const stages = Object.entries(h.stages_ms || {}).filter(([name]) => name !== "total");
       rows.push(["stages", stages.map(([name, v]) => `${name} ${ms(v)}`).join(" / ") + " ms"]);
       if (h.stages_ms && h.stages_ms.total) rows.push(["step", `${ms(h.stages_ms.total)} ms`]);
-      if (h.flicker != null) rows.push(["flicker", `${(100 * h.flicker).toFixed(1)} % (median change against the last output, carried)`]);
+      if (h.flicker != null) rows.push(["flicker", `${(100 * h.flicker).toFixed(1)} % median`
+        + (h.flicker_p90 != null ? `, ${(100 * h.flicker_p90).toFixed(1)} % p90` : "")
+        + " (change against the last output, carried by the camera's motion)"]);
     }
     rows.push(["dropped", `camera ${h.camera_dropped}, for viewers ${h.viewer_dropped}, this page ${state.skipped}`]);
     if (h.skipped) rows.push(["skipped", `${h.skipped} unreadable frames`]);
