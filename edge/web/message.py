@@ -10,6 +10,7 @@ the frame is a page's first and was written more than a second before (viewers.F
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -39,7 +40,18 @@ def encode_depth_png(depth: np.ndarray) -> bytes:
 
 def _json_default(value):
     """numpy scalars (and anything else odd in a FrameResult) as plain JSON."""
-    return value.item() if hasattr(value, "item") else str(value)
+    return _finite(value.item()) if hasattr(value, "item") else str(value)
+
+
+def _finite(value):
+    """NaN and infinities as null, at any depth: JSON has none, and the page's JSON.parse would refuse the frame."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 @dataclass
@@ -56,7 +68,7 @@ class FrameMessage:
         if with_depth not in self._payloads:
             header = {**self.header, "seq": self.seq, "jpeg_bytes": len(self.jpeg),
                       "depth_bytes": len(self.depth_png) if with_depth else 0}
-            text = json.dumps(header, default=_json_default, separators=(",", ":")).encode()
+            text = json.dumps(_finite(header), default=_json_default, separators=(",", ":")).encode()
             self._payloads[with_depth] = b"".join(
                 [struct.pack("!I", len(text)), text, self.jpeg, self.depth_png if with_depth else b""])
         return self._payloads[with_depth]
