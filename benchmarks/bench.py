@@ -40,7 +40,7 @@ from smoothdino.edge.loop import ResumableSteps
 from smoothdino.edge.metrics import METRICS, depth_metrics, summarize, temporal_error
 from smoothdino.edge.pipeline import STAGE_TIMINGS
 from smoothdino.edge.sinks import DepthPngSink, json_dumps, to_millimetres
-from smoothdino.edge.commands.robotics import RobotOptions, choose_carry
+from smoothdino.edge.commands.robotics import RobotOptions, choose_carry, known_camera
 from smoothdino.edge.carry import camera_matrix
 from smoothdino.edge.fusion import fusion_enabled, parse_fusion
 from smoothdino.edge.keyframes import parse_keyframes
@@ -394,7 +394,8 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
         raise
     for reason in skipped.values():
         notice(reason)
-    runners = _fusion_variants(runners, spec.fusion)
+    cameras = spec.carry == "pose" or (spec.carry is None and any(known_camera(s, RobotOptions()) for s in sources))
+    runners = _fusion_variants(runners, [w for w in spec.fusion if w != "auto" or cameras] or ["off"])
     total, finished = sum(len(s) for s in sources) * len(runners), 0
     computed = dict.fromkeys(runners, 0)
     start = time.perf_counter()
@@ -472,7 +473,8 @@ def _run_bench(spec: BenchSpec, progress: Callable[[int, int], None] | None,
 
 
 def _fusion_variants(runners: dict[str, Runner], words: list[str]) -> dict[str, Runner]:
-    """Each runner once per --fusion word (off: as it is; on, auto: key + /fusion=WORD), sharing one network pass."""
+    """Each runner once per --fusion word (off: as it is; on, auto: key + /fusion=WORD), sharing one network pass.
+    `auto` rows only where some sequence's camera is known (else auto is off: the same row twice)."""
     import dataclasses
 
     out = {}

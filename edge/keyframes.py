@@ -34,27 +34,35 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from smoothdino.core.errors import UserError
 
 from .carry import CARRIES, NETWORK, Carried, camera_matrix, carry_depth, solve_pose
 from .fusion import DEFAULT_FUSION, FusionSettings, fuse_depth
-from .motion import Shift, cut_grey, phase_shift, to_grey
+from .motion import NO_SHIFT, Shift, cut_grey, phase_shift, to_grey
 from .pipeline import STAGE_TIMINGS, FramePipeline, FrameResult
 from .sources.intrinsics import Intrinsics
 from .tracking import KeyframeTracks, TrackState, tracking_grey
 
 
-@dataclass(frozen=True)
 class Motion:
-    """A frame against the keyframe, from the frames alone."""
+    """A frame against the keyframe, from the frames alone. `shift` (phase correlation to the keyframe, full-frame
+    pixels) is measured when first asked for: a fused keyframe whose pose solves never needs it (4 ms at 480x640)."""
 
-    shift: Shift  # phase correlation to the keyframe (full-frame pixels)
-    cut: bool  # a scene cut between the frame before and this one (edge.motion.consecutive_cut)
-    tracks: TrackState | None = None  # corners followed from the keyframe (pose carry only)
+    def __init__(self, shift: Shift | Callable[[], Shift], cut: bool, tracks: TrackState | None = None):
+        self._shift = shift
+        self.cut = cut  # a scene cut between the frame before and this one (edge.motion.consecutive_cut)
+        self.tracks = tracks  # corners followed from the keyframe (pose carry only)
+
+    @property
+    def shift(self) -> Shift:
+        if callable(self._shift):
+            self._shift = self._shift()
+        return self._shift
 
 
 @dataclass(frozen=True)
@@ -156,11 +164,10 @@ class KeyframeMotion:
         self.tracks = KeyframeTracks(keyframe.track, keyframe.width) if keyframe.track is not None else None
 
     def measure(self, greys: FrameGreys) -> Motion:
-        shift = phase_shift(self.grey, greys.phase, self.downscale)
         tracks = self.tracks.update(greys.track) if self.tracks is not None else None
         cut = consecutive_cut(self.previous, greys.cut, self.cut_below)
         self.previous = greys.cut
-        return Motion(shift, cut, tracks)
+        return Motion(partial(phase_shift, self.grey, greys.phase, self.downscale), cut, tracks)
 
 
 def consecutive_cut(previous: np.ndarray, current: np.ndarray, cut_below: float) -> bool:
@@ -215,7 +222,7 @@ def carry_to(depth: np.ndarray, motion: Motion, k: np.ndarray | None, tracks: Ke
     pose, why = None, ""
     if k is not None and tracks is not None:
         pose, why = solve_pose(*tracks.correspondences(), depth, k)
-    return carry_depth(depth, motion.shift, pose, k, fallback=why and f"pose: {why}")
+    return carry_depth(depth, motion.shift if pose is None else NO_SHIFT, pose, k, fallback=why and f"pose: {why}")
 
 
 def fused_result(result: FrameResult, carried: Carried | None, age: int, state: np.ndarray | None,

@@ -228,7 +228,9 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
         video = VideoSink(outputs.video, fps=getattr(source, "fps", 10.0)) if outputs.video else None
         window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights,
                             outputs.depth_range) if outputs.window else None
-        states = KeyframeStates(folder) if folder and fusion and not isinstance(pipeline, AsyncPipeline) else None
+        # fused keyframes kept for a later resume: recorded runs only (a live run never resumes)
+        states = KeyframeStates(folder) if folder and fusion and not source.live and \
+            not isinstance(pipeline, AsyncPipeline) else None
         if isinstance(pipeline, AsyncPipeline):  # live --async: never waits for the network, never resumes
             steps = AsyncSteps(pipeline)
         else:

@@ -358,10 +358,14 @@ def test_damaged_engine_is_refused_before_tensorrt_sees_it(small_export, tmp_pat
 
 # -- NaN / Inf in the depth ------------------------------------------------------------------------
 
-def test_nonfinite_depth_is_flagged_never_written_and_the_run_goes_on(small_export, long_sequence, uninterrupted,
-                                                                      tmp_path, monkeypatch):
+def test_nonfinite_depth_is_flagged_never_written_and_the_run_goes_on(small_export, long_sequence, tmp_path,
+                                                                      monkeypatch):
+    """The network's own depth (no fusion: a fused frame's statistics would also change with the pixels it lost)."""
     from smoothdino.edge.sources import FolderSource
 
+    uninterrupted = tmp_path / "reference"
+    with DepthPipeline.from_folder(small_export, backend="onnxruntime") as clean:
+        run_stream(clean, FolderSource(long_sequence, limit=8), StreamOutputs(folder=uninterrupted))
     pipeline = DepthPipeline.from_folder(small_export, backend="onnxruntime")
     real = pipeline._depth_to_host
     calls = {"n": 0}

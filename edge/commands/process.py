@@ -16,6 +16,7 @@ from smoothdino.edge.pipeline import FramePipeline
 from smoothdino.edge.ros2 import Ros2Options
 from smoothdino.edge.run_identity import RunIdentity, claim_run_folder
 from smoothdino.edge.sinks import DISPLAY_RANGE
+from smoothdino.edge.sinks.keyframe_state import FOLDER as FUSION_STATES
 from smoothdino.edge.web import parse_serve, serve_view
 
 from .chunks import CHUNKS
@@ -33,7 +34,8 @@ from .robotics import (
 from .tables import stream_table
 
 # what a run writes into <out>/<sequence>/ (--ray: also its chunks' records): what --overwrite removes
-SEQUENCE_OUTPUTS = ("depth", "metrics.json", "metrics.csv", "video.mp4", POINTS_OUTPUT, BAG_OUTPUT, CHUNKS)
+SEQUENCE_OUTPUTS = ("depth", "metrics.json", "metrics.csv", "video.mp4", POINTS_OUTPUT, BAG_OUTPUT, CHUNKS,
+                    FUSION_STATES)
 
 
 @dataclass
