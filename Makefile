@@ -24,7 +24,7 @@ $(VENV)/.dev: $(VENV)/.runtime
 install: $(VENV)/.dev
 
 test: install x11-for-tests chromium-for-tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # tests/test_window.py runs `live` with its window under Xvfb. Best effort: installed only where Xvfb is
 # missing, apt-get exists and we are root; never fails the build (the test skips, saying why).

@@ -78,7 +78,6 @@ class KeyframePolicy:
     max_age: int = 4  # auto: at most this many frames carried from one keyframe
     min_coverage: float = 0.0  # auto, pose carry: tracked corners in fewer than this share of the frame's cells
     max_parallax: float = 1.0  # auto, pose carry: corners off the best homography by more than this share of the width
-    max_displacement: float = 1.0  # auto, pose carry: corners moved more than this share of the width (median)
 
     @property
     def label(self) -> str:
@@ -95,8 +94,7 @@ class KeyframePolicy:
         tracks = motion.tracks
         return (age > self.max_age or shift.confidence < self.min_confidence
                 or math.hypot(shift.dx, shift.dy) > self.max_shift * width
-                or (tracks is not None and (tracks.coverage < self.min_coverage or tracks.parallax > self.max_parallax
-                                            or tracks.displacement > self.max_displacement)))
+                or (tracks is not None and (tracks.coverage < self.min_coverage or tracks.parallax > self.max_parallax)))
 
 
 EVERY_FRAME = KeyframePolicy()

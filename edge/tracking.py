@@ -76,7 +76,6 @@ class TrackState:
 
     tracked: int  # corners followed from the keyframe to this frame
     coverage: float  # share of the frame's GRID x GRID cells that hold one
-    displacement: float = 0.0  # median distance the corners moved since the keyframe, a share of the frame's width
     parallax: float = 0.0  # median distance of the corners from the homography that best maps the keyframe's onto
     # them (RANSAC), a share of the frame's width: what a rotation (or a plane) cannot explain, so what the pose carry
     # has to get right from the depth: disocclusions and depth errors grow with it
@@ -114,17 +113,16 @@ class KeyframeTracks:
     def state(self) -> TrackState:
         h, w = self.previous.shape
         if not len(self.points):
-            return TrackState(0, 0.0, 1.0, 1.0)
+            return TrackState(0, 0.0, 1.0)
         cells = (np.minimum(self.points[:, 1] * GRID // h, GRID - 1) * GRID
                  + np.minimum(self.points[:, 0] * GRID // w, GRID - 1)).astype(int)
-        moved = np.linalg.norm(self.points - self.anchors, axis=1)
         parallax = 1.0  # too few corners to tell: as bad as it gets
         if len(self.points) >= 8:
             homography, _ = cv2.findHomography(self.anchors, self.points, cv2.RANSAC, HOMOGRAPHY_PX)
             if homography is not None:
                 mapped = cv2.perspectiveTransform(self.anchors.reshape(-1, 1, 2), homography).reshape(-1, 2)
                 parallax = float(np.median(np.linalg.norm(mapped - self.points, axis=1))) / w
-        return TrackState(len(self.points), len(np.unique(cells)) / GRID ** 2, float(np.median(moved)) / w, parallax)
+        return TrackState(len(self.points), len(np.unique(cells)) / GRID ** 2, parallax)
 
     def correspondences(self) -> tuple[np.ndarray, np.ndarray]:
         """(keyframe pixels, current pixels), [N, 2] each, in pixels of the frame size (pixel centres mapped)."""
