@@ -395,3 +395,29 @@ def test_open_takes_a_carry_and_says_what_the_pose_carry_needs(small_export):
         assert model.carry == "pose"  # the default where the camera is known
         outs = [model.step(f) for f in frames]
     assert outs[0].carry == "network" and {o.carry for o in outs[1:]} <= {"pose", "shift"}
+
+
+def test_with_a_camera_the_session_fuses_as_process_does_and_off_is_one_word_away(small_export, tmp_path):
+    """smoothdino.open with intrinsics: the pose carry and fusion by default (edge.fusion), the same depth as `process`
+    with that camera (millimetre precision); fusion="off" gives the network's own depth and says so."""
+    camera = (100.0, 100.0, SIZE[1] / 2, SIZE[0] / 2)
+    sequence = write_sequence(tmp_path / "seq", SyntheticScene(*SIZE, frames=6, velocity=(2.0, 1.0)))
+    result = CliRunner().invoke(app, ["process", str(sequence), "--out", str(tmp_path / "out"), "--engines",
+                                      str(small_export), "--backend", "onnxruntime", "--no-video", "--keyframes", "3",
+                                      "--intrinsics", ",".join(f"{v:g}" for v in camera)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "out" / "seq" / "metrics.json").read_text())["frames"]
+    assert all(r["fused"] for r in rows)
+    with _open(small_export, keyframes=3, intrinsics=camera, colour="bgr") as model, \
+            _open(small_export, keyframes=3, intrinsics=camera, colour="bgr", fusion="off") as raw:
+        differ = 0
+        for i in range(1, 7):
+            bgr = cv2.imread(str(sequence / f"{i}.jpg"))
+            out, plain = model.step(bgr), raw.step(bgr)
+            png = cv2.imread(str(tmp_path / "out" / "seq" / "depth" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+            assert np.abs(to_millimetres(out.depth).astype(int) - png.astype(int)).max() <= 1, i
+            assert out.fused and not plain.fused
+            differ += not np.array_equal(out.depth, plain.depth)
+    assert differ == 3  # frames 1-3: the first keyframe, the network's own in both, and its carries; 4-6 are fused
+    with pytest.raises(ValueError, match="fusion"):
+        _open(small_export, fusion="smooth")
