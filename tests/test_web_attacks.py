@@ -425,7 +425,8 @@ def test_the_frame_message_carries_the_flicker_the_loop_measured(tmp_path):
         loop.paused.set()
         time.sleep(0.1)
         result = SimpleNamespace(keyframe=True, age_frames=0, age_ms=0.0, carry="network", inliers=0, fallback="",
-                                 timings={"total": 0.01, "decoder": float("inf")}, flicker=(0.021, float("nan")))
+                                 timings={"total": 0.01, "decoder": float("inf")}, flicker=(0.021, float("nan")),
+                                 fused=True)
         view.write(loop.stream, Frame(loop.rgb, 0, "000000", 0.0), loop.depth, result, None)
         header = {}
         while "flicker" not in header:  # frames the loop wrote before it paused come first
@@ -433,4 +434,5 @@ def test_the_frame_message_carries_the_flicker_the_loop_measured(tmp_path):
             page.send(json.dumps({"ack": header["seq"]}))
         loop.stop()
     assert header["flicker"] == 0.021 and header["flicker_p90"] is None  # NaN is sent as null (valid JSON)
+    assert header["fused"] is True
     assert header["stages_ms"]["decoder"] is None

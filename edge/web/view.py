@@ -274,7 +274,7 @@ class WebView:
             header.update(keyframe=bool(result.keyframe), age_frames=int(result.age_frames),
                           age_ms=float(result.age_ms),
                           carry=getattr(result, "carry", None), inliers=getattr(result, "inliers", None),
-                          fallback=getattr(result, "fallback", "") or None,
+                          fallback=getattr(result, "fallback", "") or None, fused=bool(getattr(result, "fused", False)),
                           **flicker_fields(getattr(result, "flicker", None)),
                           stages_ms={k: v * 1000.0 for k, v in result.timings.items() if v})
         return header

@@ -250,6 +250,7 @@
       rows.push(["carried by", (h.carry || (h.keyframe ? "network" : "shift"))
         + (h.carry === "pose" && h.inliers != null ? ` (${h.inliers} inliers)` : "")
         + (h.fallback ? ` (fell back: ${h.fallback})` : "")]);
+      rows.push(["fusion", h.fused ? "on: fused with the earlier output" : "off: the network's own depth"]);
       const stages = Object.entries(h.stages_ms || {}).filter(([name]) => name !== "total");
       rows.push(["stages", stages.map(([name, v]) => `${name} ${ms(v)}`).join(" / ") + " ms"]);
       if (h.stages_ms && h.stages_ms.total) rows.push(["step", `${ms(h.stages_ms.total)} ms`]);
