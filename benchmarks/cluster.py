@@ -91,10 +91,11 @@ def main(argv: list[str] | None = None) -> dict:
             pipeline = DepthPipeline.from_folder(engines, backend="onnxruntime", threads=args.workers)
             opens.append(time.perf_counter() - begin)
             begin = time.perf_counter()
-            process(pipeline, ProcessOptions([sequence], work / f"one{repeat}", video=False, keyframes=policy))
+            process(pipeline, ProcessOptions([sequence], work / f"one{repeat}", video=False, keyframes=policy,
+                                             fusion="off"))  # off: the sequence is cut into chunks
             ones.append(time.perf_counter() - begin)
             # the cluster: `workers` Ray workers, one thread (one Ray CPU) each
-            options = ProcessOptions([sequence], work / f"many{repeat}", video=False, keyframes=policy)
+            options = ProcessOptions([sequence], work / f"many{repeat}", video=False, keyframes=policy, fusion="off")
             results.append(cluster.run(options, cluster.ClusterOptions(engines, "auto", "onnxruntime", 1, chunk),
                                        show=False))
             manys.append(results[-1].wall_seconds)

@@ -172,7 +172,8 @@ def test_ctrl_c_of_ray_leaves_no_reserve_or_temporary(ray_cluster, sequence, sma
     """Ctrl-C while both workers are inside a chunk (each holding its reserve): the driver stops them, and it and
     the same command after it end with no temporary or reserve file anywhere under --out."""
     out = tmp_path / "out"
-    args = _args(sequence, small_export, out, "--no-video", "--chunk", "6", "--ray", ray_cluster)
+    # --fusion off: the sequence cut into chunks, one a worker (a fused sequence is a single chunk)
+    args = _args(sequence, small_export, out, "--no-video", "--fusion", "off", "--chunk", "6", "--ray", ray_cluster)
     driver = subprocess.Popen([sys.executable, "-m", "smoothdino.cli", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
     try:

@@ -39,8 +39,11 @@ def _process(sequence, out, engines, *extra):
 
 
 def test_process_writes_pngs_video_metrics_and_resumes(sequence, small_export, tmp_path):
+    """--fusion off: frames deleted after a complete run are computed again exactly from the network alone; a fused
+    run keeps only its last keyframe's output, resumes where it stopped, and refuses such a hole in one line
+    (tests/test_fusion_runs.py)."""
     out = tmp_path / "out"
-    result = _process(sequence, out, small_export)
+    result = _process(sequence, out, small_export, "--fusion", "off")
     assert result.exit_code == 0, result.output
     folder = out / sequence.name
     pngs = sorted((folder / "depth").glob("*.png"), key=lambda p: int(p.stem))
@@ -58,7 +61,7 @@ def test_process_writes_pngs_video_metrics_and_resumes(sequence, small_export, t
     assert np.isfinite(metrics["summary"]["rmse"]) and (folder / "metrics.csv").read_text().count("\n") == 7
 
     # Resume: nothing to redo.
-    again = _process(sequence, out, small_export)
+    again = _process(sequence, out, small_export, "--fusion", "off")
     assert again.exit_code == 0 and "Traceback" not in again.output
     assert all(p.read_bytes() == first[p.name] for p in pngs)
     row = next(line for line in again.output.splitlines() if line.strip().startswith("│ " + sequence.name[:8]))
@@ -68,7 +71,7 @@ def test_process_writes_pngs_video_metrics_and_resumes(sequence, small_export, t
     # An interrupted run left frames 4-6 unwritten: they are recomputed exactly (frame 3 primes the adapter).
     for name in ("4.png", "5.png", "6.png"):
         (folder / "depth" / name).unlink()
-    resumed = _process(sequence, out, small_export)
+    resumed = _process(sequence, out, small_export, "--fusion", "off")
     assert resumed.exit_code == 0, resumed.output
     assert all((folder / "depth" / n).read_bytes() == first[n] for n in ("4.png", "5.png", "6.png"))
 
@@ -129,13 +132,15 @@ def test_demo_end_to_end(tmp_path):
 
 
 def test_resume_refuses_pngs_of_another_export_and_redoes_unreadable_ones(sequence, small_export, small_export_fp32, tmp_path):
+    """--fusion off: an unreadable PNG in the middle is computed again from the network alone (a fused run cannot
+    refill it exactly and says so in one line: tests/test_fusion_runs.py)."""
     out = tmp_path / "out"
-    assert _process(sequence, out, small_export, "--no-video").exit_code == 0
+    assert _process(sequence, out, small_export, "--no-video", "--fusion", "off").exit_code == 0
     depth = out / sequence.name / "depth"
-    other = _process(sequence, out, small_export_fp32, "--no-video")  # fp32 export, same folder
+    other = _process(sequence, out, small_export_fp32, "--no-video", "--fusion", "off")  # fp32 export, same folder
     assert other.exit_code == 2 and "the export (--engines" in other.output and "--overwrite" in other.output
     (depth / "2.png").write_bytes(b"not a png")  # e.g. a power cut on a Jetson
-    again = _process(sequence, out, small_export, "--no-video")
+    again = _process(sequence, out, small_export, "--no-video", "--fusion", "off")
     assert again.exit_code == 0, again.output
     assert cv2.imread(str(depth / "2.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
     cells = [c.strip() for c in next(l for l in again.output.splitlines() if "│ " + sequence.name[:8] in l).split("│")[1:-1]]
