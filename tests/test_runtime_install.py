@@ -120,7 +120,9 @@ def test_runtime_benches_an_existing_export_without_torch(runtime_venv, small_ex
 
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     key = f"vits14+temporal@onnxruntime/{json.loads((small_export / 'manifest.json').read_text())['precision']}"
-    assert list(results["rows"]) == [key], results["rows"].keys()
+    # the network's own rows and the fused ones beside them (the synthetic folder is NYUv2-layout: its camera is known)
+    assert list(results["rows"]) == [key, f"{key}/fusion=auto"], results["rows"].keys()
+    assert results["rows"][f"{key}/fusion=auto"]["fused"] and not results["rows"][key]["fused"]
     row = results["rows"][key]
     assert row["frames"] == 4 and row["timed_frames"] == 3 and row["accuracy"]["rmse"] > 0  # ground truth: 140x196
     assert results["frame_size"] == list(SMALL) and results["random_weights"]
