@@ -500,7 +500,6 @@ class StepChoice:
     resize: bool = True
     keyframes: str = "every"
     carry: str | None = None  # None: pose where the camera is known (edge.commands.robotics.choose_carry)
-    fusion: str = "auto"  # edge.fusion: auto (with the pose carry) | on | off
 
     @property
     def policy(self):
@@ -510,8 +509,7 @@ class StepChoice:
 
 
 STEP = OptionGroup("step", {"engines": (EnginesOrExport, None), "resize": (ResizeFrames, True),
-                            "keyframes": (Keyframes, "every"), "carry": (Carry, None), "fusion": (Fusion, "auto")},
-                   StepChoice)
+                            "keyframes": (Keyframes, "every"), "carry": (Carry, None)}, StepChoice)
 DepthRange = Annotated[Optional[str], typer.Option(metavar="MIN,MAX", help="Metres the depth colours span (video, window, snapshots; the colour bar shows the scale). Default 0,10 (NYUv2's range): a colour means the same depth in every frame and every run.")]
 
 
@@ -610,6 +608,7 @@ def process(
     ray: Annotated[Optional[str], typer.Option("--ray", metavar="[ADDRESS]", help="Process on a Ray cluster, byte-identical to one process: every sequence in chunks, a worker per GPU (or per --threads CPUs, default 1) opening the export once. No value or auto: join RAY_ADDRESS or a Ray instance on this machine, else start one here; HOST:PORT: join that cluster's head. --out (and --engines) must be storage every node sees at the same path. Needs the 'cluster' extra.")] = None,
     chunk: Annotated[Optional[int], typer.Option(help="--ray: frames a chunk (default: all frames / (4 x workers), 16 to 1000).")] = None,
     serve: Serve = None,
+    fusion: Fusion = "auto",
     step: StepChoice = None, model: ModelChoice = None, run: RunChoice = None, view: ViewChoice = None,
     ros2: Ros2Choice = None,
 ):
@@ -621,7 +620,7 @@ def process(
     options = command.ProcessOptions(sequences, out, video, step.resize, resume, frames, step.policy,
                                      RobotOptions(topic, intrinsics, points, cloud_stride), view.range,
                                      overwrite=overwrite, serve=serve, ros2=ros2.options, carry=step.carry,
-                                     fusion=step.fusion)
+                                     fusion=fusion)
     options.check()
     if ray is not None and serve is not None:
         raise UserError("--serve shows a run in this process and --ray runs on the cluster's workers: drop one of them")
