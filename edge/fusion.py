@@ -5,22 +5,25 @@ keyframe the previous *output*, carried into the new view (edge.carry: by the ca
 network's new depth:
 
     1. align   r = log(network / carried) on the pixels both have. Its median over the whole view (the scale) and over
-               a coarse grid of blocks (a smooth field, FIELD_GRID, bilinear between block centres) say how the network
-               changed its mind about scale and slow trends since the last output; the network keeps only 1 - `keep`
-               of that change (an exponential average across keyframes), so a scale that jumps frame to frame is
-               steadied while a real, persistent change is followed within a few keyframes.
+               a coarse grid of blocks (a smooth field, FIELD_GRID, bilinear between block centres, each within
+               `agree` of the scale: a moving object is not a trend) say how the network changed its mind since the
+               last output. How much of that change to take is a one-number Kalman filter: the carried output's error
+               is what it had plus what a carry adds (`carry_scale` a step, more for an older carry or a 2-D shift);
+               the network's jitter is learned from the changes themselves (an average, `memory`, capped at
+               MAX_NOISE). A jittery network is averaged over several keyframes; a steady one is followed at once; a
+               change past MIN_OUTLIER (and OUTLIER sigmas) is a failed carry or a new view: the network is followed.
     2. blend   where the aligned network and the carried output agree (|log ratio| < `agree`), a weighted mean in log
-               depth. The carried side's weight is `blend`, lowered smoothly as the disagreement grows, by the carry's
-               age (frames it was carried) and by how it was carried (the shift is a cruder guess than the pose), and
-               set to 0 next to a depth edge of the carried map (where a carry's errors live).
+               depth, the weight again from a Kalman step (per-pixel jitter learned from the median squared change,
+               `carry_pixel` a carry), lowered smoothly as the disagreement grows, and 0 next to a depth edge of the
+               carried map (where a carry's errors live).
     3. else    the network's depth alone: where they disagree (a person walking in, a door opening) the output
                follows the network at once, so a moving object leaves no ghost after one frame.
 
 The fusion restarts (the network's depth as it comes) at a scene cut, on the first frame, and when less than
-`min_overlap` of the view is seen by both. It keeps no state of its own: the state is the previous output, so a
-resumed run that restores the last keyframe's output continues exactly (edge.loop keeps it in <run>/.fusion/).
-`keep=0, blend=0` is the raw network. `python -m smoothdino.benchmarks.stability` measures it without a network (a
-simulated one: NYUv2 ground truth under an error model) and chose the defaults.
+`min_overlap` of the view is seen by both. Its whole state is the previous output and four numbers (Fused.state), so a
+resumed run that restores both continues exactly (edge.loop keeps them in <run>/.fusion/). A perfect network is left
+alone: its changes are small, so it is taken at once. `python -m smoothdino.benchmarks.stability` measures all of this
+without a network (a simulated one: NYUv2 ground truth under an error model) and chose the defaults.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ OUTLIER = 3.0  # an innovation beyond this many of its expected sigmas is not no
 MIN_OUTLIER = 0.25  # ... and beyond this (log depth, about 28 %), whatever was expected
 MAX_NOISE = 0.1  # the network's per-frame noise is believed up to this sigma (log depth): a carry that drifts
 # for many frames would otherwise teach the filter that the network is noise, and the drift would stay
-MIN_BLOCK = 0.2
+MIN_BLOCK = 0.2  # a block whose co-visible share is below this takes the global scale instead of its own median
 STATS_WIDTH = 160  # the medians are taken on every s-th pixel, at most this many wide
-_TINY = np.float32(1e-6)  # a block whose co-visible share is below this takes the global scale instead of its own median
+_TINY = np.float32(1e-6)
 
 
 @dataclass(frozen=True)
