@@ -229,7 +229,7 @@ def _stream(pipeline: FramePipeline, source, outputs: StreamOutputs, report: Str
         window = WindowSink(f"smoothdino - {source.name}", outputs.snapshots, pipeline.random_weights,
                             outputs.depth_range) if outputs.window else None
         # fused keyframes kept for a later resume: recorded runs only (a live run never resumes)
-        states = KeyframeStates(folder) if folder and fusion and not source.live and \
+        states = KeyframeStates(folder) if folder and fusion and outputs.resume and not source.live and \
             not isinstance(pipeline, AsyncPipeline) else None
         if isinstance(pipeline, AsyncPipeline):  # live --async: never waits for the network, never resumes
             steps = AsyncSteps(pipeline)
