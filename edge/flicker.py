@@ -25,7 +25,7 @@ from smoothdino.core.images import as_written
 
 from .carry import CameraPose, solve_pose, translate_depth, warp_depth
 from .motion import Shift, phase_shift, to_grey
-from .tracking import KeyframeTracks, tracking_grey
+from .tracking import follow_corners, tracking_grey
 
 FLICKER_WIDTH = 160  # both maps are sampled to at most this width
 MIN_SHARED = 0.1  # fewer co-visible pixels than this share of the frame: no figure (NaN)
@@ -65,9 +65,10 @@ def pair_motion(previous_rgb: np.ndarray, rgb: np.ndarray, lift_depth: np.ndarra
     shift = phase_shift(to_grey(previous_rgb), to_grey(rgb))
     pose = None
     if k is not None and lift_depth is not None:
-        tracks = KeyframeTracks(tracking_grey(previous_rgb), w)
-        tracks.update(tracking_grey(rgb))
-        pose, _ = solve_pose(*tracks.correspondences(), lift_depth, k)
+        before, after = tracking_grey(previous_rgb), tracking_grey(rgb)
+        scale = w / before.shape[1]  # tracking pixels -> the frames' pixels (pixel centres mapped)
+        there, here = follow_corners(before, after)
+        pose, _ = solve_pose((there + 0.5) * scale - 0.5, (here + 0.5) * scale - 0.5, lift_depth, k)
     return PairMotion(pose, k, shift, (h, w))
 
 

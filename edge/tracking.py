@@ -70,6 +70,15 @@ def _corners(grey: np.ndarray, count: int, avoid: np.ndarray | None = None) -> n
     return np.zeros((0, 2), np.float32) if found is None else found.reshape(-1, 2)
 
 
+def follow_corners(previous_grey: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Corners of one grey frame followed to the next (once, checked backwards): ([N, 2] there, [N, 2] here), in
+    pixels of those frames. What a pair of consecutive frames needs (edge.flicker); a keyframe's tracks are
+    KeyframeTracks."""
+    corners = _corners(previous_grey, MAX_CORNERS)
+    points, kept = _lk(previous_grey, grey, corners)
+    return corners[kept], points[kept]
+
+
 @dataclass
 class TrackState:
     """What the keyframe decision reads: frames alone."""
