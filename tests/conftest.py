@@ -68,3 +68,67 @@ def small_export(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_export_fp32(tmp_path_factory) -> Path:
     return _export(tmp_path_factory.mktemp("export") / "temporal32", precision="fp32")
+
+
+# -- one local Ray instance for the suite ------------------------------------------------------------------------
+# Starting Ray costs 10-20 s on 2 cores, and three modules need it (test_cluster, test_leftovers, test_first_hour).
+# They share one session instance: pytest_collection_modifyitems runs those modules one after another (the one
+# with the most tests that need no Ray last, its Ray tests first) and pytest_runtest_teardown shuts Ray down right
+# after the last test that uses it, so no Ray process idles through the rest of the suite.
+
+RAY_FIXTURE = "ray_cluster"
+_last_ray_test: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray instance with 2 CPUs; its GCS address (HOST:PORT). Shut down after the last test that uses it."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        _shutdown_ray()
+
+
+def _shutdown_ray() -> None:
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def _uses_ray(item) -> bool:
+    return RAY_FIXTURE in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    modules: dict = {}  # module path -> its items, in collection order
+    for item in items:
+        modules.setdefault(item.path, []).append(item)
+    ray_modules = [path for path, its in modules.items() if any(map(_uses_ray, its))]
+    if ray_modules:
+        first, rest = ray_modules[0], sorted(ray_modules[1:], key=lambda p: sum(not _uses_ray(i) for i in modules[p]))
+        group = list(modules[first])
+        for path in rest:
+            its = modules[path]
+            if path == rest[-1]:  # the last module: its Ray tests first, so Ray stops before its others run
+                its = [i for i in its if _uses_ray(i)] + [i for i in its if not _uses_ray(i)]
+            group += its
+        grouped = set(ray_modules)
+        reordered = []
+        for path, its in modules.items():
+            if path == first:
+                reordered += group
+            elif path not in grouped:
+                reordered += its
+        items[:] = reordered
+    _last_ray_test[:] = [item.nodeid for item in items if _uses_ray(item)][-1:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    if _last_ray_test and item.nodeid == _last_ray_test[0]:
+        _shutdown_ray()

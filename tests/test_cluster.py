@@ -45,16 +45,6 @@ ray = pytest.importorskip("ray")
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray instance with 2 CPUs for this module; its GCS address (HOST:PORT)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
 def _process(sequences, out, engines, *extra):
     sequences = sequences if isinstance(sequences, list) else [sequences]
     return runner.invoke(app, ["process", *map(str, sequences), "--engines", str(engines), "--backend", "onnxruntime",
@@ -214,23 +204,24 @@ def test_a_chunk_done_under_other_options_is_refused_never_reused(tmp_path):
 def test_nyu_sequences_on_ray_equal_one_process(ray_cluster, nyu_root, small_export, tmp_path):
     """NYUv2 folders: the camera is known, so by default every keyframe is fused with the output before it (edge.fusion)
     and a sequence is one chunk (a fused output depends on every one before it): the sequences spread over the
-    workers, and each equals one process byte for byte."""
+    workers, and each equals one process byte for byte. 6 frames each: more than --chunk 5, so an unfused sequence
+    would be cut in two."""
     sequences = [nyu_root / "bathroom_0028_out", nyu_root / "bedroom_0004_out"]
-    one = _process(sequences, tmp_path / "one", small_export, "--limit", "12")
+    one = _process(sequences, tmp_path / "one", small_export, "--limit", "6")
     assert one.exit_code == 0, one.output
-    many = _process(sequences, tmp_path / "many", small_export, "--limit", "12", "--chunk", "5", "--ray")
+    many = _process(sequences, tmp_path / "many", small_export, "--limit", "6", "--chunk", "5", "--ray")
     assert many.exit_code == 0, many.output
     assert "Traceback" not in many.output and "on 2 Ray workers" in many.output
     assert _footer(many.output).startswith("2 chunks")  # --chunk 5 does not cut a fused sequence
     for sequence in sequences:
         metrics = _assert_same(tmp_path / "one", tmp_path / "many", sequence.name)
-        assert len(metrics["frames"]) == 12 and metrics["run"]["cluster"]["chunks"] == 1
+        assert len(metrics["frames"]) == 6 and metrics["run"]["cluster"]["chunks"] == 1
         assert all(r["fused"] for r in metrics["frames"]) and metrics["run"]["fusion"] != "off"
-        assert sum(r["flicker"] is not None for r in metrics["frames"]) == 11  # every frame after the first
+        assert sum(r["flicker"] is not None for r in metrics["frames"]) == 5  # every frame after the first
         video = tmp_path / "many" / sequence.name / "video.mp4"
         import cv2
 
-        assert int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+        assert int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT)) == 6
 
 
 # corrupt frames (positions) in each sequence of 12 frames, for chunks of 3 frames: [0, 3) [3, 6) [6, 9) [9, 12)

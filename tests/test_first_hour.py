@@ -131,16 +131,6 @@ def test_a_video_that_opencv_cannot_read_is_one_line(small_export, tmp_path):
     assert topic.exit_code == 2 and "missing.mp4" in topic.output
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def test_process_ray_on_a_video_equals_one_process(ray_cluster, clip, clip_whole, small_export, tmp_path):
     """A video is one chunk (read in order, as a bag): the same PNGs, rows and H.264 video as one process."""
     result = _process(clip, tmp_path, small_export, "--ray", "auto", "--chunk", "4")

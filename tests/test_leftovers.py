@@ -157,17 +157,6 @@ def test_two_processes_with_the_same_pid_never_share_a_temporary_name(tmp_path):
 
 # -- Ctrl-C of process --ray -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray instance with 2 CPUs for this module; its GCS address (HOST:PORT)."""
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
 def test_ctrl_c_of_ray_leaves_no_reserve_or_temporary(ray_cluster, sequence, small_export, tmp_path):
     """Ctrl-C while both workers are inside a chunk (each holding its reserve): the driver stops them, and it and
     the same command after it end with no temporary or reserve file anywhere under --out."""
