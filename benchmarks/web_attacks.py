@@ -36,7 +36,6 @@ import re
 import resource
 import selectors
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -49,6 +48,7 @@ from smoothdino.core.files import atomic_write_text
 
 from .record import Record, Table, add_record_option, command_line, write_record
 from .report import markdown_table
+from .web_view import interrupt
 
 HOST = "127.0.0.1"  # every attack stays on loopback
 
@@ -450,13 +450,7 @@ class LiveRun:
         return {"rss_mb": rss, "fds": fds}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        interrupt(self.process)
 
 
 def phase(run: LiveRun, name: str, attack) -> dict:

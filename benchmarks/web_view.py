@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -60,6 +62,18 @@ def launch_chromium(playwright, executable: str | None = None):
     if executable is None:
         raise SystemExit("no Chromium here: apt-get install chromium-headless-shell (or chromium)")
     return playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+
+
+def interrupt(process: subprocess.Popen, timeout: float = 30.0) -> int | None:
+    """Ctrl-C to a `live` child, as a user stops it; killed if it has not ended within `timeout`. Its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def wait_for(page, expression: str, timeout: float = 20.0, every: float = 0.05):

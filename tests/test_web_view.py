@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from smoothdino.benchmarks.web_view import CHROMIUM_ARGS, find_chromium, launch_chromium, wait_for
+from smoothdino.benchmarks.web_view import CHROMIUM_ARGS, find_chromium, interrupt, launch_chromium, wait_for
 from smoothdino.cli import app
 from smoothdino.core.errors import UserError
 from smoothdino.edge.sources.intrinsics import NYU_KINECT
@@ -107,14 +107,7 @@ class Run:
         return f"http://127.0.0.1:{self.port}/" + (query or (f"?token={token.group(1)}" if token else ""))
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return interrupt(self.process)
 
 
 def _video(path: Path, frames: int, fps: float) -> Path:
