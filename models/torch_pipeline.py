@@ -85,7 +85,8 @@ class TorchPipeline(FramePipeline):
 
     @torch.inference_mode()
     def _adapt(self, levels, previous, shift: Shift):
-        fused = self.adapter(levels, previous, torch.from_numpy(shift.as_array()).to(self.device))
+        shift = shift.as_array() if isinstance(shift, Shift) else shift  # [N,3] in a batch
+        fused = self.adapter(levels, previous, torch.from_numpy(shift).to(self.device))
         self._sync()
         return fused
 
@@ -97,6 +98,24 @@ class TorchPipeline(FramePipeline):
 
     def _depth_to_host(self, depth) -> np.ndarray:
         return depth[0, 0].float().cpu().numpy()
+
+    max_batch = None  # eager: any number of frames a pass
+
+    @torch.inference_mode()
+    def _encode_batch(self, rgbs: np.ndarray):
+        levels = self.encoder(preprocess(rgbs).to(self.device))
+        self._sync()
+        return levels
+
+    def _stack_levels(self, items: list):
+        return [tuple(torch.cat([it[k][j] for it in items]) for j in range(2)) for k in range(len(items[0]))]
+
+    def _split_levels(self, levels, n: int) -> list:
+        return [[(patch[i:i + 1], cls[i:i + 1]) for patch, cls in levels] for i in range(n)]
+
+    def _depths_to_host(self, depth, n: int) -> list[np.ndarray]:
+        host = depth.float().cpu().numpy()
+        return [host[i, 0] for i in range(n)]
 
     def _levels_to_host(self, levels, prefix: str = "") -> dict[str, np.ndarray]:
         flat = [t for pair in levels for t in pair]

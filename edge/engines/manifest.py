@@ -57,6 +57,13 @@ class Manifest:
     # file name -> {"bytes": n, "sha256": hex} of every graph and engine, recorded when first saved: a truncated
     # copy (a full SD card, an interrupted scp) is refused in one line before ONNX Runtime or TensorRT sees it
     files: dict[str, dict] = field(default_factory=dict)
+    # the graphs' batch axis (export --batch N): every graph takes 1..batch frames a pass, and its stage shapes
+    # record the batch dimension as -1; TensorRT engines have one optimisation profile min 1 / opt N / max N.
+    # 1 (and manifests written before batching): static graphs of one frame.
+    batch: int = 1
+    # what export measured about batching here, for edge/batching.py choose_batch ({"backend": ..., "per_frame_ms":
+    # {"1": ms, "2": ms, ...}, "measured_on": ...}); None: not measured
+    batch_timing: dict | None = None
     format: int = FORMAT_VERSION
     folder: Path | None = None  # where it was read from (not saved)
 
@@ -180,6 +187,17 @@ class Manifest:
                 f"{self._where()}: engines built for {self.gpu.get('name')} (sm {self.gpu.get('compute_capability')}), "
                 f"this GPU is {gpu.get('name')} (sm {gpu.get('compute_capability')}); re-export on this machine"
             )
+
+    @property
+    def max_batch(self) -> int:
+        """The most frames one pass of these graphs/engines takes (export --batch N)."""
+        return max(1, int(self.batch or 1))
+
+    def check_batch(self, n: int, source: str = "batch") -> None:
+        """Refuse, in one line, a pass of more frames than the export's batch axis takes."""
+        if n > self.max_batch:
+            raise UserError(f"{source}: {n} frames a pass, but {self._where()} was exported for at most "
+                            f"{self.max_batch}; export with --batch {n} (or batch at most {self.max_batch})")
 
     def check_frame_size(self, height: int, width: int, source: str) -> None:
         if (height, width) != tuple(self.frame_size):
