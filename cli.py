@@ -668,7 +668,7 @@ def live(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run's depth PNGs and metrics in --out.")] = False,
     frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     motion_downscale: MotionDownscale = 2,
-    foxglove: Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Serve RGB, coloured and raw depth, point cloud and per-stage latency over Foxglove's WebSocket protocol. Binds 127.0.0.1 (this machine only) unless a HOST is given: 0.0.0.0:8765 serves every interface. A slow viewer gets frames dropped, never slows the loop.")] = None,
+    foxglove: Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Serve RGB, coloured and raw depth, point cloud and per-stage latency over Foxglove's WebSocket protocol. Binds 127.0.0.1 (this machine only) unless a HOST is given: 0.0.0.0:8765 serves every interface. At most 32 connections at once (the next are answered 503), each handshake within 5 s, each client at most 20 messages a second. A slow viewer gets frames dropped, never slows the loop.")] = None,
     intrinsics: Intrinsics = None,
     cloud_stride: CloudStride = 4,
     asynchronous: Annotated[bool, typer.Option("--async/--no-async", help="The network in its own thread on the newest frame; every camera frame is output at once with the latest keyframe's depth moved by the camera shift (its age is shown). --no-async: the network on the frames --keyframes picks, in the loop (the camera waits).")] = True,

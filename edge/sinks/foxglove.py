@@ -3,7 +3,9 @@ WebSocket protocol (Foxglove, or anything that speaks it), and/or recorded to MC
 
 The depth loop never waits for a viewer: `write` only leaves the newest frame in a latest-wins mailbox (core.mailbox:
 an unpublished frame it replaces is counted as dropped), its thread encodes and logs it, and the SDK's
-server keeps a short per-client backlog that drops its oldest messages when a client reads too slowly.
+server keeps a short per-client backlog that drops its oldest messages when a client reads too slowly. Clients reach
+the SDK's server through a gate (foxglove_gate.py) that bounds what each may hold: connections, the handshake's time
+and size, message size and rate.
 A channel nobody subscribed to (and no recording) costs nothing: its message is not even built."""
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from smoothdino.edge.sources.frame import Frame
 from smoothdino.edge.sources.intrinsics import IntrinsicsChoice
 
 from .bag import depth_32fc1
+from .foxglove_gate import FoxgloveGate
 from .pointcloud import FOXGLOVE_FIELDS, POINT_STEP, depth_to_points
 from .view import colorize
 
@@ -75,7 +78,8 @@ class FoxgloveSink:
 
     def __init__(self, address: tuple[str, int] | None = None, record: Path | None = None, *,
                  intrinsics: IntrinsicsChoice | None = None, cloud_stride: int = 4, random_weights: bool = False,
-                 backlog: int = DEFAULT_BACKLOG, jpeg_quality: int = 85):
+                 backlog: int = DEFAULT_BACKLOG, jpeg_quality: int = 85, gate: bool = True,
+                 gate_options: dict | None = None):
         foxglove, channels, self.messages = _foxglove()
         self.intrinsics = intrinsics or IntrinsicsChoice()
         self.cloud_stride = max(1, int(cloud_stride))
@@ -92,6 +96,7 @@ class FoxgloveSink:
             "latency": foxglove.Channel(TOPICS["latency"], schema=LATENCY_SCHEMA, context=self.context),
         }
         self.server = None
+        self.gate: FoxgloveGate | None = None
         self.url = None
         self._recording = contextlib.ExitStack()
         self.mcap = None
@@ -99,14 +104,19 @@ class FoxgloveSink:
         try:
             if address is not None:
                 host, port = address
+                # the SDK on a private loopback port, the gate where the user asked: the SDK alone caps nothing
+                # (foxglove_gate says what the gate bounds); gate=False serves the SDK itself (for measuring it)
                 try:
-                    self.server = foxglove.start_server(name="smoothdino", host=host, port=port, context=self.context,
-                                                        message_backlog_size=max(1, backlog))
+                    self.server = foxglove.start_server(
+                        name="smoothdino", host="127.0.0.1" if gate else host, port=0 if gate else port,
+                        context=self.context, message_backlog_size=max(1, backlog))
                 except RuntimeError as err:
                     why = str(err).replace("FoxgloveError: ", "")
                     raise UserError(f"--foxglove {host}:{port}: cannot serve ({why}); choose another port "
                                     "or host") from None
-                self.url = f"ws://{host}:{self.server.port}"
+                if gate:
+                    self.gate = FoxgloveGate((host, port), self.server.port, **(gate_options or {}))
+                self.url = f"ws://{host}:{self.port}"
             if self.record is not None:
                 self.record.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self._recording.enter_context(atomic_path(self.record))  # moved into place on close
@@ -124,6 +134,9 @@ class FoxgloveSink:
 
     @property
     def port(self) -> int | None:
+        """The port clients connect to: the gate's (the SDK's own is private)."""
+        if self.gate is not None:
+            return self.gate.port
         return self.server.port if self.server is not None else None
 
     def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
@@ -202,6 +215,9 @@ class FoxgloveSink:
                 mcap.close()
             self._recording.close()  # the recording appears under its name only now, complete
         finally:
+            if self.gate is not None:  # clients first: each is told the server is going away (1001)
+                gate, self.gate = self.gate, None
+                gate.stop(STOP_WAIT_S)
             if self.server is not None:
                 server, self.server = self.server, None
                 # stop() waits for every client's close handshake, which a viewer that stopped reading never
