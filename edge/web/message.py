@@ -5,7 +5,14 @@ page asked for it, and a JSON header with what the page shows beside the picture
 
 The WebSocket message: 4 bytes (big-endian) header length, the header (UTF-8 JSON), the JPEG, then the PNG;
 the header gives both sizes (`jpeg_bytes`, `depth_bytes`, 0 when the depth was not asked for), and `stale_s` when
-the frame is a page's first and was written more than a second before (viewers.FRESH_S)."""
+the frame is a page's first of its camera and was written more than a second before (viewers.FRESH_S).
+
+Several cameras (issue 39): each message is one camera's frame. The header's `camera` names it (null: the view has
+one camera, as before) and `cameras` lists every camera's name in the order of the page's tiles ([] with one
+camera); `seq` counts the frames of all cameras together, so it stays unique; `fps`, `network_fps`,
+`viewer_dropped`, the intrinsics and `stale_s` are that camera's own. The page's commands: `{"ack": seq}` per
+message, and `{"depth": true|false}` (every camera) or `{"depth": ["front", ...]}` (those cameras only: the depth
+PNG is encoded only for a camera some page asked it of)."""
 
 from __future__ import annotations
 
@@ -61,6 +68,11 @@ class FrameMessage:
     jpeg: bytes
     depth_png: bytes | None = None
     _payloads: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def camera(self) -> str | None:
+        """The camera this frame is from (None: the view's only camera)."""
+        return self.header.get("camera")
 
     def payload(self, with_depth: bool) -> bytes:
         """The WebSocket message, with the depth PNG or without (built once each, shared by every page)."""

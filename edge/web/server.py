@@ -4,9 +4,12 @@ loop or makes it wait. Routes:
 
     GET  /               the page (static/index.html)
     GET  /static/<name>  its scripts and style, from the package (nothing is ever loaded from elsewhere)
-    GET  /ws             the WebSocket: one FrameMessage per frame (viewers.PageViewer)
-    GET  /stream.mjpg    the picture alone as MJPEG, for VLC, ffplay or an <img> (viewers.stream_mjpeg)
-    POST /snapshot?seq=N the frame the page shows, saved into the snapshots folder: the only write there is
+    GET  /ws             the WebSocket: one FrameMessage per frame (viewers.PageViewer), of every camera
+    GET  /stream.mjpg    the picture alone as MJPEG, for VLC, ffplay or an <img> (viewers.stream_mjpeg); with
+                         several cameras `?camera=NAME` (404 for a name the view does not have), else the first
+    POST /snapshot?seq=N the frame the page shows, saved into the snapshots folder: the only write there is; with
+                         several cameras `?seq=N&seq=M...`, the frame of each tile (at most one per camera), one
+                         snapshot as far as the rate and the budget go
 
 Every request passes access.Access first (403 otherwise); the WebSocket, the MJPEG stream and the snapshot also
 need the page's own Origin. Every response but the stream's is one write and closes its connection (no keep-alive:
@@ -44,7 +47,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from .access import Access
-from .viewers import BOUNDARY, PageViewer, stream_mjpeg
+from .viewers import BOUNDARY, MjpegViewer, PageViewer, stream_mjpeg
 
 ASSETS = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "png16.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -212,8 +215,9 @@ class ViewConnection(ServerConnection):
         await asyncio.wait([self.request_rcvd, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
         if self.request is not None and urlsplit(self.request.path).path == "/stream.mjpg":
             refused = self.owner.refusal(self.request, needs_origin=True)
-            if refused is None:  # streamed until the client goes or the view stops; websockets then closes it
-                await stream_mjpeg(self.owner, self)
+            camera = self.owner.mjpeg_camera(self.request)
+            if refused is None and camera is not None:  # streamed until the client goes or the view stops
+                await stream_mjpeg(self.owner, self, camera)
                 return
         await super().handshake(process_request, process_response, server_header)
 
@@ -247,7 +251,8 @@ class ViewServer:
         self.connections: set[ViewConnection] = set()
         self.viewers: set = set()  # pages and MJPEG clients (idem)
         self.stopping = False
-        self.latest = None  # the newest FrameMessage (set by the view's encoder thread)
+        self.latest = None  # the newest FrameMessage of any camera (set by the view's encoder thread)
+        self.latest_by: dict = {}  # the newest FrameMessage of each camera (None: the only one), same thread
         self.snapshots = TokenBucket(SNAPSHOT_PER_S, SNAPSHOT_BURST)
         self.snapshot_bytes: int | None = None  # what the snapshots folder holds, counted at the first snapshot
         self.disk = ThreadPoolExecutor(1, thread_name_prefix="web-view-snapshot")  # one save at a time, off the loop
@@ -304,6 +309,14 @@ class ViewServer:
             return reply(403, b"403: another site's page\n")
         return None
 
+    def mjpeg_camera(self, request):
+        """The camera `/stream.mjpg` shows: `?camera=NAME` when the view has it, the first one without; None: no
+        such camera (answered 404 by _route)."""
+        names = parse_qs(urlsplit(request.path).query).get("camera")
+        if not names:
+            return MjpegViewer.FIRST
+        return names[0] if names[0] in self.cameras else None
+
     async def _route(self, connection, request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
@@ -321,6 +334,9 @@ class ViewServer:
         if path.startswith("/static/") and path[len("/static/"):] in ASSETS:
             name = path[len("/static/"):]
             return reply(200, self.assets[name], ASSETS[name])
+        if path == "/stream.mjpg":  # streamed by ViewConnection.handshake unless its camera is not one of ours
+            return reply(404, f"404: no such camera; this view has: {', '.join(self.cameras) or 'one camera'}\n"
+                         .encode(errors="replace"))
         if path == "/ws":
             if self.stopping:
                 return reply(503, b"503: the view is stopping\n")
@@ -333,9 +349,12 @@ class ViewServer:
 
     async def _snapshot(self, query) -> Response:
         try:
-            seq = int(query.get("seq", [""])[0])
+            seqs = [int(text) for text in query.get("seq", [""])]
         except ValueError:
-            return reply(400, b"400: snapshot?seq=N, N the frame's number in the stream\n")
+            seqs = []
+        if not seqs or len(seqs) > max(1, len(self.cameras)):
+            return reply(400, b"400: snapshot?seq=N (with several cameras seq=N&seq=M..., one a camera), N the "
+                         b"frame's number in the stream\n")
         if not self.snapshots.take():
             self.counters.snapshots_limited += 1
             return _json(429, {"error": f"at most one snapshot a second ({SNAPSHOT_BURST} at once): try again"},
@@ -348,7 +367,7 @@ class ViewServer:
             self.counters.snapshots_over_budget += 1
             return _json(507, {"error": f"the snapshots folder holds {self.snapshot_bytes / 1e6:.0f} MB, its budget "
                                         f"({self.snapshot_budget / 1e6:.0f} MB): move some away"})
-        saved = await loop.run_in_executor(self.disk, self.view.save_snapshot, seq)
+        saved = await loop.run_in_executor(self.disk, self.view.save_snapshots, seqs)
         if saved is None:
             return _json(404, {"error": "that frame is no longer kept: try again"})
         if not saved:  # the disk refused (WindowSink.save_snapshot said why in a notice)
@@ -361,7 +380,9 @@ class ViewServer:
 
     def publish(self, message) -> None:
         """The encoder's new message: every viewer is woken (in the event loop's thread)."""
-        self.latest = message
+        self.latest_by[message.camera] = message
+        if self.latest is None or message.seq > self.latest.seq:
+            self.latest = message
         try:
             self.loop.call_soon_threadsafe(self._wake_all)
         except RuntimeError:  # the loop has stopped: nobody to tell
@@ -371,6 +392,12 @@ class ViewServer:
         for viewer in self.viewers:
             viewer.wake.set()
 
+    def viewer_came(self) -> None:
+        """A page or MJPEG client registered (the event loop's thread): the view encodes what it has not yet."""
+        refresh = getattr(self.view, "refresh", None)
+        if refresh is not None:
+            refresh()
+
     @property
     def watching(self) -> int:
         return len(self.viewers)
@@ -378,6 +405,15 @@ class ViewServer:
     @property
     def depth_wanted(self) -> bool:
         return any(getattr(v, "wants_depth", False) for v in list(self.viewers))
+
+    def depth_wanted_for(self, camera: str | None) -> bool:
+        """Whether some page asked for this camera's depth (the cursor or a pinned point on its tile)."""
+        return any(v.wants_depth_for(camera) for v in list(self.viewers) if hasattr(v, "wants_depth_for"))
+
+    @property
+    def cameras(self) -> list[str]:
+        """The view's named cameras, in the order of the page's tiles ([]: one camera)."""
+        return list(getattr(self.view, "cameras", []))
 
     def stop(self, wait_s: float = 2.0) -> None:
         """Every page is told the stream ended (close 1001), every connection closed, the thread ended."""

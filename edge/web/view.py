@@ -5,6 +5,12 @@ and only while someone watches; the server's event loop sends each page the newe
 (viewers.py). The server outlives a stream: `process --serve` shows every sequence through one address; `stop()`
 ends it.
 
+Several cameras (`live --source A --source B`): `stream(source, camera="A")` once per camera, each written from its
+camera's own thread. Each camera has its own one-frame mailbox (latest wins per camera: a fast camera never pushes
+out a slow one's frame), its own rates, drops, recent frames and intrinsics; the one encoder thread takes the newest
+frame of every camera that has one and encodes each once. The page shows a tile per camera. `camera=None` (the
+default) is the single-camera view.
+
 Off loopback the view needs its token. It is never printed (a robot's journal keeps what a service prints): the
 address with the token goes into a file only its user may read (`token_file`, mode 0600, removed at stop), and the
 printed line names that file."""
@@ -100,12 +106,18 @@ class _SnapshotFolder:
 
 class WebStream:
     """The FrameSink one stream hands to the loop (StreamOutputs.sinks). Closing it ends the stream, not the
-    server (WebView.stop does)."""
+    server (WebView.stop does). `camera`: its name among several cameras (None: the only one); `write` may be
+    called from any thread, several cameras' at once."""
 
-    def __init__(self, view: WebView, source):
+    def __init__(self, view: WebView, source, camera: str | None = None, intrinsics: IntrinsicsText | None = None):
         self.view = view
         self.name = source.name
+        self.camera = camera
         self.stats = getattr(source, "stats", None)
+        self.explicit = intrinsics if intrinsics is not None else view.explicit
+        # the single camera keeps the view's choice (its notice said once); each named camera its own
+        self.intrinsics = view.intrinsics if camera is None and intrinsics is None else IntrinsicsChoice(
+            self.explicit, f"browser view ({camera or source.name})")
 
     def write(self, frame: Frame, depth: np.ndarray, result, canvas: np.ndarray | None) -> None:
         self.view.write(self, frame, depth, result, canvas)
@@ -129,14 +141,17 @@ class WebView:
         self.jpeg_quality = jpeg_quality
         self.snapshots = _SnapshotFolder(snapshots, depth_range, random_weights)
         self.cond = threading.Condition()  # guards _recent (the encoder's thread and the snapshot's)
-        # the loop's side: a one-frame mailbox
+        # the loops' side (one per camera, each on its own thread): a one-frame mailbox per camera, all under _wake
         self._wake = threading.Condition()
-        self._mailbox: _Written | None = None
+        self._mailboxes: dict[str | None, _Written] = {}
         self._closing = False
-        self._times: deque[tuple[float, int | None]] = deque(maxlen=512)
-        self._recent: deque[tuple[int, _Written]] = deque(maxlen=RECENT)
-        self.written = 0  # frames the loop handed over
-        self.dropped = 0  # replaced in the mailbox before the encoder took them (a viewer's cost, never the loop's)
+        self._refresh = False  # a viewer came: encode each camera's newest frame that no message holds yet
+        self._times: dict[str | None, deque[tuple[float, int | None]]] = {}
+        self._dropped: dict[str | None, int] = {}
+        self._recent: dict[str | None, deque[tuple[int, _Written]]] = {}
+        self.cameras: list[str] = []  # the named cameras, in the order their streams were made (the page's tiles)
+        self.written = 0  # frames the loops handed over
+        self.dropped = 0  # replaced in a mailbox before the encoder took them (a viewer's cost, never the loop's)
         self.encoded = 0
         self.encode_ms: deque[dict[str, float]] = deque(maxlen=1000)  # per encoded frame: view, jpeg, depth
         self._error: str | None = None
@@ -197,48 +212,86 @@ class WebView:
                             f"({err.strerror or err}); set SMOOTHDINO_HOME to a folder you can write") from None
         return path
 
-    def stream(self, source) -> WebStream:
-        return WebStream(self, source)
+    def stream(self, source, camera: str | None = None, *, intrinsics: IntrinsicsText | None = None) -> WebStream:
+        """The sink for one stream. `camera`: its name when the view shows several cameras (one tile each; every
+        camera's stream is made before its frames come, the tiles are in this order); None: the only camera.
+        `intrinsics`: this camera's own `--intrinsics` (default: the view's)."""
+        if camera is not None:
+            camera = str(camera)
+            with self._wake:
+                if camera not in self.cameras:
+                    self.cameras.append(camera)
+        return WebStream(self, source, camera, intrinsics)
 
-    # -- the loop's side --------------------------------------------------------------------------
+    # -- the loops' side ----------------------------------------------------------------------------
 
     def write(self, stream: WebStream, frame: Frame, depth: np.ndarray, result, canvas: np.ndarray | None) -> None:
-        """Called by the loop for every frame: no encoding, no waiting (a lock held for a few assignments)."""
+        """Called by a loop for every frame, from its own thread (several cameras' loops at once): no encoding, no
+        waiting (a lock held for a few assignments)."""
         key = frame.index - result.age_frames if result is not None else None
         item = _Written(stream, frame, depth, result, canvas, time.time() * 1000.0)
+        camera = stream.camera
         with self._wake:
             self.written += 1
-            self._times.append((time.perf_counter(), key))
-            if self._mailbox is not None:
+            times = self._times.get(camera)
+            if times is None:
+                times = self._times[camera] = deque(maxlen=512)
+            times.append((time.perf_counter(), key))
+            if camera in self._mailboxes:
                 self.dropped += 1
-            self._mailbox = item
+                self._dropped[camera] = self._dropped.get(camera, 0) + 1
+            self._mailboxes[camera] = item
             self._wake.notify()
 
     # -- the encoder thread ---------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """A viewer came (the server's thread): frames written while nobody watched were never encoded, so the
+        encoder encodes each camera's newest one now (a camera that has stopped still gets its tile, marked old)."""
+        with self._wake:
+            self._refresh = True
+            self._wake.notify()
 
     def _encode_until_closed(self) -> None:
         seq = 0
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._mailbox is not None or self._closing)
-                item, self._mailbox = self._mailbox, None
-                times = list(self._times)
-            if item is None:
+                self._wake.wait_for(lambda: self._mailboxes or self._closing or self._refresh)
+                items = list(self._mailboxes.values())  # the newest frame of each camera that has one
+                self._mailboxes.clear()
+                refresh, self._refresh = self._refresh, False
+                times = {camera: list(t) for camera, t in self._times.items()}
+            if not items and not refresh:
                 return
-            seq += 1
-            with self.cond:
-                self._recent.append((seq, item))
-            watched, depth_wanted = self.server.watching > 0, self.server.depth_wanted
-            if not watched:
-                continue  # nobody watching: nothing is encoded (a page that connects gets the next frame)
-            try:
-                message = self.encode(seq, item, times, depth_wanted)
-            except Exception as err:  # noqa: BLE001 - a viewer problem must never end the depth loop
-                if self._error is None:
-                    self._error = f"{type(err).__name__}: {err}"
-                    notice(f"browser view: encoding failed ({self._error}); the depth loop goes on")
-                continue
-            self.server.publish(message)
+            for item in items:
+                seq += 1
+                with self.cond:
+                    recent = self._recent.get(item.stream.camera)
+                    if recent is None:
+                        recent = self._recent[item.stream.camera] = deque(maxlen=RECENT)
+                    recent.append((seq, item))
+                self._publish(seq, item, times)
+            if refresh:  # each camera's newest frame that no message holds (written while nobody watched)
+                with self.cond:
+                    newest = [recent[-1] for recent in self._recent.values() if recent]
+                for kept_seq, item in newest:
+                    message = self.server.latest_by.get(item.stream.camera)
+                    if message is None or message.seq < kept_seq:
+                        self._publish(kept_seq, item, times)
+
+    def _publish(self, seq: int, item: _Written, times: dict) -> None:
+        """Frame `seq` encoded and handed to the server, while someone watches."""
+        if self.server.watching == 0:
+            return  # nobody watching: nothing is encoded (a page that connects gets the newest: refresh)
+        try:
+            message = self.encode(seq, item, times.get(item.stream.camera, []),
+                                  self.server.depth_wanted_for(item.stream.camera))
+        except Exception as err:  # noqa: BLE001 - a viewer problem must never end the depth loop
+            if self._error is None:
+                self._error = f"{type(err).__name__}: {err}"
+                notice(f"browser view: encoding failed ({self._error}); the depth loop goes on")
+            return
+        self.server.publish(message)
 
     def encode(self, seq: int, item: _Written, times: list, depth_wanted: bool) -> FrameMessage:
         """The frame's message: the loop's RGB | depth canvas when it drew one (video, window), else one drawn
@@ -257,18 +310,20 @@ class WebView:
         return FrameMessage(seq, self.header(item, times), jpeg, depth_png)
 
     def header(self, item: _Written, times: list) -> dict:
-        frame, result, stats = item.frame, item.result, item.stream.stats
+        frame, result, stream = item.frame, item.result, item.stream
+        stats = stream.stats
         height, width = item.depth.shape[:2]
-        k = self.intrinsics.for_frame(frame.meta, height, width)
+        k = stream.intrinsics.for_frame(frame.meta, height, width)
         fps, network_fps = rates(times)
         header = {
-            "source": item.stream.name, "frame": frame.name, "index": frame.index, "width": width, "height": height,
+            "camera": stream.camera, "cameras": list(self.cameras),
+            "source": stream.name, "frame": frame.name, "index": frame.index, "width": width, "height": height,
             "written_ms": item.wall_ms, "fps": fps, "network_fps": network_fps,
             "intrinsics": {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy,
-                           "from": intrinsics_origin(self.explicit, frame)},
+                           "from": intrinsics_origin(stream.explicit, frame)},
             "depth_range": list(self.depth_range), "random_weights": self.random_weights,
             "camera_dropped": getattr(stats, "dropped", 0), "skipped": getattr(stats, "skipped", 0),
-            "viewer_dropped": self.dropped, "resumed": result is None,
+            "viewer_dropped": self._dropped.get(stream.camera, 0), "resumed": result is None,
         }
         if result is not None:
             header.update(keyframe=bool(result.keyframe), age_frames=int(result.age_frames),
@@ -283,16 +338,33 @@ class WebView:
 
     def recent(self, seq: int) -> _Written | None:
         with self.cond:
-            return next((item for s, item in self._recent if s == seq), None)
+            return next((item for recent in self._recent.values() for s, item in recent if s == seq), None)
 
     def save_snapshot(self, seq: int) -> list[Path] | None:
         """The page's snapshot button: frame `seq` (one the page shows) into the snapshots folder; None when that
-        frame is no longer kept. Its name is the frame's, made safe for a file name."""
+        frame is no longer kept. Its name is the frame's, made safe for a file name (after its camera's name, when
+        the view shows several: `<time>-<camera>-<frame>_rgb.png`)."""
         item = self.recent(seq)
         if item is None:
             return None
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.frame.name).lstrip(".") or "frame"
+        name = _file_name(item.frame.name, "frame")
+        if item.stream.camera is not None:
+            name = f"{_file_name(item.stream.camera, 'camera')}-{name}"
         return self.snapshots.save_snapshot(name, item.frame.rgb, item.depth)
+
+    def save_snapshots(self, seqs: list[int]) -> list[Path] | None:
+        """The snapshot button with several cameras: the frame each tile shows (one per camera, the first named
+        for a camera wins), all into the snapshots folder; None when none of them is kept any more."""
+        saved: list[Path] = []
+        kept, cameras = 0, set()
+        for seq in seqs:
+            item = self.recent(seq)
+            if item is None or item.stream.camera in cameras:
+                continue
+            cameras.add(item.stream.camera)
+            kept += 1
+            saved += self.save_snapshot(seq) or []
+        return saved if kept else None
 
     def stop(self) -> None:
         """Stop encoding, say goodbye to every page (they show that the stream ended), close the server."""
@@ -311,6 +383,10 @@ class WebView:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _file_name(text: str, empty: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).lstrip(".") or empty
 
 
 @contextlib.contextmanager

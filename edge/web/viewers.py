@@ -12,8 +12,15 @@ then): a flood closes that page (1008), no other.
 A page's first frame is current: a message older than FRESH_S (the stream paused, or nobody watched for a while) is
 held back up to FIRST_WAIT_S for a newer one, and sent with its age (`stale_s`, which the page shows) if none comes.
 
+Several cameras: the server keeps the newest message of each camera, and a page gets the newest of each camera it
+has not had (latest wins per camera), the one waiting longest first, so no camera starves another. What a page holds
+does not grow with the frame rate, only with the number of cameras (fixed by the command): at most
+IN_FLIGHT + cameras - 1 messages unacknowledged, one being decoded per camera and one on the way. The first-frame
+rule is per camera: a stalled camera's old frame is held back (then sent with its age) without holding back the
+others.
+
 An MJPEG client (`/stream.mjpg`: VLC, ffplay, an <img>) has no acknowledgement: TCP's own flow control paces it,
-with the same stall rule."""
+with the same stall rule. It shows one camera: `?camera=NAME`, else the first."""
 
 from __future__ import annotations
 
@@ -43,44 +50,69 @@ def age_s(message) -> float:
 
 class Viewer:
     wants_depth = False
+    ALL = object()  # `camera`: every camera (a page); else one camera's name, None for the only one (MJPEG)
 
-    def __init__(self, server):
+    def __init__(self, server, camera=ALL):
         self.server = server
-        self.sent_seq = 0
+        self.camera = camera
+        self.sent: dict[str | None, int] = {}  # per camera: the seq of the last message sent
+        self.held: dict[str | None, tuple[object, float]] = {}  # per camera: its old first message, held until then
         self.wake = asyncio.Event()
 
-    def ready(self) -> bool:
-        latest = self.server.latest
-        return latest is not None and latest.seq > self.sent_seq
+    @property
+    def sent_seq(self) -> int:
+        return max(self.sent.values(), default=0)
+
+    def can_send(self) -> bool:
+        return True
+
+    def wanted_camera(self):
+        return self.camera
+
+    def mark_sent(self, message) -> None:
+        self.sent[message.camera] = message.seq
+        self.held.pop(message.camera, None)
+
+    def pick(self):
+        """(the message to send now or None, seconds until a held first message is due or None): of every camera
+        with a message this viewer has not had, the one that waits longest (the lowest seq)."""
+        if not self.can_send():
+            return None, None
+        now = time.monotonic()
+        best, due = None, None
+        wanted = self.wanted_camera()
+        for camera, latest in list(self.server.latest_by.items()):
+            if wanted is not Viewer.ALL and camera != wanted:
+                continue
+            if latest.seq <= self.sent.get(camera, 0):
+                continue
+            if camera not in self.sent:  # this camera's first message here: current, or said to be old
+                age = age_s(latest)
+                held = self.held.get(camera)
+                if held is None and age > FRESH_S:
+                    held = self.held[camera] = (latest, now + FIRST_WAIT_S)
+                if held is not None and held[0] is latest:  # nothing newer came since it was held
+                    if now < held[1]:
+                        due = min(due if due is not None else FIRST_WAIT_S, held[1] - now)
+                        continue
+                    latest = latest.aged(age)
+            if best is None or latest.seq < best.seq:
+                best = latest
+        return best, due
 
     async def next_message(self):
-        """The newest message not sent yet once ready(); None when the view stops or nothing came for STALL_S."""
+        """The next message to send (pick); None when the view stops or nothing came for STALL_S."""
         while not self.server.stopping:
             self.wake.clear()
-            if self.ready():
-                message = self.server.latest
-                if self.sent_seq == 0 and age_s(message) > FRESH_S:
-                    message = await self.fresh_or_aged(message)
+            message, due = self.pick()
+            if message is not None:
                 return message
             try:
-                await asyncio.wait_for(self.wake.wait(), STALL_S)
+                await asyncio.wait_for(self.wake.wait(), STALL_S if due is None else max(due, 0.001))
             except asyncio.TimeoutError:
                 if self.stalled():
                     return None
         return None
-
-    async def fresh_or_aged(self, message):
-        """The first message: a newer one if it comes within FIRST_WAIT_S, else this one with its age said."""
-        deadline = time.monotonic() + FIRST_WAIT_S
-        while time.monotonic() < deadline and not self.server.stopping:
-            self.wake.clear()
-            if self.server.latest is not message:
-                return self.server.latest
-            try:
-                await asyncio.wait_for(self.wake.wait(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                break
-        return message.aged(age_s(message))
 
     def stalled(self) -> bool:
         return False
@@ -89,6 +121,7 @@ class Viewer:
         if self.server.stopping:
             return False
         self.server.viewers.add(self)
+        self.server.viewer_came()
         return True
 
     def unregister(self) -> None:
@@ -97,18 +130,29 @@ class Viewer:
 
 class PageViewer(Viewer):
     """The page, over a WebSocket. It sends {"ack": seq} per message and {"depth": true|false} when it starts or
-    stops needing the depth (the cursor on the picture, or a pinned point)."""
+    stops needing the depth (the cursor on the picture, or a pinned point); with several cameras
+    {"depth": ["front", ...]}: the cameras whose tile has the cursor or a pinned point."""
+
+    MAX_DEPTH_CAMERAS = 64
 
     def __init__(self, server, connection):
         super().__init__(server)
+        self.depth: bool | frozenset = False
         self.connection = connection
         self.unacked = 0
         self.last_progress = time.monotonic()  # the last ack, or the last time nothing was in flight
         self.window_start = time.monotonic()
         self.window_count = 0
 
-    def ready(self) -> bool:
-        return self.unacked < IN_FLIGHT and super().ready()
+    @property
+    def wants_depth(self) -> bool:
+        return bool(self.depth)
+
+    def wants_depth_for(self, camera: str | None) -> bool:
+        return self.depth if isinstance(self.depth, bool) else camera in self.depth
+
+    def can_send(self) -> bool:
+        return self.unacked < IN_FLIGHT + max(0, len(self.server.latest_by) - 1)
 
     def stalled(self) -> bool:
         stalled = bool(self.unacked) and time.monotonic() - self.last_progress > STALL_S
@@ -147,9 +191,10 @@ class PageViewer(Viewer):
             if self.unacked == 0:
                 self.last_progress = time.monotonic()
             self.unacked += 1
-            self.sent_seq = message.seq
+            self.mark_sent(message)
             try:
-                await asyncio.wait_for(self.connection.send(message.payload(self.wants_depth)), STALL_S)
+                await asyncio.wait_for(self.connection.send(message.payload(self.wants_depth_for(message.camera))),
+                                       STALL_S)
             except (asyncio.TimeoutError, ConnectionClosed):
                 self.server.counters.stalled += 1
                 return
@@ -186,18 +231,32 @@ class PageViewer(Viewer):
             self.wake.set()  # this page only
             owed = len(command) == 1
         if "depth" in command:
-            self.wants_depth = bool(command["depth"])
+            wanted = command["depth"]
+            if isinstance(wanted, list):  # these cameras' depth only (names; anything else in it is ignored)
+                self.depth = frozenset(c for c in wanted[:self.MAX_DEPTH_CAMERAS] if isinstance(c, str))
+            else:
+                self.depth = bool(wanted)
         return owed
 
 
 class MjpegViewer(Viewer):
-    """multipart/x-mixed-replace JPEGs: the picture alone (the figures and the depth need the page)."""
+    """multipart/x-mixed-replace JPEGs: the picture alone (the figures and the depth need the page), of one camera
+    (FIRST: the view's first camera, or its only one)."""
+
+    FIRST = object()
+
+    def wanted_camera(self):
+        if self.camera is MjpegViewer.FIRST:
+            cameras = self.server.cameras
+            return cameras[0] if cameras else None
+        return self.camera
 
 
-async def stream_mjpeg(server, connection) -> None:
+async def stream_mjpeg(server, connection, camera=MjpegViewer.FIRST) -> None:
     """`/stream.mjpg` on a connection websockets has read the request head of: the response head, then each newest
-    JPEG as a part, until the client goes, stalls for STALL_S, or the view stops."""
-    viewer = MjpegViewer(server)
+    JPEG of `camera` (a name; MjpegViewer.FIRST: the first camera, or the only one) as a part, until the client
+    goes, stalls for STALL_S, or the view stops."""
+    viewer = MjpegViewer(server, camera)
     if not viewer.register():
         return
     transport = connection.transport
@@ -209,7 +268,7 @@ async def stream_mjpeg(server, connection) -> None:
             message = await viewer.next_message()
             if message is None:
                 return
-            viewer.sent_seq = message.seq
+            viewer.mark_sent(message)
             transport.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(message.jpeg)}\r\n\r\n"
                             .encode() + message.jpeg + b"\r\n")
             try:
