@@ -246,3 +246,92 @@ def test_broken_handshakes_and_resets_print_nothing(foxglove, capfd):
     out, err = capfd.readouterr()
     assert out == "" and err == "", (out[-500:], err[-500:])  # the SDK alone printed a line per failed handshake
     assert _still_watching(foxglove.viewer) > 0
+
+
+# -- ROS 2 over Zenoh --------------------------------------------------------------------------------------
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_zenoh_caps_the_sessions_a_peer_opens_and_the_loop_never_pays(monkeypatch):
+    """rmw_zenoh's session listens on loopback (tcp/localhost): peers on this machine connect to it. Zenoh's own
+    max_sessions caps them (256 by default here, 4 for this test); the next is refused, the loop writes on."""
+    zenoh = pytest.importorskip("zenoh")
+    from smoothdino.benchmarks.ros2_loopback import free_port
+    from smoothdino.edge.ros2 import Ros2Publisher
+    from smoothdino.edge.ros2 import zenoh as zenoh_transport
+
+    config = zenoh_transport.session_config("tcp/127.0.0.1:1")
+    assert json.loads(config.get_json("transport/unicast/max_sessions")) == zenoh_transport.MAX_SESSIONS == 256
+    assert json.loads(config.get_json("transport/link/rx/max_message_size")) == 16 << 20
+    port = free_port()
+    monkeypatch.setenv("ZENOH_CONFIG_OVERRIDE", f'listen/endpoints=["tcp/127.0.0.1:{port}"];'
+                                                "transport/unicast/max_sessions=4")
+    publisher = Ros2Publisher("zenoh", namespace="/attacked", connect="tcp/127.0.0.1:1", live=True)
+    loop = PlayedLoop(publisher)
+    sessions = []
+    try:
+        time.sleep(0.5)
+        quiet_rate, _ = loop.figures(time.monotonic() - 0.5)
+        since, refused = time.monotonic(), 0
+        before = _fds()
+        for _ in range(10):
+            c = zenoh.Config()
+            for key, value in (("mode", '"client"'), ("scouting/multicast/enabled", "false"),
+                               ("connect/endpoints", json.dumps([f"tcp/127.0.0.1:{port}"])),
+                               ("connect/timeout_ms", "2000")):
+                c.insert_json5(key, value)
+            try:
+                sessions.append(zenoh.open(c))
+            except zenoh.ZError:
+                refused += 1
+        held = _fds() - before  # both ends are in this process: the attacker's and the publisher's
+        rate, slowest_ms = loop.figures(since)
+        assert len(sessions) == 4 and refused == 6
+        assert held < 4 * 8, held
+        assert rate >= 0.9 * min(quiet_rate, FPS) and slowest_ms < 20, (rate, quiet_rate, slowest_ms)
+        assert publisher.published > 0 and publisher.failed == 0
+    finally:
+        for s in sessions:
+            s.close()
+        loop.stop()
+        publisher.close()
+
+
+# -- ROS 2 over DDS ----------------------------------------------------------------------------------------
+
+def test_dds_garbage_on_its_ports_costs_the_loop_nothing_and_prints_nothing(capfd):
+    """Cyclone DDS's ports take datagrams from anyone who can reach them: 20,000 datagrams of garbage and of broken
+    RTPS (a valid header, nonsense after it) at every port of the domain are dropped by Cyclone's receive threads
+    (C, no Python); the loop writes on, the publisher publishes, nothing is printed."""
+    pytest.importorskip("cyclonedds")
+    from smoothdino.benchmarks.ros2_loopback import cyclone_loopback
+    from smoothdino.edge.ros2 import Ros2Publisher
+
+    domain = 200 + os.getpid() % 30
+    with cyclone_loopback():
+        publisher = Ros2Publisher("dds", namespace="/attacked", domain=domain, live=True)
+        loop = PlayedLoop(publisher)
+        try:
+            time.sleep(0.5)
+            capfd.readouterr()
+            quiet_rate, _ = loop.figures(time.monotonic() - 0.5)
+            since, published = time.monotonic(), publisher.published
+            base = 7400 + 250 * domain  # RTPS's port mapping: discovery and user traffic, participant indices 0-9
+            ports = [base + offset + 2 * index for index in range(10) for offset in (0, 1, 10, 11)]
+            rtps = b"RTPS\x02\x01\x01\x0f" + os.urandom(12)  # header: protocol, version, vendor, GUID prefix
+            rng = np.random.default_rng(0)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for i in range(20_000):
+                    body = rng.bytes(int(rng.integers(1, 1400)))
+                    s.sendto(rtps + body if i % 2 else body, (HOST, ports[i % len(ports)]))
+            time.sleep(0.5)
+            rate, slowest_ms = loop.figures(since)
+            out, err = capfd.readouterr()
+            assert rate >= 0.9 * min(quiet_rate, FPS) and slowest_ms < 20, (rate, quiet_rate, slowest_ms)
+            assert publisher.published > published and publisher.failed == 0
+            assert out == "" and err == "", (out[-500:], err[-500:])
+        finally:
+            loop.stop()
+            publisher.close()

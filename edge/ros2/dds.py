@@ -12,6 +12,8 @@ What makes a plain DDS writer a ROS 2 publisher (ros2/rmw_cyclonedds, ros2/rmw_d
 The DDS types are made from the distribution's message definitions (rosbags), so a reader that compares type
 information (XTypes) sees the same structure as ROS's own. The payload is the CDR rosbags wrote, handed to
 Cyclone as is. CYCLONEDDS_URI configures Cyclone as it does for ROS 2 (interfaces, peers, multicast).
+What a peer can do to this process over DDS, and what is bounded: docs/robots.md ("What a peer on the network can
+hold"); here, Cyclone prints no warning for the malformed packets anyone can send (quiet_network_warnings).
 """
 
 from __future__ import annotations
@@ -89,6 +91,19 @@ def type_hash_user_data(graph: Graph, topic: Topic) -> bytes:
     return f"typehash={type_hash};".encode() if type_hash else b""
 
 
+LOG_FATAL, LOG_ERROR = 1, 2  # Cyclone's DDS_LC_FATAL, DDS_LC_ERROR (its default mask adds DDS_LC_WARNING)
+
+
+def quiet_network_warnings() -> None:
+    """From here on Cyclone prints errors only, not warnings: it writes a 375-byte warning to stderr for every
+    malformed packet that reaches its ports (anyone on the network can send them: 4,000 packets printed 1.5 MB, a
+    journal's flood). Called once the participant is up, so what Cyclone says about its configuration still shows.
+    The mask is Cyclone's, for the whole process."""
+    from cyclonedds.internal import load_cyclonedds
+
+    load_cyclonedds().dds_set_log_mask(LOG_FATAL | LOG_ERROR)
+
+
 class DdsTransport:
     """One DDS participant (the ROS 2 context) with a writer per topic and the node announced on
     ros_discovery_info. `publish` writes each message's CDR bytes as they are."""
@@ -107,6 +122,7 @@ class DdsTransport:
             raise UserError(f"--ros2 dds: Cyclone DDS cannot start on domain {graph.domain}"
                             + (f"; check CYCLONEDDS_URI={config[:120]} (Cyclone's line above says what it refused)"
                                if config else "")) from None
+        quiet_network_warnings()
         self.writers = {}
         for topic in graph.topics:
             dds_topic = cdds["topic"].Topic(self.participant, topic.dds_topic, idl_type(graph.distro, topic.ros_type))

@@ -15,7 +15,8 @@ rmw_zenoh (0.1.x) has no type hashes in its keys and is not spoken here (use DDS
   `@ros2_lv/<domain>/<session id>/<node id>/<id>/MP/<enclave>/<namespace>/<node>/<topic>/<type>/<hash>/<qos>`,
   with `/` written `%` in names and the QoS as rmw_zenoh's compact text (differences from its default);
 - the session: rmw_zenoh's default (peer, connects to the router at tcp/localhost:7447, listens on loopback,
-  multicast scouting off), ZENOH_SESSION_CONFIG_URI and ZENOH_CONFIG_OVERRIDE read as rmw_zenoh reads them.
+  multicast scouting off) with BOUNDS on what a peer may hold, ZENOH_SESSION_CONFIG_URI and ZENOH_CONFIG_OVERRIDE
+  read as rmw_zenoh reads them.
 Zenoh reconnects to a router that went away on its own; a put never blocks (congestion control: drop).
 """
 
@@ -44,6 +45,16 @@ ROUTER_CHECK_S = 1.0  # how often the publisher thread looks whether the router 
 _ENDPOINT = re.compile(r"(?P<protocol>[A-Za-z0-9_-]+)/(?P<address>[^?#]+)(\?[^#]*)?(#.*)?")
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]/]+):(?P<port>\d+)")
 IP_PROTOCOLS = ("tcp", "udp", "tls", "quic", "ws")
+# What a peer may hold of this process (issue 37), Zenoh's own settings; ZENOH_CONFIG_OVERRIDE can change them, a
+# ZENOH_SESSION_CONFIG_URI file replaces them as it replaces every default. Measured on loopback: a Zenoh session
+# connected to ours costs this process 2-3 descriptors, so Zenoh's default of 1,000 sessions would pass the usual
+# limit of 1,024; 256 leaves room for a robot's nodes (rmw_zenoh's peers connect to each other) and for our files.
+# Ours publishes and subscribes to nothing: what it receives is control traffic, so a message is at most 16 MiB
+# (Zenoh's default, 1 GiB, would let one peer make it reassemble a gigabyte).
+MAX_SESSIONS = 256
+MAX_RECEIVED_MESSAGE = 16 << 20
+BOUNDS = {"transport/unicast/max_sessions": str(MAX_SESSIONS),
+          "transport/link/rx/max_message_size": str(MAX_RECEIVED_MESSAGE)}
 
 
 def check_endpoint(text: str) -> str:
@@ -116,7 +127,8 @@ def session_config(connect: str | None):
         raise refused(f"ZENOH_SESSION_CONFIG_URI={path}", err) from None
     if not path:
         for key, value in (("mode", '"peer"'), ("listen/endpoints", '["tcp/localhost:0"]'),
-                           ("scouting/multicast/enabled", "false"), ("scouting/gossip/enabled", "true")):
+                           ("scouting/multicast/enabled", "false"), ("scouting/gossip/enabled", "true"),
+                           *BOUNDS.items()):
             config.insert_json5(key, value)
         connect = connect or DEFAULT_ROUTER
     for item in filter(None, os.environ.get("ZENOH_CONFIG_OVERRIDE", "").split(";")):
