@@ -7,7 +7,8 @@ min of --repeats runs, one after the other in this process, and prints:
 - whole vits14+temporal frame (encoder + adapter + decoder) INT8 plan vs the FP16 default export (goal: >= 2x);
 - vits14+temporal INT8 vs vitb14 FP32 (goal: <= 0.5x);
 - the gate's INT8 depth figures on held-out NYUv2 frames (goal: within its tolerance).
-Random weights unless --weights-dir: depth values are not metric, drift figures only show quantization error.
+Random weights (no weights are downloaded): depth values are not metric, drift figures only show quantization error.
+--record writes benchmarks/results/int8_speed.json for the docs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import os
 import time
 from pathlib import Path
+
+from .record import Record, Table, add_record_option, command_line, load_note, write_record
 
 NYU = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu2_sample"
 
@@ -62,7 +65,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--calibration-frames", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-int8-speed")
     ap.add_argument("--no-vitb", action="store_true", help="skip the vitb14 FP32 export (slow)")
+    add_record_option(ap, "int8_speed")
     args = ap.parse_args(argv)
+    load_before = os.getloadavg()
     size = tuple(int(v) for v in args.size.split("x"))
     sequences = sorted(p for p in NYU.iterdir() if p.is_dir()) if NYU.is_dir() else []
     from smoothdino.calibration import calibration_pairs
@@ -111,7 +116,48 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(result, indent=1, default=float))
     (args.out / f"int8_speed_{tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    if args.record:
+        write_record(Record("int8_speed", "Per stage, what does INT8 buy against FP32 and FP16 on this CPU, and how far "
+                            "does it move the depth?", record_tables(result, tag, args.repeats),
+                            notes=["The INT8 export is kept past a failed gate (--force) so that it can be timed: "
+                                   "with random weights the gate's drift says how this random network takes "
+                                   "quantization, not how the trained one does.", load_note(load_before)]),
+                     args.record, command_line("smoothdino.benchmarks.int8_speed", argv))
     return result
+
+
+def record_tables(result: dict, tag: str, repeats: int) -> list[Table]:
+    """Per-stage ms for each graph set, the goals, and the gate's depth figures."""
+    timing, frame = result["vits14_temporal"], result["frame_s"]
+    stages = list(timing["fp32"])
+    plan = ",".join(f"{s}={p}" for s, p in result["stage_precision"].items())
+    labels = {"fp32": "vits14+temporal FP32", "fp16": "vits14+temporal FP16 (the default export)",
+              "int8": "vits14+temporal INT8, every stage", "int8_plan": f"vits14+temporal INT8 plan ({plan})"}
+    rows = [[labels[k], *(round(1000 * timing[k][s], 1) if s in timing[k] else None for s in stages),
+             round(1000 * frame[k], 1)] for k in labels if k in timing]
+    if "vitb14_fp32" in result:
+        base = result["vitb14_fp32"]
+        rows.append(["vitb14 FP32 (no adapter)", *(round(1000 * base[s], 1) if s in base else None for s in stages),
+                     round(1000 * frame["vitb14_fp32"], 1)])
+    speed = Table(f"ms a frame per stage at {tag}, ONNX Runtime CPU 2 threads, min of {repeats} runs after a warm-up, "
+                  "on the same real NYUv2 frame", ["graphs", *stages, "frame"], rows)
+    goals = Table("Against the goals", ["goal", "measured", "met"], [])
+    for name, value in result["goals"].items():
+        if isinstance(value, bool):
+            goals.rows.append([name.replace("_", " "), "passed" if value else "failed", "yes" if value else "no"])
+            continue
+        what, bound = name.split(" (")
+        limit = float(bound.strip("()<>="))
+        met = None if value is None else (value >= limit if ">=" in bound else value <= limit)
+        goals.rows.append([f"{what.replace('_', ' ')} ({bound.strip('()')}x)", "-" if value is None else f"{value:.2f}x",
+                           "-" if met is None else ("yes" if met else "no")])
+    gate = result["gate"]
+    drift = Table(f"The INT8 plan's gate ({gate['frames']} held-out NYUv2 frame pairs, {gate.get('method') or '-'} "
+                  "calibration), depth in mm", ["RMSE vs FP32", "max abs diff vs FP32", "tolerance", "passed"],
+                  [[round(gate.get("rmse_vs_reference_mm", float("nan")), 1),
+                    round(gate.get("max_abs_diff_mm", float("nan")), 1), gate["tolerance_mm"],
+                    "yes" if gate["passed"] else "no"]])
+    return [speed, goals, drift]
 
 
 if __name__ == "__main__":

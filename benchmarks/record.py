@@ -54,6 +54,16 @@ def add_record_option(parser, records: str) -> None:
                         help=f"also write {records} into benchmarks/results/ (or FOLDER) for the docs")
 
 
+def load_note(before: tuple[float, ...] | list[float]) -> str:
+    """What else the machine was doing as the run began: its 1-minute load average then, against its CPUs (the
+    record's own `load_average` is taken at the end and includes the run itself). Call `os.getloadavg()` first thing."""
+    cpus = os.cpu_count() or 1
+    busy = before[0] >= 0.5 * cpus
+    return (f"1-minute load average as the run began: {before[0]:.2f} on {cpus} CPUs"
+            + (" (a busy machine: other work shared the CPUs, so times are pessimistic)" if busy else " (a quiet machine)")
+            + ".")
+
+
 def command_line(module: str, argv: list[str] | None) -> str:
     """How to make the record again: the script's module and its arguments, `--record` without a folder."""
     given, kept = list(sys.argv[1:] if argv is None else argv), []
