@@ -21,7 +21,10 @@ Every attack is bounded in connections and time:
 
 The attacker runs on the same machine here, where on a robot it would be elsewhere on the network: it runs at nice
 19 so that the cores go to the run first, and the run's own CPU time is reported per phase (what serving the attack
-cost it). An attack with a fixed count runs once, and its phase lasts --seconds all the same. Results: <out>/web_attacks.json
+cost it). An attack with a fixed count runs once, and its phase lasts --seconds all the same. `--surface foxglove`
+attacks `live --foxglove 0` instead (behind edge/sinks/foxglove_gate.py): the same idle connections and big heads,
+and 8 clients flooding messages while a legitimate viewer counts what it still gets. The run's descriptors are
+limited to 1,024, a robot's usual limit. Results: <out>/web_attacks.json
 and .md; --record writes benchmarks/results/web_attacks.json for the docs.
 """
 
@@ -373,15 +376,17 @@ def snapshot_flood(port: int, seconds: float, query: str = "") -> dict:
 class LiveRun:
     """`smoothdino live --serve 0` on a synthetic source, its output drained, its figures read from its files."""
 
-    def __init__(self, engines: Path, folder: Path, video: Path, threads: int):
+    def __init__(self, engines: Path, folder: Path, video: Path, threads: int, surface: str = "serve"):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.out = folder / "out"
+        self.thread_name = SURFACES[surface][2]
         smoothdino = Path(sys.executable).with_name("smoothdino")
         self.process = subprocess.Popen(
             [str(smoothdino), "live", "--source", str(video), "--engines", str(engines),
-             "--headless", "--serve", "0", "--out", "out", "--snapshots", "snaps", "--threads", str(threads)],
-            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             "--headless", *SURFACES[surface][0], "--out", "out", "--threads", str(threads)],
+            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))  # a robot's usual limit
         self.printed = 0
         self.lines: list[bytes] = []
         self.port: int | None = None
@@ -391,7 +396,7 @@ class LiveRun:
             for line in self.process.stdout:
                 self.printed += len(line)
                 self.lines.append(line)
-                found = re.search(rb"browser view -> http://[^:]+:(\d+)/", line)
+                found = re.search(SURFACES[surface][1], line)
                 if found:
                     self.port = int(found.group(1))
                     seen.set()
@@ -432,7 +437,7 @@ class LiveRun:
         """CPU time of the view's server thread (named by edge/web/server.py), in seconds."""
         for task in Path(f"/proc/{self.process.pid}/task").glob("*"):
             try:
-                if (task / "comm").read_text().strip() == "smoothdino-view":
+                if (task / "comm").read_text().strip() == self.thread_name:
                     fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
                     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             except OSError:
@@ -513,6 +518,67 @@ def attacks(port: int, seconds: float) -> list[tuple[str, object]]:
     ]
 
 
+def foxglove_flood(port: int, seconds: float, clients: int = 8) -> dict:
+    """`clients` Foxglove clients sending unsubscribes as fast as they can, reconnecting (after 0.1 s) when closed,
+    while one legitimate viewer subscribed to every channel counts the messages it still gets."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    from .robotics_overhead import LoopbackViewer
+
+    got = {"clients": clients, "messages": 0, "closed_1008": 0, "refused": 0, "viewer_messages": 0}
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+    viewer = LoopbackViewer(port, wait=10)
+
+    def one() -> None:
+        while time.monotonic() < end:
+            try:
+                with connect(f"ws://{HOST}:{port}", subprotocols=["foxglove.sdk.v1"], open_timeout=5,
+                             close_timeout=1, max_size=None) as ws:
+                    sent = 0
+                    try:
+                        while time.monotonic() < end:
+                            ws.send('{"op":"unsubscribe","subscriptionIds":[1]}')
+                            sent += 1
+                    except (ConnectionClosed, OSError) as err:
+                        rcvd = getattr(err, "rcvd", None)
+                        with lock:
+                            got["closed_1008"] += int(rcvd is not None and rcvd.code == 1008)
+                    with lock:
+                        got["messages"] += sent
+            except (OSError, InvalidStatus, ConnectionClosed, TimeoutError):
+                with lock:
+                    got["refused"] += 1
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    got["viewer_messages"] = len(viewer.receive(until=end))
+    for t in threads:
+        t.join(timeout=seconds + 10)
+    viewer.close()
+    return got
+
+
+def foxglove_attacks(port: int, seconds: float) -> list[tuple[str, object]]:
+    return [
+        ("foxglove: idle descriptors (1,000 slowloris)", lambda: idle_descriptors(port, seconds)),
+        ("foxglove: big headers (150 x 98 x 64 KB)", padded(lambda: big_headers(port), seconds)),
+        ("foxglove: message flood (8 clients) + 1 viewer", lambda: foxglove_flood(port, seconds)),
+    ]
+
+
+# surface -> (live's options, the line that names its port, the serving thread's name, the attacks)
+SURFACES = {
+    "serve": (["--serve", "0", "--snapshots", "snaps"], rb"browser view -> http://[^:]+:(\d+)/", "smoothdino-view",
+              attacks),
+    "foxglove": (["--foxglove", "0"], rb"Foxglove -> open connection ws://[^:]+:(\d+)", "smoothdino-fox",
+                 foxglove_attacks),
+}
+
+
 def synthetic_video(path: Path, size: tuple[int, int], fps: float, seconds: float) -> Path:
     """The synthetic scene, back and forth, as an MP4 of `seconds` at `fps` (the camera the run replays)."""
     import cv2
@@ -553,21 +619,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--seconds", type=float, default=8.0, help="how long each timed attack and quiet phase lasts")
     ap.add_argument("--threads", type=int, default=1, help="the network's threads (live --threads)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-web-attacks")
+    ap.add_argument("--surface", choices=sorted(SURFACES), default="serve",
+                    help="what is attacked: the browser view (live --serve) or the Foxglove server (live --foxglove)")
     add_record_option(ap, "web_attacks")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     engines = args.engines or export_for(args.size, args.out)
     from smoothdino.core.images import parse_size
 
-    phases = attacks(0, args.seconds)
+    plan = SURFACES[args.surface][3]
+    phases = plan(0, args.seconds)
     video = synthetic_video(args.out / "synthetic.mp4", parse_size(args.size, "--size"), args.fps,
                             len(phases) * (2 * args.seconds + 30) + 120)  # longer than every phase together
     shutil.rmtree(args.out / "run", ignore_errors=True)  # the last run's outputs and snapshots: this run's own
-    run = LiveRun(engines, args.out / "run", video, args.threads)
+    run = LiveRun(engines, args.out / "run", video, args.threads, args.surface)
     os.nice(19)  # the attacker yields the cores to the run (on a robot it would be on another machine)
     results = []
     try:
-        for name, attack in attacks(run.port, args.seconds):
+        for name, attack in plan(run.port, args.seconds):
             # each attack against the quiet phase just before it: the machine's other load changes over minutes
             calm = phase(run, "quiet", quiet(args.seconds))
             results.append({**phase(run, name, attack), "quiet": calm})
@@ -590,11 +659,13 @@ def main(argv=None) -> dict:
              f"{r['cpu_percent']:.0f}", f"{r['quiet']['view_cpu_percent']:.1f}", f"{r['view_cpu_percent']:.1f}",
              f"{r['rss_mb_peak']:.0f}", r["fds_peak"], r["printed_bytes"], summary(r)]
             for r in results]
-    caption = (f"`live --serve` on the synthetic scene at {args.size}, replayed as a {args.fps:g} FPS camera, attacked "
+    caption = (f"`live {SURFACES[args.surface][0][0]}` on the synthetic scene at {args.size}, replayed as a {args.fps:g} FPS camera, attacked "
                f"on loopback; {os.cpu_count()} CPUs shared by the run and the attacker")
     lines = [caption, "", *markdown_table(columns, rows)]
     print("\n".join(lines))
-    out = {"size": args.size, "fps": args.fps, "seconds": args.seconds, "phases": results}
+    if args.record and args.surface != "serve":
+        args.record = None  # the docs' record is the browser view's; other surfaces print their table only
+    out = {"surface": args.surface, "size": args.size, "fps": args.fps, "seconds": args.seconds, "phases": results}
     atomic_write_text(args.out / "web_attacks.json", json.dumps(out, indent=1))
     atomic_write_text(args.out / "web_attacks.md", "\n".join(lines) + "\n")
     if args.record:
