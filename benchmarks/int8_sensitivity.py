@@ -1,23 +1,28 @@
-"""Which node groups hurt depth most when quantized: `python -m smoothdino.benchmarks.int8_sensitivity FOLDER`.
+"""Which node groups hurt depth most when quantized: `python -m smoothdino.benchmarks.int8_sensitivity [FOLDER]`.
 
-FOLDER is an export (its FP32 graphs are used). For one stage (default: the decoder), each node group (the
+FOLDER is an export (its FP32 graphs are used); without one, a vits14+temporal FP32 export at --size is made with
+random weights into --out (reused on the next run). For one stage (default: the decoder), each node group (the
 module path of its Conv/MatMul/Gemm nodes: `fusion_blocks.2`, `blocks.7/mlp`, ...) is quantized ALONE (everything
 else float), calibrated on NYUv2 pairs held out from the evaluation pairs, and the depth drift from the FP32
 graph (RMSE, mm) is measured on the evaluation pairs. The worst groups are the candidates for
 calibration/int8.py SENSITIVE (kept in float). Also compares calibration methods with the whole stage quantized.
 Random weights unless the export has real ones: then the ranking only shows this random init's fragility.
+--record writes benchmarks/results/int8_sensitivity.json for the docs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .record import Record, Table, add_record_option, command_line, load_note, write_record
 
 NYU = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu2_sample"
 
@@ -48,15 +53,26 @@ def main(argv=None) -> dict:
     from smoothdino.edge.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folder", type=Path)
+    ap.add_argument("folder", type=Path, nargs="?", help="an export (default: a random-weights one made at --size)")
+    ap.add_argument("--size", default="224x294", help="the export made when no FOLDER is given")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-int8-sensitivity")
     ap.add_argument("--stage", default="decoder")
     ap.add_argument("--calibration-frames", type=int, default=3)
     ap.add_argument("--eval-frames", type=int, default=3)
     ap.add_argument("--methods", action="store_true", help="also compare minmax/entropy/percentile")
+    add_record_option(ap, "int8_sensitivity")
     args = ap.parse_args(argv)
+    load_before = os.getloadavg()
+    sequences = sorted(p for p in NYU.iterdir() if p.is_dir()) if NYU.is_dir() else []
+    if args.folder is None:
+        from smoothdino.core.images import parse_size
+
+        from .int8_speed import export
+
+        args.folder = export("vits14", "temporal", parse_size(args.size), "fp32",
+                             args.out / f"vits14_temporal_fp32_{args.size}", sequences, 1).folder
     manifest = Manifest.load(args.folder)
     size = tuple(manifest.frame_size)
-    sequences = sorted(p for p in NYU.iterdir() if p.is_dir()) if NYU.is_dir() else []
     held = calibration_pairs(sequences, args.eval_frames, size)
     cal = calibration_pairs(sequences, args.calibration_frames, size, avoid=held)
     graphs = {s: manifest.onnx_path(s, "fp32") for s in manifest.stage_names}
@@ -102,6 +118,24 @@ def main(argv=None) -> dict:
     ranked = sorted(((v, k) for k, v in result["groups"].items() if isinstance(v, float)), reverse=True)
     result["worst"] = [k for _, k in ranked[:3]]
     print(json.dumps(result, indent=1))
+    if args.record:
+        tables = [Table(f"{manifest.arch}+{manifest.adapter}'s {args.stage}, "
+                        f"{size[0]}x{size[1]}: each node group quantized alone (minmax), the rest float; "
+                        f"{result['unit']} against the FP32 graph on {len(held)} held-out NYUv2 frame pairs, worst first",
+                        ["node group", result["unit"]],
+                        [[k, v] for v, k in ranked] + [[k, v] for k, v in result["groups"].items()
+                                                       if not isinstance(v, float)]),
+                  Table(f"The whole {args.stage} quantized, per calibration method ({result['unit']})",
+                        ["method", result["unit"]], [[k, v] for k, v in result["methods"].items()])]
+        write_record(Record("int8_sensitivity", f"Which {args.stage} node groups move the depth most when quantized "
+                            "alone (candidates to keep in float)?", tables,
+                            random_weights=bool(manifest.random_weights), notes=[
+                                "With random weights the ranking shows this random network's fragility, not the "
+                                "trained one's: calibration/int8.py SENSITIVE (the groups kept in float; empty today) should "
+                                "come from this sweep on real weights.",
+                                f"{len(cal)} calibration pairs, disjoint from the evaluation pairs; "
+                                f"{result['seconds']:g} s.", load_note(load_before)]),
+                     args.record, command_line("smoothdino.benchmarks.int8_sensitivity", argv))
     return result
 
 
