@@ -306,6 +306,7 @@ def export(
     tolerance_mm: Annotated[Optional[float], typer.Option(help="Gate tolerance on the depth RMSE change (default: 5 mm fp16, 10 mm int8).")] = None,
     force: Annotated[bool, typer.Option(help="Keep an export that fails the gate.")] = False,
     workspace_mib: Annotated[int, typer.Option(help="TensorRT builder workspace cap (small Jetsons: 512).")] = 1024,
+    batch: Annotated[int, typer.Option(help="Frames one pass takes, for several cameras: graphs with a batch axis 1..N (TensorRT profile 1/N/N). 1: one frame, static graphs.")] = 1,
 ):
     """Export the three graphs (encoder, adapter, decoder), convert precision, build engines, gate, manifest."""
     from smoothdino.export import export_model
@@ -314,7 +315,8 @@ def export(
                         compute_capabilities=words(compute_capability), weights_dir=weights_dir,
                         adapter_weights=adapter_weights, random_weights=random_weights, seed=seed,
                         calibration=list(calibration or []), calibration_frames=calibration_frames,
-                        calibration_method=calibration_method, tolerance_mm=tolerance_mm, force=force, workspace_mib=workspace_mib)
+                        calibration_method=calibration_method, tolerance_mm=tolerance_mm, force=force, workspace_mib=workspace_mib,
+                        batch=batch)
     with console.status("exporting") as status:
         manifest, _ = export_model(spec, out, progress=lambda msg: status.update(msg))
     console.print(gate_table(manifest, f"export -> {out}"))
@@ -392,7 +394,7 @@ def build(
                   f"({', '.join(f'{s} {p}' for s, p in precisions.items())})")
     seconds = build_stage_engines(folder, {s: manifest.stages[s] for s in manifest.stage_names}, precisions,
                                   flavour=flavour, compute_capabilities=targets, workspace_mib=workspace_mib,
-                                  onnx_path=manifest.onnx_path)
+                                  onnx_path=manifest.onnx_path, batch=manifest.max_batch)
     for stage in manifest.stage_names:  # rebuilt engines get fresh records when the manifest is saved
         manifest.files.pop(manifest.stages[stage].engine, None)
     manifest.tensorrt = record

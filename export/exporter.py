@@ -70,7 +70,9 @@ def export_onnx(ctx: ExportContext) -> None:
     """FP32 graphs, each compared with its PyTorch module through ONNX Runtime."""
     for stage, module in ctx.modules.items():
         start = time.perf_counter()
-        path = export_graph(module, stage, ctx.examples[stage], ctx.out / f"{stage}.onnx")
+        files = ctx.stages[stage]
+        batch_shapes = {n: v["shape"] for n, v in {**files.inputs, **files.outputs}.items()} if ctx.spec.batch > 1 else None
+        path = export_graph(module, stage, ctx.examples[stage], ctx.out / f"{stage}.onnx", shapes=batch_shapes)
         errors = compare_with_torch(path, module, stage, ctx.examples[stage])
         ctx.seconds[f"{stage}.onnx"] = time.perf_counter() - start
         ctx.onnx_errors[stage] = errors
@@ -130,7 +132,7 @@ def export_tensorrt(ctx: ExportContext) -> None:
     precisions = {stage: files.precision or ctx.spec.precision for stage, files in stages.items()}  # per stage
     ctx.seconds.update(build_stage_engines(ctx.out, stages, precisions, flavour=_tensorrt_flavour(ctx.spec),
                                            compute_capabilities=ctx.spec.compute_capabilities,
-                                           workspace_mib=ctx.spec.workspace_mib))
+                                           workspace_mib=ctx.spec.workspace_mib, batch=ctx.spec.batch))
 
 
 EXPORT_FORMATS: list[tuple[str, str, Callable[[ExportContext], None]]] = [
@@ -203,6 +205,8 @@ def build_context(spec: ExportSpec, out: Path) -> ExportContext:
         decoder = fold_offsets_into_decoder(decoder, adapter.static_offsets())
 
     rgb = torch.from_numpy(np.ascontiguousarray(example_frame(spec.size, spec.calibration)))[None]
+    if spec.batch > 1:  # --batch: traced and checked on two different frames (nothing specialises on one)
+        rgb = torch.cat([rgb, rgb.flip(2)])
     encoder_graph = EncoderGraph(encoder, spec.size)
     with torch.no_grad():
         levels = encoder_graph(rgb)
@@ -211,14 +215,14 @@ def build_context(spec: ExportSpec, out: Path) -> ExportContext:
     if spec.adapter == "temporal":
         previous = tuple(t.roll(1, dims=-1) if t.ndim == 4 else t * 0.98 for t in levels)  # a moved frame
         modules["adapter"] = AdapterGraph(adapter)
-        examples["adapter"] = levels + previous + (torch.tensor([[5.0, -3.0, 0.8]]),)
+        examples["adapter"] = levels + previous + (torch.tensor([[5.0, -3.0, 0.8], [-2.0, 4.0, 0.5]][: len(rgb)]),)
     modules["decoder"] = DecoderGraph(decoder, spec.size)
     examples["decoder"] = levels
     dim, grid = get_arch(spec.arch).embed_dim, patch_grid(*spec.size)
     ctx = ExportContext(spec, out, modules, examples, weights)
     ctx.plan = export_plan(spec.precision, list(modules), target=export_target(spec))
     for stage in modules:
-        shapes = io_shapes(stage, spec.size[0], spec.size[1], dim, grid)
+        shapes = io_shapes(stage, spec.size[0], spec.size[1], dim, grid, batch=spec.batch)
         inputs, outputs = IO[stage]
         dtype = {"image": "uint8"}
         ctx.stages[stage] = StageFiles(
@@ -301,6 +305,7 @@ def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | 
         gpu=gpu() if "tensorrt" in wanted else None,
         tensorrt=_built_tensorrt(spec, wanted),
         export_seconds={k: round(v, 3) for k, v in ctx.seconds.items()},
+        batch=spec.batch,
     )
     manifest.folder = out
     manifest.record_files(out)  # the graphs and engines just written: the gate below opens them checked
@@ -327,6 +332,10 @@ def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | 
         if stale.exists():
             stale.unlink()  # a manifest beside refused graphs would let the run-time use them
         raise GateError(f"{out / 'gate.json'}: {report.summary_line()}; not accepted (use --force to keep it)")
+    if spec.batch > 1:  # what edge.batching.choose_batch's auto reads: is a batch faster a frame here?
+        from smoothdino.edge.batching import export_timing
+
+        manifest.batch_timing = export_timing(manifest, backend, say)
     manifest.save(out)
     return manifest, report
 

@@ -1,6 +1,11 @@
 """torch -> ONNX for the three graphs: static shapes, opset 17, constants folded, checked, and compared
 with the PyTorch FP32 modules through ONNX Runtime.
 
+A batch export (`export --batch N`) gives every input and output a dynamic first axis named "batch" (1..N
+frames a pass) and keeps every other axis static: the graph is traced on two different frames, so nothing
+specialises on a batch of one, and the non-batch dims of the outputs are written back from the stage's shapes
+(the tracer would leave them as symbols, e.g. after the decoder's Resize).
+
 Opset 17 with the TorchScript exporter: LayerNorm becomes one LayerNormalization op (TensorRT >= 8.6 maps
 it to its normalization layer, which keeps FP16 statistics from overflowing); the dynamo exporter emits
 opset >= 18 only, which older JetPack TensorRT parsers reject.
@@ -21,19 +26,42 @@ from smoothdino.core.files import atomic_path
 OPSET = 17
 
 
-def export_graph(module: torch.nn.Module, stage: str, example: tuple[torch.Tensor, ...], path: Path) -> Path:
-    """Export one graph with the stage's I/O names; onnx.checker must pass."""
+BATCH_AXIS = "batch"
+
+
+def export_graph(module: torch.nn.Module, stage: str, example: tuple[torch.Tensor, ...], path: Path,
+                 shapes: dict[str, list[int]] | None = None) -> Path:
+    """Export one graph with the stage's I/O names; onnx.checker must pass. `shapes` (name -> shape, the first dim
+    -1) makes the first axis of every input and output a dynamic batch axis and fixes the others to `shapes`."""
     inputs, outputs = IO[stage]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic = {name: {0: BATCH_AXIS} for name in inputs + outputs} if shapes else None
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module.eval(), example, str(tmp), input_names=inputs, output_names=outputs,
-            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            opset_version=OPSET, do_constant_folding=True, dynamo=False, dynamic_axes=dynamic,
         )
+        if shapes:
+            model = onnx.load(str(tmp))
+            _fix_io_dims(model, shapes)
+            onnx.save(model, str(tmp))
         onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)  # a graph under its final name passed it
     return path
+
+
+def _fix_io_dims(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> None:
+    """Every graph input/output: first dim the symbolic batch axis, the others the static values of `shapes`."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name not in shapes:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for k, size in enumerate(shapes[value.name]):
+            if k == 0:
+                dims[k].dim_param = BATCH_AXIS
+            else:
+                dims[k].dim_value = int(size)
 
 
 def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

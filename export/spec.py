@@ -16,6 +16,7 @@ from smoothdino.core.errors import UserError
 
 from .stage_precision import is_auto
 
+MAX_BATCH = 16  # --batch: more cameras than this on one network is not a robot this project serves
 EXPORT_BACKENDS = BACKENDS  # onnxruntime: ONNX graphs only; tensorrt / tensorrt-rtx: engines as well
 
 
@@ -38,10 +39,14 @@ class ExportSpec:
     tolerance_mm: float | None = None
     force: bool = False
     workspace_mib: int = 1024
+    batch: int = 1  # frames a pass: the graphs take 1..batch (a dynamic batch axis; TensorRT profile 1/N/N)
 
     def __post_init__(self):
         self.backend = backend_word(self.backend)
         self.size = tuple(int(v) for v in self.size)
+        self.batch = int(self.batch)
+        if not 1 <= self.batch <= MAX_BATCH:
+            raise UserError(f"--batch {self.batch}: choose 1 (one frame a pass) to {MAX_BATCH}")
 
     def fingerprint(self) -> dict:
         """Everything that changes the exported numbers (not where files go, not the gate's options)."""
@@ -59,6 +64,8 @@ class ExportSpec:
                              "sequences": sorted(Path(c).name for c in self.calibration)}
                             if "int8" in self.precision or is_auto(self.precision) else None),
             "tools": {k: tools.get(k) for k in ("smoothdino", "torch", "onnx", "onnxruntime", "tensorrt")},
+            # only a batch export names it, so the one-frame exports made before batching stay current
+            **({"batch": self.batch} if self.batch > 1 else {}),
         }
 
 

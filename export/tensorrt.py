@@ -11,6 +11,9 @@ Common to both:
 - A workspace cap (`set_memory_pool_limit`) so builds fit small Jetsons.
 - A timing cache shared by the builds (and kept on disk), so rebuilding is fast.
 - A graph the parser refuses gives one line naming the node and its op.
+- A batch export (`export --batch N`: a dynamic first axis on every input) gets one optimisation profile, the
+  same for every input: min 1, opt N, max N frames (`builder.create_optimization_profile`, `set_shape`,
+  `config.add_optimization_profile`); the run-time sets each pass's shapes (edge/engines/tensorrt_engine.py).
 Importable without either flavour: `require_tensorrt()` says in one line what is missing.
 """
 
@@ -130,16 +133,42 @@ def _check_io(onnx_path: Path, found: dict, expected: Mapping[str, Mapping[str, 
                             "re-export the graphs")
 
 
+def batch_profile(trt, builder, network, onnx_path: Path, batch: int):
+    """The one optimisation profile of a network with a dynamic batch axis: for every input min 1, opt `batch`,
+    max `batch` frames (the other dims are static); None for a network of static shapes."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    dynamic = [t for t in inputs if any(int(d) < 0 for d in t.shape)]
+    if not dynamic:
+        return None
+    for tensor in dynamic:
+        if any(int(d) < 0 for d in list(tensor.shape)[1:]):
+            raise UserError(f"{onnx_path}: input {tensor.name} {list(tensor.shape)} has a dynamic axis other than the "
+                            "first (batch) one; re-export the graphs")
+    if batch < 1:
+        raise UserError(f"{onnx_path}: the graph has a batch axis; give the batch size (export --batch N)")
+    profile = builder.create_optimization_profile()
+    for tensor in inputs:
+        dims = [int(d) for d in tensor.shape]
+        shapes = [tuple([n if k == 0 and d < 0 else d for k, d in enumerate(dims)]) for n in (1, batch, batch)]
+        profile.set_shape(tensor.name, *shapes)
+    return profile
+
+
 def build_engine(onnx_path: Path, engine_path: Path, *, flavour: str = "tensorrt",
                  compute_capabilities: Iterable[str] = (), expected_io: Mapping | None = None,
-                 workspace_mib: int = 1024, timing_cache: Path | None = None, fp32_exact: bool = False) -> Path:
+                 workspace_mib: int = 1024, timing_cache: Path | None = None, fp32_exact: bool = False,
+                 batch: int = 1) -> Path:
     """Build and serialize one engine. fp32_exact turns TF32 off so an FP32 graph stays FP32.
-    expected_io: the manifest's {"inputs", "outputs"} for this stage; the network must match it exactly."""
+    expected_io: the manifest's {"inputs", "outputs"} for this stage; the network must match it exactly.
+    batch: the most frames a pass of a graph with a batch axis takes (its optimisation profile is 1 / N / N)."""
     trt, logger, builder, network, _parser = parse_onnx(onnx_path, flavour)
     if expected_io is not None:
         _check_io(onnx_path, network_io(trt, network), expected_io)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    profile = batch_profile(trt, builder, network, onnx_path, batch)
+    if profile is not None:
+        config.add_optimization_profile(profile)
     if fp32_exact and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     targets = resolve_compute_capabilities(flavour, compute_capabilities, "fp32" if fp32_exact else "fp16")
@@ -169,10 +198,11 @@ def build_engine(onnx_path: Path, engine_path: Path, *, flavour: str = "tensorrt
 
 def build_stage_engines(folder: Path, stages: Mapping, precisions: Mapping[str, str], *, flavour: str,
                         compute_capabilities: Iterable[str] = (), workspace_mib: int = 1024,
-                        onnx_path=None) -> dict[str, float]:
+                        onnx_path=None, batch: int = 1) -> dict[str, float]:
     """An engine per stage from its ONNX graph at the stage's precision (`stages`: stage -> StageFiles, whose
     `engine` is set), each checked against the stage's recorded I/O. Used by `export` and by `build` (engines
-    from a copied ONNX export, on the target, without PyTorch). Returns build seconds per stage."""
+    from a copied ONNX export, on the target, without PyTorch). batch: the manifest's (export --batch N).
+    Returns build seconds per stage."""
     folder = Path(folder)
     seconds = {}
     for stage, files in stages.items():
@@ -183,7 +213,7 @@ def build_stage_engines(folder: Path, stages: Mapping, precisions: Mapping[str, 
                             compute_capabilities=compute_capabilities,
                             expected_io={"inputs": files.inputs, "outputs": files.outputs},
                             workspace_mib=workspace_mib, timing_cache=folder / "timing.cache",
-                            fp32_exact=precision == "fp32")
+                            fp32_exact=precision == "fp32", batch=batch)
         seconds[f"{stage}.engine"] = time.perf_counter() - start
         files.engine = path.name
     return seconds

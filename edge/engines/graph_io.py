@@ -4,6 +4,9 @@
     adapter:  patchK, clsK, prev_patchK, prev_clsK, shift float32 [1,3] (dx, dy px, confidence)
                                                  -> fused_patchK, fused_clsK
     decoder:  patchK, clsK                       -> depth float32 [1,1,H,W] metres
+
+An export with `--batch N` has the same tensors with a dynamic first axis (1..N frames, recorded as -1 in the
+manifest's shapes, as TensorRT writes a dynamic dim); item i of every tensor belongs to frame i.
 """
 
 from __future__ import annotations
@@ -31,21 +34,23 @@ IO = {
 }
 
 
-def io_shapes(stage: str, height: int, width: int, dim: int, grid: tuple[int, int]) -> dict[str, list[int]]:
-    """Static shapes of a stage's tensors for a frame size (grid = patch grid h, w)."""
+def io_shapes(stage: str, height: int, width: int, dim: int, grid: tuple[int, int], batch: int = 1) -> dict[str, list[int]]:
+    """Shapes of a stage's tensors for a frame size (grid = patch grid h, w); the first dim is 1, or -1 (dynamic)
+    for a batch export (batch > 1)."""
     h, w = grid
+    b = 1 if batch <= 1 else -1
 
     def level(name: str) -> list[int]:
-        return [1, dim, h, w] if "patch" in name else [1, dim]
+        return [b, dim, h, w] if "patch" in name else [b, dim]
 
     shapes = {}
     for name in IO[stage][0] + IO[stage][1]:
         if name == "image":
-            shapes[name] = [1, height, width, 3]
+            shapes[name] = [b, height, width, 3]
         elif name == "shift":
-            shapes[name] = [1, 3]
+            shapes[name] = [b, 3]
         elif name == "depth":
-            shapes[name] = [1, 1, height, width]
+            shapes[name] = [b, 1, height, width]
         else:
             shapes[name] = level(name)
     return shapes

@@ -22,6 +22,14 @@ one notice and is rebuilt), saved atomically after the first frame and again at 
 later starts skip the compilation. The file is specific to this machine and is not in the manifest's records;
 delete it to compile afresh. Plain TensorRT (10, 11) builds its kernels ahead of time and has no runtime cache.
 
+Batch engines (`export --batch N`): every I/O tensor has a dynamic first axis and the engine one optimisation
+profile 1..N. As in NVIDIA's dynamic-shape samples, the buffers are allocated once for the profile's largest
+shapes (every input set to its max with `context.set_input_shape`, the outputs' sizes then read from
+`context.get_tensor_shape`); each run sets the inputs' actual shapes with `set_input_shape` and returns views of
+the output buffers with the shapes the context gives. A DeviceTensor view (`tensor[i:j]`, `view(shape)`) shares its
+base's memory and owns nothing; `copy_levels` and `stack_inputs` copy device to device for the pipeline's batches
+and per-camera states (edge/pipeline.py). Engines of static shapes run exactly as before.
+
 Importable without TensorRT or a GPU: the imports happen when an engine is created.
 """
 
@@ -65,12 +73,23 @@ def cuda_runtime():
     return _CUDA["cuda"], _CUDA["context"], _CUDA["stream"]
 
 
-def check_host_feed(where: str, name: str, spec: TensorSpec, array: np.ndarray) -> None:
-    """A host array must have exactly the engine's shape and dtype: a same-size NCHW array reshaped to NHWC
-    would otherwise be read silently as the wrong image."""
-    if tuple(array.shape) != tuple(spec.shape) or array.dtype.name != spec.dtype:
+def shape_fits(shape: tuple, spec_shape: tuple, max_batch: int = 1) -> bool:
+    """`shape` is one the engine takes: the spec's, where a dynamic (-1) first axis takes 1..max_batch."""
+    shape, spec_shape = tuple(shape), tuple(spec_shape)
+    if len(shape) != len(spec_shape):
+        return False
+    if spec_shape and spec_shape[0] < 0:
+        return 1 <= shape[0] <= max_batch and shape[1:] == spec_shape[1:]
+    return shape == spec_shape
+
+
+def check_host_feed(where: str, name: str, spec: TensorSpec, array: np.ndarray, max_batch: int = 1) -> None:
+    """A host array must have exactly the engine's shape and dtype (a batch engine: any batch up to its profile's
+    max): a same-size NCHW array reshaped to NHWC would otherwise be read silently as the wrong image."""
+    if not shape_fits(array.shape, spec.shape, max_batch) or array.dtype.name != spec.dtype:
+        wants = tuple(spec.shape) if spec.shape[0] >= 0 else (f"1..{max_batch}",) + tuple(spec.shape[1:])
         raise ValueError(f"{where}: input {name} is {tuple(array.shape)} {array.dtype.name}, "
-                         f"the engine wants {tuple(spec.shape)} {spec.dtype}")
+                         f"the engine wants {wants} {spec.dtype}")
 
 
 _LOGGERS: dict[int, Any] = {}
@@ -137,18 +156,51 @@ class RuntimeCacheFile:
 
 
 class DeviceTensor:
-    """A device buffer with a shape and dtype. Owned by the engine that allocated it."""
+    """A device buffer with a shape and dtype. Owned by the engine that allocated it (or by a pipeline state that
+    keeps a copy). A view (`tensor[i:j]` along the first axis, `tensor.view(shape)` of its first bytes) shares the
+    memory of its base and owns none: valid while the base is, and never freed itself."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, *, base: "DeviceTensor | None" = None, offset: int = 0):
         cuda, _, _ = cuda_runtime()
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.shape, self.dtype = tuple(int(d) for d in shape), np.dtype(dtype)
         self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
-        self.allocation = cuda.mem_alloc(max(self.nbytes, 1))
+        self._base, self._offset = base, int(offset)
+        if base is None:
+            self.allocation = cuda.mem_alloc(max(self.nbytes, 1))
+        else:
+            if self._offset + self.nbytes > base.nbytes:
+                raise ValueError(f"a {self.shape} view at byte {offset} overruns a {base.shape} buffer")
+            self.allocation = None
         self._host = None  # page-locked mirror, allocated on the first to_host()
 
     @property
     def ptr(self) -> int:
-        return int(self.allocation)
+        return self._base.ptr + self._offset if self._base is not None else int(self.allocation)
+
+    @property
+    def is_view(self) -> bool:
+        return self._base is not None
+
+    def view(self, shape: tuple[int, ...]) -> "DeviceTensor":
+        """The first bytes of this buffer as a tensor of `shape` (a batch engine's output of a smaller batch)."""
+        if tuple(shape) == self.shape:
+            return self
+        return DeviceTensor(shape, self.dtype, base=self, offset=0)
+
+    def __getitem__(self, index: slice) -> "DeviceTensor":
+        """Items start..stop of the first axis, as a view (what numpy's a[i:i+1] gives)."""
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("a DeviceTensor slices its first axis only: tensor[start:stop]")
+        start, stop, _ = index.indices(self.shape[0])
+        item = self.nbytes // max(self.shape[0], 1)
+        return DeviceTensor((max(stop - start, 0),) + self.shape[1:], self.dtype, base=self, offset=start * item)
+
+    def copy_from(self, source: "DeviceTensor") -> None:
+        """Device to device, queued on the shared stream (same shape and dtype)."""
+        if source.shape != self.shape or source.dtype != self.dtype:
+            raise ValueError(f"copy of {source.shape} {source.dtype} into a {self.shape} {self.dtype} buffer")
+        cuda, _, stream = cuda_runtime()
+        cuda.memcpy_dtod_async(self.ptr, source.ptr, self.nbytes, stream)
 
     def upload(self, array: np.ndarray) -> None:
         """Host -> page-locked staging -> device, queued on the shared stream. The caller synchronizes the
@@ -160,13 +212,13 @@ class DeviceTensor:
         if self._host is None:
             self._host = cuda.pagelocked_empty(self.shape, self.dtype)
         np.copyto(self._host, array)
-        cuda.memcpy_htod_async(self.allocation, self._host, stream)
+        cuda.memcpy_htod_async(self.ptr, self._host, stream)
 
     def to_host(self) -> np.ndarray:
         cuda, _, stream = cuda_runtime()
         if self._host is None:
             self._host = cuda.pagelocked_empty(self.shape, self.dtype)
-        cuda.memcpy_dtoh_async(self._host, self.allocation, stream)
+        cuda.memcpy_dtoh_async(self._host, self.ptr, stream)
         stream.synchronize()
         return np.array(self._host)  # a copy: the staging buffer is reused next frame
 
@@ -219,6 +271,8 @@ class TensorRTEngine:
             raise UserError(f"{self.path}: no execution context ({detail}); free GPU memory or re-export")
         self.inputs: dict[str, TensorSpec] = {}
         self.outputs: dict[str, TensorSpec] = {}
+        self.max_batch = 1  # a batch engine: its profile's max first dim
+        largest: dict[str, tuple] = {}  # buffer shapes: the spec's, or (batch engines) the profile's max
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             shape = tuple(self.engine.get_tensor_shape(name))
@@ -226,18 +280,37 @@ class TensorRTEngine:
                 dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))).name
             except TypeError:  # BF16 / FP8 have no numpy type
                 dtype = None
-            if dtype is None or any(d < 0 for d in shape):
-                raise UserError(f"{self.path}: I/O tensor {name} is {self.engine.get_tensor_dtype(name)} {shape}; "
-                                "smoothdino engines have static shapes and numpy dtypes - re-export with smoothdino")
-            spec = TensorSpec(shape, dtype)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            batch_axis = bool(shape) and shape[0] < 0 and all(d >= 0 for d in shape[1:])
+            if dtype is None or (any(d < 0 for d in shape) and not batch_axis):
+                raise UserError(f"{self.path}: I/O tensor {name} is {self.engine.get_tensor_dtype(name)} {shape}; "
+                                "smoothdino engines have static shapes (or a batch axis) and numpy dtypes - "
+                                "re-export with smoothdino")
+            if is_input and batch_axis:  # the profile's (min, opt, max) shapes; profile 0, the only one
+                largest[name] = tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
+                self.max_batch = max(self.max_batch, largest[name][0])
+            spec = TensorSpec(shape, dtype)
             (self.inputs if is_input else self.outputs)[name] = spec
-        self._input_buffers = {n: DeviceTensor(s.shape, s.dtype) for n, s in self.inputs.items()}
+        self.dynamic = any(s.shape[0] < 0 for s in [*self.inputs.values(), *self.outputs.values()] if s.shape)
+        if self.dynamic:  # as NVIDIA's samples do: set the max shapes, read the outputs' max shapes from the context
+            for name in self.inputs:
+                self._set_input_shape(name, largest.get(name, self.inputs[name].shape))
+            for name in self.outputs:
+                largest[name] = tuple(self.context.get_tensor_shape(name))
+        shape_of = lambda n, s: largest.get(n, s.shape)  # noqa: E731
+        self._input_buffers = {n: DeviceTensor(shape_of(n, s), s.dtype) for n, s in self.inputs.items()}
         self._output_sets = [
-            {n: DeviceTensor(s.shape, s.dtype) for n, s in self.outputs.items()} for _ in range(max(1, output_sets))
+            {n: DeviceTensor(shape_of(n, s), s.dtype) for n, s in self.outputs.items()}
+            for _ in range(max(1, output_sets))
         ]
+        self._stacked: dict[str, DeviceTensor] = {}  # stack_inputs' buffers (input name -> max shape)
         self._next_set = 0
         self._cache_saved = False
+
+    def _set_input_shape(self, name: str, shape: tuple) -> None:
+        if not self.context.set_input_shape(name, tuple(int(d) for d in shape)):
+            detail = " ".join(self.logger.errors[-1].split()) if self.logger.errors else "outside its profile"
+            raise ValueError(f"{self.path.name}: input {name} cannot take shape {tuple(shape)} ({detail})")
 
     @property
     def output_set_count(self) -> int:
@@ -250,19 +323,23 @@ class TensorRTEngine:
         for name, spec in self.inputs.items():
             value = feeds[name]
             if isinstance(value, DeviceTensor):
-                if value.shape != spec.shape or value.dtype.name != spec.dtype:
+                if not shape_fits(value.shape, spec.shape, self.max_batch) or value.dtype.name != spec.dtype:
                     raise ValueError(f"{self.path.name}: input {name} is {value.shape} {value.dtype.name}, "
                                      f"the engine wants {spec.shape} {spec.dtype}")
                 address = value.ptr
             else:
                 array = np.asarray(value)
-                check_host_feed(self.path.name, name, spec, array)
-                buffer = self._input_buffers[name]
+                check_host_feed(self.path.name, name, spec, array, self.max_batch)
+                buffer = self._input_buffers[name].view(array.shape)
                 buffer.upload(array)
                 address = buffer.ptr
+            if self.dynamic:  # this pass's shape (NVIDIA's samples: set_input_shape before every enqueue)
+                self._set_input_shape(name, value.shape)
             self.context.set_tensor_address(name, address)
         outputs = self._output_sets[self._next_set]
         self._next_set = (self._next_set + 1) % len(self._output_sets)
+        if self.dynamic:  # this pass's output shapes, from the context: views of the max-size buffers
+            outputs = {name: tensor.view(tuple(self.context.get_tensor_shape(name))) for name, tensor in outputs.items()}
         for name, tensor in outputs.items():
             self.context.set_tensor_address(name, tensor.ptr)
         if not self.context.execute_async_v3(self.stream.handle):
@@ -274,10 +351,44 @@ class TensorRTEngine:
             self.cache_file.save()
         return dict(outputs)
 
+    def stack_inputs(self, items: Mapping[str, list[DeviceTensor]], strip: str = "") -> dict[str, DeviceTensor]:
+        """Several frames' tensors (each [1,...], e.g. every camera's previous levels) copied, device to device, into
+        this engine's own buffers for those inputs as one [n,...] batch; keys without `strip`. The buffers are
+        reused every pass (a batch's input is consumed by its run before the next stack)."""
+        stacked = {}
+        for name, tensors in items.items():
+            spec = self.inputs[name]
+            if name not in self._stacked:
+                self._stacked[name] = DeviceTensor(self._input_buffers[name].shape, spec.dtype)
+            batch = self._stacked[name].view((len(tensors),) + tuple(tensors[0].shape[1:]))
+            for i, tensor in enumerate(tensors):
+                batch[i:i + 1].copy_from(tensor)
+            stacked[name[len(strip):] if strip and name.startswith(strip) else name] = batch
+        return stacked
+
+    def copy_levels(self, levels: Mapping[str, DeviceTensor], into: Mapping[str, DeviceTensor] | None = None
+                    ) -> dict[str, DeviceTensor]:
+        """Device copies of `levels` that no later run overwrites (a pipeline state's own), reusing the buffers of
+        `into` (the state's previous copy) where their shapes match; finished on the stream before returning."""
+        copies = {}
+        for name, tensor in levels.items():
+            target = (into or {}).get(name)
+            if target is tensor:  # already the state's own
+                copies[name] = tensor
+                continue
+            if not isinstance(target, DeviceTensor) or target.is_view or target.shape != tensor.shape \
+                    or target.dtype != tensor.dtype:
+                target = DeviceTensor(tensor.shape, tensor.dtype)
+            target.copy_from(tensor)
+            copies[name] = target
+        self.stream.synchronize()
+        return copies
+
     def close(self) -> None:
         if self.cache_file is not None:  # kernels compiled after the first frame (rewritten only if changed)
             self.cache_file.save()
-        for buffer in list(self._input_buffers.values()) + [t for s in self._output_sets for t in s.values()]:
+        for buffer in [*self._input_buffers.values(), *self._stacked.values(),
+                       *(t for s in self._output_sets for t in s.values())]:
             buffer.free()
         # the context goes before the runtime config and cache it was created with
         self.context = None
