@@ -662,7 +662,8 @@ def inspect(
 @command(RUN, VIEW, ROS2, cls=RayAddressOptional)
 def live(
     engines: Annotated[Path, typer.Option(help="Export folder (manifest.json).")],
-    source: Annotated[str, typer.Option(metavar="0|/dev/videoN|csi://N|VIDEO|PIPELINE", help="A camera (index, device, Jetson CSI sensor, rtsp://...), a GStreamer pipeline, or a video file (replayed in real time).")] = "0",
+    source: Annotated[list[str], typer.Option(metavar="0|/dev/videoN|csi://N|VIDEO|PIPELINE", help="A camera (index, device, Jetson CSI sensor, rtsp://...), a GStreamer pipeline, or a video file (replayed in real time). Repeat for several cameras on one network: each gets its own keyframes, fusion, metrics and outputs (<out>/<name>/, <record>-<name>.mp4, a tile in --serve), and the network serves the camera whose depth is oldest.")] = ["0"],
+    name: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="With several --source: each camera's name, in the same order (default: from the source: a file's stem, video0, csi0). Letters, digits and _.")] = None,
     headless: Annotated[bool, typer.Option(help="No window.")] = False,
     snapshots: Annotated[Path, typer.Option(help="Where the window's s key saves RGB, 16-bit depth (mm) and colour depth PNGs.")] = Path("snapshots"),
     record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here (.mp4), or the Foxglove channels (.mcap); strftime fields as for --out.")] = None,
@@ -671,7 +672,7 @@ def live(
     frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     motion_downscale: MotionDownscale = 2,
     foxglove: Annotated[Optional[str], typer.Option(metavar="[HOST:]PORT", help="Serve RGB, coloured and raw depth, point cloud and per-stage latency over Foxglove's WebSocket protocol. Binds 127.0.0.1 (this machine only) unless a HOST is given: 0.0.0.0:8765 serves every interface. At most 32 connections at once (the next are answered 503), each handshake within 5 s, each client at most 20 messages a second. A slow viewer gets frames dropped, never slows the loop.")] = None,
-    intrinsics: Intrinsics = None,
+    intrinsics: Annotated[Optional[list[str]], typer.Option(metavar="FX,FY,CX,CY", help="Camera fx,fy,cx,cy in pixels of the input frames, for the pose carry and point clouds; with several --source, once for all or once per source.")] = None,
     cloud_stride: CloudStride = 4,
     asynchronous: Annotated[bool, typer.Option("--async/--no-async", help="The network in its own thread on the newest frame; every camera frame is output at once with the latest keyframe's depth moved by the camera shift (its age is shown). --no-async: the network on the frames --keyframes picks, in the loop (the camera waits).")] = True,
     keyframes: Keyframes = "every",
@@ -687,11 +688,21 @@ def live(
 
     from smoothdino.core.paths import dated
 
-    options = command.LiveOptions(source, headless, snapshots, dated(record), dated(out), overwrite, frames, foxglove,
+    several = len(source) > 1 or bool(name)
+    options = command.LiveOptions(source[0], headless, snapshots, dated(record), dated(out), overwrite, frames, foxglove,
                                   asynchronous, parse_keyframes(keyframes),
-                                  RobotOptions(intrinsics=intrinsics, cloud_stride=cloud_stride), view.range,
+                                  RobotOptions(intrinsics=None if several or not intrinsics else intrinsics[0],
+                                               cloud_stride=cloud_stride), view.range,
                                   serve=serve, ros2=ros2.options, carry=carry, fusion=fusion)
-    command.live(lambda: run.open(engines, None, Path("."), lambda: None, motion_downscale=motion_downscale), options)
+    open_pipeline = lambda: run.open(engines, None, Path("."), lambda: None, motion_downscale=motion_downscale)  # noqa: E731
+    if several:
+        from smoothdino.edge.commands.live_cameras import live_cameras
+
+        live_cameras(open_pipeline, options, source, name or [], intrinsics or [])
+    else:
+        if len(intrinsics or []) > 1:
+            raise UserError(f"--intrinsics given {len(intrinsics)} times for one --source; give it once")
+        command.live(open_pipeline, options)
 
 
 @command(VIEW)

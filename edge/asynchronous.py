@@ -186,6 +186,8 @@ class AsyncPipeline:
         if motion.cut and (self._cut_at is None or self._cut_at <= key.index):
             self._cut_at = index  # the view left the keyframe's scene: no depth until a keyframe of the new one
         cut_frame = self._cut_at == index
+        if cut_frame and hasattr(self.pipeline, "hurry"):  # a shared network (edge.shared_network) serves this camera first
+            self.pipeline.hurry()
         mark = time.perf_counter()
         depth = self._fused_depth(key, timings) if self.fusion else key.depth
         if self._cut_at is not None and key.index < self._cut_at:

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "edge", "models", "export", "calibration", "benchmarks")
 METHOD = ("pipeline", "motion", "keyframes", "carry", "tracking", "fusion", "flicker", "asynchronous", "loop", "metrics", "api",
-          "run_identity", "batching")  # the frame method, top of edge/
+          "run_identity", "shared_network", "cameras", "batching")  # the frame method, top of edge/
 
 # room -> the rooms it may import (ARCHITECTURE.md, "What may import what")
 ALLOWED = {

@@ -154,7 +154,7 @@ class CameraSource:
         index = 0
         while self.limit is None or index < self.limit:
             with self._fresh:
-                ready = lambda: self._latest is not None or self._failed  # noqa: E731
+                ready = lambda: self._latest is not None or self._failed or self._stop.is_set()  # noqa: E731
                 told = False
                 while not self._fresh.wait_for(ready, timeout=self.read_timeout):
                     if self._reconnecting:
@@ -176,6 +176,14 @@ class CameraSource:
             self.stats.read += 1
             yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), index, f"{index:06d}", stamp)
             index += 1
+
+    def interrupt(self) -> None:
+        """End the stream now, from another thread (a run of several cameras stopping): a consumer waiting for a frame
+        (the camera reconnecting, or its read blocked in the driver) gets the end of the stream at once instead of
+        waiting for the camera; close() still releases the capture."""
+        with self._fresh:
+            self._stop.set()
+            self._fresh.notify_all()
 
     def close(self) -> None:
         self._stop.set()

@@ -22,7 +22,7 @@ def open_source(spec: str, *, live: bool = False, limit: int | None = None, **kw
     """A frame source from a command-line string.
 
     folder -> FolderSource; video file -> VideoSource (as a live-style stream with --live); digit,
-    /dev/videoN, csi://N, rtsp://..., or a GStreamer pipeline -> CameraSource; synthetic[:HxW[:N]] ->
+    /dev/videoN, csi://N, rtsp://..., a named pipe, or a GStreamer pipeline -> CameraSource; synthetic[:HxW[:N]] ->
     SyntheticSource."""
     if is_synthetic(spec):
         return synthetic_source(spec, limit)
@@ -33,7 +33,8 @@ def open_source(spec: str, *, live: bool = False, limit: int | None = None, **kw
         if live:  # replay as a camera: real-time pacing, newest-frame-only, drops counted
             return CameraSource(str(path), retries=0, limit=limit, pace=True, **kwargs)
         return VideoSource(path, limit=limit)
-    if spec.isdigit() or spec.startswith(("/dev/video", "csi://", "rtsp://", "http://", "https://")) or "!" in spec:
+    if spec.isdigit() or spec.startswith(("/dev/video", "csi://", "rtsp://", "http://", "https://")) or "!" in spec \
+            or path.is_fifo():  # a named pipe: a stream another program writes (ffmpeg -f yuv4mpegpipe), read as a camera
         return CameraSource(spec, limit=limit, **kwargs)
     if path.suffix.lower() in VIDEO_SUFFIXES or os.sep in spec:
         raise UserError(f"{spec}: no such file or folder")
