@@ -664,6 +664,7 @@ def live(
     engines: Annotated[Path, typer.Option(help="Export folder (manifest.json).")],
     source: Annotated[list[str], typer.Option(metavar="0|/dev/videoN|csi://N|VIDEO|PIPELINE", help="A camera (index, device, Jetson CSI sensor, rtsp://...), a GStreamer pipeline, or a video file (replayed in real time). Repeat for several cameras on one network: each gets its own keyframes, fusion, metrics and outputs (<out>/<name>/, <record>-<name>.mp4, a tile in --serve), and the network serves the camera whose depth is oldest.")] = ["0"],
     name: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="With several --source: each camera's name, in the same order (default: from the source: a file's stem, video0, csi0). Letters, digits and _.")] = None,
+    batch: Annotated[str, typer.Option(metavar="auto|off|N", help="With several --source: frames one network pass may take (an export with --batch N). auto: a batch only where export measured it faster a frame on this machine (on a CPU it usually is not); off: one frame a pass.")] = "auto",
     headless: Annotated[bool, typer.Option(help="No window.")] = False,
     snapshots: Annotated[Path, typer.Option(help="Where the window's s key saves RGB, 16-bit depth (mm) and colour depth PNGs.")] = Path("snapshots"),
     record: Annotated[Optional[Path], typer.Option(help="Also write the side-by-side video here (.mp4), or the Foxglove channels (.mcap); strftime fields as for --out.")] = None,
@@ -698,7 +699,7 @@ def live(
     if several:
         from smoothdino.edge.commands.live_cameras import live_cameras
 
-        live_cameras(open_pipeline, options, source, name or [], intrinsics or [])
+        live_cameras(open_pipeline, options, source, name or [], intrinsics or [], batch)
     else:
         if len(intrinsics or []) > 1:
             raise UserError(f"--intrinsics given {len(intrinsics)} times for one --source; give it once")

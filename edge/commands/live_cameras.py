@@ -24,6 +24,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_text
 from smoothdino.core.signals import termination_as_interrupt
 from smoothdino.edge.asynchronous import AsyncPipeline
+from smoothdino.edge.batching import batch_decision, parse_setting
 from smoothdino.edge.cameras import CameraSpec, StoppableSource, camera_path, camera_specs
 from smoothdino.edge.fusion import fusion_enabled, fusion_info
 from smoothdino.edge.loop import StreamOutputs, StreamReport, claim_live_folder, run_stream
@@ -102,15 +103,22 @@ def check_cameras(sources: list[str], names: list[str], intrinsics: list[str], o
 
 
 def live_cameras(open_pipeline: Callable[[], FramePipeline], options, sources: list[str], names: list[str],
-                 intrinsics: list[str], batch: int = 1) -> list[StreamReport]:
-    """Run every camera until each source ends, or Ctrl-C / SIGTERM / q stops them all; returns their reports."""
+                 intrinsics: list[str], batch: str | int = "auto") -> list[StreamReport]:
+    """Run every camera until each source ends, or Ctrl-C / SIGTERM / q stops them all; returns their reports.
+    `batch` (auto | off | N): frames one network pass may take (edge.batching: auto batches only where measured
+    faster a frame on this machine)."""
+    setting = parse_setting(batch)
     cameras = check_cameras(sources, names, intrinsics, options)
     parse_serve(options.serve)
     stop = threading.Event()
-    with SharedNetwork(open_pipeline, batch=batch) as network:
+    with SharedNetwork(open_pipeline) as network:
         if network.pipeline.random_weights:
             random_weights_notice()
         untrained_adapter_notice(network.pipeline.weights)
+        manifest = getattr(network.pipeline, "manifest", None)
+        network.batch, why = (1, "eager PyTorch: one frame a pass") if manifest is None else \
+            batch_decision(manifest, len(cameras), network.pipeline.backend, setting)
+        console.print(f"live: {network.batch} frame{'s' if network.batch > 1 else ''} a network pass ({why})")
         opened: list[_Camera] = []
         with serve_view(parse_serve(options.serve), snapshots=options.snapshots, depth_range=options.depth_range,
                         random_weights=network.pipeline.random_weights, intrinsics=None) as web:
