@@ -21,7 +21,7 @@ __version__ = "0.2.0"
 
 # name here -> name in smoothdino.edge.api (loaded on first use: importing the package loads no OpenCV or engines)
 _API = {"open": "open_depth", "DepthSession": "DepthSession", "AsyncDepthSession": "AsyncDepthSession",
-        "DepthFrame": "DepthFrame"}
+        "DepthFrame": "DepthFrame", "open_cameras": "open_cameras", "CameraSessions": "CameraSessions"}
 
 
 def __getattr__(name: str):

@@ -36,7 +36,8 @@ _PUBLIC = {
     "Frame": "sources", "open_source": "sources", "SyntheticScene": "sources",
     "Intrinsics": "sources", "depth_to_points": "sinks",
     "open_depth": "api", "DepthSession": "api", "AsyncDepthSession": "api", "DepthFrame": "api",
-    "as_intrinsics": "api",
+    "as_intrinsics": "api", "open_cameras": "api", "CameraSessions": "api",
+    "SharedNetwork": "shared_network", "NetworkLane": "shared_network",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, overload
@@ -42,6 +42,7 @@ from .fusion import fusion_enabled, parse_fusion
 from .keyframes import KeyframePolicy, KeyframeSteps, parse_carry, parse_keyframes
 from .motion import Shift
 from .pipeline import DepthPipeline, FramePipeline, FrameResult
+from .shared_network import SharedNetwork
 from .ros2 import Ros2Publisher  # noqa: F401 - the API's ROS 2 publisher: DepthFrames as live topics
 from .sinks.pointcloud import PointCloud, depth_to_points
 from .sources.intrinsics import Intrinsics
@@ -281,11 +282,24 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = None, c
 
     Bad arguments raise ValueError; a missing or unusable export raises smoothdino.core.errors.UserError naming
     the file and the fix. Use the session as a context manager (or call close()) to release the engines."""
+    order = _order(colour, color, "open_depth")
+    carry, policy, fused = _camera_choices(carry, intrinsics, keyframes, fusion, asynchronous)
+    folder = Path(export_dir)
+    options = _pipeline_options(backend, min_confidence, motion_downscale, threads)
+    return _session(lambda: DepthPipeline.from_folder(folder, **options), order, policy, carry, intrinsics, fused,
+                    asynchronous)
+
+
+def _order(colour: str | None, color: str | None, function: str) -> Colour:
     if colour is None and color is None:  # as for any missing keyword: the order is never guessed
-        raise TypeError("open_depth() missing the keyword argument 'colour' (or 'color'): 'rgb' or 'bgr'")
+        raise TypeError(f"{function}() missing the keyword argument 'colour' (or 'color'): 'rgb' or 'bgr'")
     if colour is not None and color is not None and _colour(colour) != _colour(color):
         raise ValueError(f"colour={colour!r} and color={color!r}: give the frames' channel order once")
-    order = _colour(colour if colour is not None else color)
+    return _colour(colour if colour is not None else color)
+
+
+def _camera_choices(carry, intrinsics, keyframes, fusion, asynchronous: bool):
+    """(carry, keyframe policy, fusion on?) for one camera, checked (ValueError in one line)."""
     try:
         carry = parse_carry(carry if carry is not None else "pose" if intrinsics is not None else "shift", "carry")
         if carry == "pose" and intrinsics is None:
@@ -293,16 +307,113 @@ def open_depth(export_dir: str | os.PathLike, *, colour: Colour | None = None, c
                             "or an Intrinsics")
         policy = parse_keyframes(keyframes, option="keyframes", carry=carry)
         fused = fusion_enabled(parse_fusion(fusion, "fusion"), carry)
-        backend = backend_word(str(backend), option="backend")
     except UserError as err:
         raise ValueError(str(err)) from None
     if asynchronous and policy.mode != "every":
         raise ValueError(f"keyframes={keyframes!r} with asynchronous=True: the asynchronous session runs the network "
                          "whenever it is free (on the newest frame); leave keyframes='every'")
-    folder = Path(export_dir)
-    options = {"backend": backend, "min_confidence": float(min_confidence), "motion_downscale": int(motion_downscale),
-               "threads": threads}
+    return carry, policy, fused
+
+
+def _pipeline_options(backend, min_confidence, motion_downscale, threads) -> dict:
+    try:
+        backend = backend_word(str(backend), option="backend")
+    except UserError as err:
+        raise ValueError(str(err)) from None
+    return {"backend": backend, "min_confidence": float(min_confidence), "motion_downscale": int(motion_downscale),
+            "threads": threads}
+
+
+def _session(open_pipeline, order: Colour, policy, carry: str, intrinsics, fused: bool, asynchronous: bool):
     if asynchronous:
-        return AsyncDepthSession(AsyncPipeline(lambda: DepthPipeline.from_folder(folder, **options), carry=carry,
-                                               fusion=fused), order, intrinsics)
-    return DepthSession(DepthPipeline.from_folder(folder, **options), order, policy, carry, intrinsics, fused)
+        return AsyncDepthSession(AsyncPipeline(open_pipeline, carry=carry, fusion=fused), order, intrinsics)
+    return DepthSession(open_pipeline(), order, policy, carry, intrinsics, fused)
+
+
+class CameraSessions(Mapping):
+    """Several cameras on one network (`smoothdino.open_cameras`): camera name -> its session (a DepthSession, or an
+    AsyncDepthSession with asynchronous=True), each with its own temporal state, keyframes, carry and fusion, all on
+    one set of engines in one worker thread (edge.shared_network: the camera whose depth is oldest is served first).
+    Step each camera from any thread, e.g. one per camera. `network` gives the shared figures (passes a second,
+    queue, each camera's passes and waits). Closing it (or leaving the `with`) closes every session and the engines."""
+
+    def __init__(self, network: SharedNetwork, sessions: dict[str, _Session]):
+        self.network = network
+        self._sessions = sessions
+
+    def __getitem__(self, name: str) -> _Session:
+        return self._sessions[name]
+
+    def __iter__(self):
+        return iter(self._sessions)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def summary(self) -> dict:
+        """The shared network's figures (SharedNetwork.summary)."""
+        return self.network.summary()
+
+    def close(self) -> None:
+        """Close every camera's session, then the engines. Safe to call twice."""
+        for session in self._sessions.values():
+            session.close()
+        self.network.close()
+
+    def __enter__(self) -> "CameraSessions":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<CameraSessions {', '.join(self._sessions)} on {self.network.pipeline.description}>"
+
+
+def open_cameras(export_dir: str | os.PathLike, cameras: Sequence[str], *, colour: Colour | None = None,
+                 color: Colour | None = None, backend: str = "auto", keyframes: str | int | KeyframePolicy = "every",
+                 asynchronous: bool = False, threads: int | None = None, min_confidence: float = 0.1,
+                 motion_downscale: int = 1, carry: str | None = None,
+                 intrinsics: IntrinsicsLike | Mapping[str, IntrinsicsLike] | None = None, fusion: str = "auto",
+                 batch: str | int = "auto") -> CameraSessions:
+    """Open an export once for several cameras (`smoothdino.open_cameras`): `live --source A --source B` in your
+    own program. `cameras`: their names; `intrinsics`: one camera model for all, or a mapping name -> its own (a
+    camera left out has none). `batch`: frames one network pass may take (auto: only where the export measured a
+    batch faster a frame here; edge.batching). Every other argument is open_depth's, the same for every camera.
+
+        with smoothdino.open_cameras("engines/vits14-temporal", ["front", "wrist"], colour="bgr") as cams:
+            front = cams["front"].step(front_frame)    # from the front camera's thread
+            wrist = cams["wrist"].step(wrist_frame)    # from the wrist camera's thread
+    """
+    from smoothdino.edge.batching import batch_decision, parse_setting
+
+    order = _order(colour, color, "open_cameras")
+    names = [str(name) for name in cameras]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"cameras={list(cameras)!r}: give each camera a name of its own (at least one)")
+    each = dict(intrinsics) if isinstance(intrinsics, Mapping) else {name: intrinsics for name in names}
+    unknown = set(each) - set(names)
+    if unknown:
+        raise ValueError(f"intrinsics for {sorted(unknown)[0]!r}, which is not one of cameras={names!r}")
+    choices = {name: _camera_choices(carry, each.get(name), keyframes, fusion, asynchronous) for name in names}
+    try:
+        setting = parse_setting(batch)
+    except UserError as err:
+        raise ValueError(str(err).replace("--batch", "batch=")) from None
+    folder = Path(export_dir)
+    options = _pipeline_options(backend, min_confidence, motion_downscale, threads)
+    network = SharedNetwork(lambda: DepthPipeline.from_folder(folder, **options))
+    sessions: dict[str, _Session] = {}
+    try:
+        network.batch = batch_decision(network.pipeline.manifest, len(names), network.pipeline.backend, setting)[0]
+        for name in names:
+            lane = network.lane(name)
+            carry_of, policy, fused = choices[name]
+            sessions[name] = _session(lambda lane=lane: lane, order, policy, carry_of, each.get(name), fused,
+                                      asynchronous)
+    except BaseException:
+        for session in sessions.values():
+            session.close()
+        network.close()
+        raise
+    return CameraSessions(network, sessions)

@@ -225,3 +225,47 @@ def test_three_cameras_one_cut_one_killed_each_keeps_its_own_outputs(small_expor
     network = json.loads((out / "network.json").read_text())
     assert set(network["lanes"]) == {"front", "side", "wrist"} and network["lanes"]["wrist"]["passes"] >= 1
     assert all(lane["max_wait_passes"] <= 3 + 1 for lane in network["lanes"].values()), network  # + a scene cut's turn
+
+
+def test_open_cameras_gives_each_camera_the_depth_it_gets_alone(small_export_fp32):
+    """The Python API: two cameras on one export, stepped from two threads, each frame's depth equal to a
+    one-camera session's on the same frames (frames of another size resized there and back alike); async sessions
+    on one network each get their own depth."""
+    import smoothdino
+
+    sequences = {"front": scene_frames(4, seed=1), "wrist": scene_frames(4, seed=2, velocity=(-3.0, 1.0), size=(56, 84))}
+    got: dict[str, list[np.ndarray]] = {}
+    with pytest.warns(UserWarning), smoothdino.open_cameras(small_export_fp32, list(sequences), colour="rgb",
+                                                            backend="onnxruntime", threads=1, fusion="off") as cams:
+        assert set(cams) == {"front", "wrist"} and len(cams) == 2
+
+        def run(name: str) -> None:
+            got[name] = [cams[name].step(rgb).depth for rgb in sequences[name]]
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in sequences]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert {k: v["passes"] for k, v in cams.summary()["lanes"].items()} == {"front": 4, "wrist": 4}
+    assert cams["front"].closed and cams.network.pipeline is not None
+    for name, frames in sequences.items():
+        with pytest.warns(UserWarning), smoothdino.open(small_export_fp32, colour="rgb", backend="onnxruntime",
+                                                        threads=1, fusion="off") as alone:
+            for k, rgb in enumerate(frames):
+                np.testing.assert_allclose(got[name][k], alone.step(rgb).depth, rtol=0, atol=1e-6, err_msg=f"{name} {k}")
+    with pytest.raises(ValueError, match="name of its own"):
+        smoothdino.open_cameras(small_export_fp32, ["a", "a"], colour="rgb")
+    with pytest.raises(ValueError, match="not one of"):
+        smoothdino.open_cameras(small_export_fp32, ["a"], colour="rgb", intrinsics={"b": (1, 1, 1, 1)})
+    with pytest.warns(UserWarning), smoothdino.open_cameras(small_export_fp32, ["a", "b"], colour="rgb",
+                                                            backend="onnxruntime", asynchronous=True) as cams:
+        frames = {"a": scene_frames(1, seed=1)[0], "b": scene_frames(1, seed=2)[0]}
+        deadline, depth = time.monotonic() + 60, {}
+        while len(depth) < 2 and time.monotonic() < deadline:
+            for name in frames:
+                out = cams[name].step(frames[name])
+                if out is not None:
+                    depth[name] = out.depth
+            time.sleep(0.02)
+    assert set(depth) == {"a", "b"} and not np.array_equal(depth["a"], depth["b"])
