@@ -1,10 +1,10 @@
 """Frame size vs latency and depth: `python -m smoothdino.benchmarks.resolution [--sizes 480x640,364x476,...]`.
 
 vits14+temporal exported at each size (FP32 + the INT8 plan, ONNX Runtime CPU); per stage latency (min of
---repeats after a warm-up, same process, one after the other) and the depth drift against the 480x640 FP32
-output: each size's depth is resized (bilinear) to 480x640 and compared, RMSE in mm, on NYUv2 pairs held out
-from the INT8 calibration frames. Random weights: drift shows resolution + quantization error of a random
-network, not metric accuracy.
+--repeats after a warm-up, same process, one after the other) and the depth drift against the --reference
+(480x640) FP32 output: each size's depth is resized (bilinear) to the reference size and compared, RMSE in mm, on
+NYUv2 pairs held out from the INT8 calibration frames. Random weights: drift shows resolution + quantization error
+of a random network, not metric accuracy. --record writes benchmarks/results/resolution.json for the docs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .int8_speed import NYU, export, time_graph
+from .record import Record, Table, add_record_option, command_line, load_note, write_record
 from .report import markdown_table
 
 SIZES = ((480, 640), (364, 476), (280, 364), (224, 294))
@@ -33,11 +34,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--frames", type=int, default=2, help="held-out NYUv2 pairs for the drift")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--calibration-frames", type=int, default=3)
+    ap.add_argument("--reference", default="480x640", help="the size whose FP32 depth the others are compared with")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "smoothdino-resolution")
+    add_record_option(ap, "resolution")
     args = ap.parse_args(argv)
+    load_before = os.getloadavg()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     sequences = sorted(p for p in NYU.iterdir() if p.is_dir()) if NYU.is_dir() else []
-    full = (480, 640)
+    full = tuple(int(v) for v in args.reference.split("x"))
+    ref = f"{full[0]}x{full[1]}"
     eval_full = calibration_pairs(sequences, args.frames, full)  # the gate's pairs: never calibration frames
     rows, reference = [], None
     for size in [full] + [s for s in sizes if s != full]:
@@ -62,17 +67,28 @@ def main(argv=None) -> dict:
             drift = 1000 * float(np.sqrt(np.mean((depths[precision] - reference) ** 2)))
             row = {"size": f"{size[0]}x{size[1]}", "precision": precision if precision == "fp32" else manifest.precision,
                    **{f"{s}_ms": round(v, 1) for s, v in latency.items()},
-                   "frame_ms": round(sum(latency.values()), 1), "drift_vs_480x640_fp32_mm": round(drift, 1)}
+                   "frame_ms": round(sum(latency.values()), 1), "drift_vs_reference_fp32_mm": round(drift, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n" + "\n".join(markdown_table(
-        ["size", "precision", "encoder ms", "adapter ms", "decoder ms", "frame ms", "depth drift vs 480x640 FP32 (mm RMSE)"],
-        [[r["size"], r["precision"], r.get("encoder_ms"), r.get("adapter_ms"), r.get("decoder_ms"), r["frame_ms"],
-          r["drift_vs_480x640_fp32_mm"]] for r in rows])))
+    table = Table(f"vits14+temporal per frame size, ONNX Runtime CPU 2 threads, min of {args.repeats} runs after a "
+                  f"warm-up; drift: depth resized to {ref} against the {ref} FP32 depth on {len(eval_full)} held-out "
+                  "NYUv2 pairs",
+                  ["size", "precision", "encoder ms", "adapter ms", "decoder ms", "frame ms",
+                   f"depth drift vs {ref} FP32 (mm RMSE)"],
+                  [[r["size"], r["precision"], r.get("encoder_ms"), r.get("adapter_ms"), r.get("decoder_ms"),
+                    r["frame_ms"], r["drift_vs_reference_fp32_mm"]] for r in rows])
+    print("\n" + "\n".join(markdown_table(table.columns, table.rows)))
     print(f"\nONNX Runtime CPU, 2 threads, min of {args.repeats} runs, {len(eval_full)} held-out NYUv2 pairs, "
           "random weights, shared machine (noisy)")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "resolution.json").write_text(json.dumps(rows, indent=1) + "\n")
+    if args.record:
+        write_record(Record("resolution", "Which frame size to pick: what does each size cost a frame, and how far "
+                            "does its depth move from the full size's?", [table], notes=[
+                                "With random weights the drift is resolution and quantization error of a random "
+                                "network, not accuracy; the INT8 plans are kept past a failed gate so they can be "
+                                "timed.", load_note(load_before)]),
+                     args.record, command_line("smoothdino.benchmarks.resolution", argv))
     return {"rows": rows}
 
 

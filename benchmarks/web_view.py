@@ -15,13 +15,14 @@ Latency = that time - the time the loop handed the frame over (one clock: same m
 time (JPEG, and PNG when asked) is read from the page.
 Configurations: no viewer, 1 and 3 pages, 1 page with the cursor on the depth (PNG on), MJPEG with 1 and 3
 clients; the first second of each is warm-up.
-Results: <out>/web_view.json and .md.
+Results: <out>/web_view.json and .md; --record writes benchmarks/results/web_view.json for the docs.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ from smoothdino.edge.sources import Frame, SourceStats
 from smoothdino.edge.sources.synthetic import SyntheticScene
 from smoothdino.edge.web import WebView
 
+from .record import Record, Table, add_record_option, command_line, load_note, write_record
 from .report import markdown_table
 
 CHROMIUM_NAMES = ("chromium-headless-shell", "chromium", "chromium-browser")
@@ -302,7 +304,8 @@ def run(size: tuple[int, int], fps: float, seconds: float, screenshot: Path | No
     return results
 
 
-def markdown(results: dict) -> str:
+def table(results: dict) -> Table:
+    """One row per configuration: the loop's rate and busy time, the encoder's, the page's, frame to screen."""
     rows = []
     for c in results["configs"]:
         enc = c.get("encode_ms")
@@ -316,12 +319,17 @@ def markdown(results: dict) -> str:
             f"{lat['p50']} ({lat['p95']})" if lat and lat["p50"] is not None else None,
         ])
     alone = results["encode_alone_ms"]
-    head = (f"Browser view at {results['size']}, loop paced at {results['fps']:g} FPS, Chromium "
-            f"{results.get('chromium_version', '?')} headless (times: p50 (p95)). Encoding alone, ms per frame: "
-            + ", ".join(f"{part} {v['p50']} ({v['p95']})" for part, v in alone.items()) + "\n\n")
-    return head + "\n".join(markdown_table(
-        ["transport", "viewers", "loop FPS", "loop busy ms", "write us", "encode ms (view + JPEG + PNG)",
-         "KB / frame", "shown / s", "page decode ms", "frame to screen ms"], rows)) + "\n"
+    caption = (f"Browser view at {results['size']}, loop paced at {results['fps']:g} FPS, Chromium "
+               f"{results.get('chromium_version', '?')} headless (times: p50 (p95)). Encoding alone, ms per frame: "
+               + ", ".join(f"{part} {v['p50']} ({v['p95']})" for part, v in alone.items()))
+    return Table(caption, ["transport", "viewers", "loop FPS", "loop busy ms", "write us",
+                           "encode ms (view + JPEG + PNG)", "KB / frame", "shown / s", "page decode ms",
+                           "frame to screen ms"], rows)
+
+
+def markdown(results: dict) -> str:
+    t = table(results)
+    return t.caption + "\n\n" + "\n".join(markdown_table(t.columns, t.rows)) + "\n"
 
 
 def main(argv=None):
@@ -331,12 +339,25 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per configuration")
     p.add_argument("--screenshot", type=Path, default=None, help="save the page (1 page, cursor on the depth) here")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
+    add_record_option(p, "web_view")
     a = p.parse_args(argv)
+    load_before = os.getloadavg()
     a.out.mkdir(parents=True, exist_ok=True)
     results = run(parse_size(a.size), a.fps, a.seconds, a.screenshot)
     atomic_write_text(a.out / "web_view.json", json_dumps(results))
     atomic_write_text(a.out / "web_view.md", markdown(results))
     print(markdown(results))
+    if a.record:
+        write_record(Record("web_view", "What does the browser view cost the loop, and how late is a frame on screen?",
+                            [table(results)], random_weights=None,
+                            notes=["No network runs: a thread paces the loop at the camera's rate on the synthetic "
+                                   "scene, its true depth standing in for the network's; the browser runs on the same "
+                                   f"{os.cpu_count()} CPUs as the loop (on a robot it would be a laptop's).",
+                                   "loop busy: phase correlation + the sink's write a frame; write: the sink's write "
+                                   "alone (the loop's whole cost of the view); the first second of each configuration "
+                                   "is left out.", load_note(load_before)]),
+                     a.record, command_line("smoothdino.benchmarks.web_view", argv))
+    return results
 
 
 if __name__ == "__main__":
