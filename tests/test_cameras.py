@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -174,10 +176,53 @@ while True:
 """
 
 
+class _Output:
+    """A child's output drained in a thread (a full pipe would block it), with the browser view's URL once printed."""
+
+    def __init__(self, child: subprocess.Popen):
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self.url_seen = threading.Event()
+        self.thread = threading.Thread(target=self._drain, args=(child,), daemon=True)
+        self.thread.start()
+
+    def _drain(self, child) -> None:
+        for line in child.stdout:
+            self.lines.append(line)
+            found = re.search(r"browser view -> (\S+)", line)
+            if found:
+                self.url = found.group(1)
+                self.url_seen.set()
+        self.url_seen.set()
+
+
+def _page_messages(url: str, seconds: float) -> list[tuple[dict, bytes]]:
+    """What a page receives in `seconds`, asking every camera's depth and acknowledging each message."""
+    from websockets.sync.client import connect
+
+    port = int(re.search(r":(\d+)/", url).group(1))
+    got = []
+    with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5, close_timeout=1) as page:
+        page.send(json.dumps({"depth": True}))
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                message = page.recv(timeout=max(0.01, end - time.monotonic()))
+            except TimeoutError:
+                break
+            length = struct.unpack("!I", message[:4])[0]
+            header = json.loads(message[4:4 + length])
+            start = 4 + length + header["jpeg_bytes"]
+            got.append((header, message[start:start + header["depth_bytes"]]))
+            page.send(json.dumps({"ack": header["seq"]}))
+    return got
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
 def test_three_cameras_one_cut_one_killed_each_keeps_its_own_outputs(small_export_fp32, cut_video, tmp_path):
     """`live` (async) with three sources: a video with a scene cut, another video, and a camera on a named pipe
-    whose writer is killed mid-run. The killed camera's loop waits for it alone: the others run to their end, then
+    whose writer is killed mid-run. The browser view shows a tile per camera with that camera's own depth (the PNG
+    its loop wrote for that frame). The killed camera's loop waits for it alone: the others run to their end, then
     Ctrl-C ends the run and every camera's outputs are whole, each in its own folder."""
     side = write_video(tmp_path / "side.mp4", scene_frames(30, seed=6, velocity=(1.0, 1.5)))
     fifo = tmp_path / "wrist.y4m"
@@ -187,14 +232,17 @@ def test_three_cameras_one_cut_one_killed_each_keeps_its_own_outputs(small_expor
     child = subprocess.Popen([sys.executable, "-m", "smoothdino.cli", "live", "--engines", str(small_export_fp32),
                               "--source", str(cut_video), "--source", str(side), "--source", str(fifo),
                               "--name", "front", "--name", "side", "--name", "wrist", "--headless", "--out", str(out),
-                              "--backend", "onnxruntime", "--threads", "1", "--fusion", "off"],
+                              "--serve", "0", "--backend", "onnxruntime", "--threads", "1", "--fusion", "off"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    output = _Output(child)
     try:
         deadline = time.monotonic() + 120
+        assert output.url_seen.wait(60) and output.url, "".join(output.lines)
         wrist = out / "wrist" / "metrics.csv"
         while time.monotonic() < deadline and child.poll() is None and \
                 (not wrist.exists() or len(wrist.read_text().splitlines()) < 4):
             time.sleep(0.1)
+        messages = _page_messages(output.url, 2.0)  # every camera live
         writer.kill()  # the wrist camera dies mid-run
         writer.wait()
         killed_at = time.monotonic()
@@ -205,12 +253,14 @@ def test_three_cameras_one_cut_one_killed_each_keeps_its_own_outputs(small_expor
         time.sleep(1.0)
         assert child.poll() is None, "the run ended while the killed camera's loop should still wait for it"
         child.send_signal(signal.SIGINT)
-        output, _ = child.communicate(timeout=60)
+        child.wait(timeout=60)
+        output.thread.join(10)
     finally:
         writer.kill()
         if child.poll() is None:
             child.kill()
-    assert child.returncode == 0 and "Traceback" not in output, output[-3000:]
+    printed = "".join(output.lines)
+    assert child.returncode == 0 and "Traceback" not in printed, printed[-3000:]
     assert time.monotonic() - killed_at > 1.0
     for name in ("front", "side", "wrist"):
         metrics = json.loads((out / name / "metrics.json").read_text())
@@ -225,6 +275,17 @@ def test_three_cameras_one_cut_one_killed_each_keeps_its_own_outputs(small_expor
     network = json.loads((out / "network.json").read_text())
     assert set(network["lanes"]) == {"front", "side", "wrist"} and network["lanes"]["wrist"]["passes"] >= 1
     assert all(lane["max_wait_passes"] <= 3 + 1 for lane in network["lanes"].values()), network  # + a scene cut's turn
+    # the browser view: a tile per camera, each message that camera's own depth (its PNG for that frame)
+    assert {h["camera"] for h, _ in messages} == {"front", "side", "wrist"}
+    assert all(h["cameras"] == ["front", "side", "wrist"] for h, _ in messages)
+    compared = 0
+    for h, png in messages:
+        if png:
+            shown = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+            written = cv2.imread(str(out / h["camera"] / "depth" / f"{h['frame']}.png"), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(shown, written, err_msg=f"{h['camera']} {h['frame']}")
+            compared += 1
+    assert compared >= 3
 
 
 def test_open_cameras_gives_each_camera_the_depth_it_gets_alone(small_export_fp32):
