@@ -330,3 +330,26 @@ def test_open_cameras_gives_each_camera_the_depth_it_gets_alone(small_export_fp3
                     depth[name] = out.depth
             time.sleep(0.02)
     assert set(depth) == {"a", "b"} and not np.array_equal(depth["a"], depth["b"])
+
+
+def test_a_cut_camera_goes_first_then_the_oldest_depth(small_export_fp32):
+    """The scheduling rule on a queue of three waiting cameras: the one whose view was cut first, then the one whose
+    last pass began longest ago (a camera never served before any served one), then by when they asked."""
+    from smoothdino.edge.shared_network import _Request
+
+    rgb = scene_frames(1, seed=1)[0]
+    with SharedNetwork(lambda: DepthPipeline.from_folder(small_export_fp32, backend="onnxruntime", threads=1)) as net:
+        a, b, c, d = (net.lane(n) for n in "abcd")
+        a.last_served, b.last_served, c.last_served = 10.0, 5.0, 7.0  # d never served
+        with net._lock:  # the worker waits for requests: nothing is queued until this block ends
+            net._queue = [_Request(lane, "step", rgb, asked=float(i)) for i, lane in enumerate((a, b, c, d))]
+            order = [net._take()[0].lane.name for _ in range(4)]
+            assert order == ["d", "b", "c", "a"]
+            net._queue = [_Request(lane, "step", rgb, asked=float(i)) for i, lane in enumerate((a, b, c))]
+            a.hurry()
+            assert [net._take()[0].lane.name for _ in range(3)] == ["a", "b", "c"]
+            a.hurried = False  # (served: _serve clears it)
+            net.batch = 2
+            net._queue = [_Request(lane, "step", rgb, asked=float(i)) for i, lane in enumerate((a, b, c))]
+            assert [r.lane.name for r in net._take()] == ["b", "c"]  # a batch: the two oldest
+            net._queue.clear()
