@@ -172,6 +172,7 @@ class DeviceTensor:
                 raise ValueError(f"a {self.shape} view at byte {offset} overruns a {base.shape} buffer")
             self.allocation = None
         self._host = None  # page-locked mirror, allocated on the first to_host()
+        self._views: dict[tuple, DeviceTensor] = {}  # made once, reused every pass (with their staging buffers)
 
     @property
     def ptr(self) -> int:
@@ -183,17 +184,23 @@ class DeviceTensor:
 
     def view(self, shape: tuple[int, ...]) -> "DeviceTensor":
         """The first bytes of this buffer as a tensor of `shape` (a batch engine's output of a smaller batch)."""
-        if tuple(shape) == self.shape:
+        shape = tuple(int(d) for d in shape)
+        if shape == self.shape:
             return self
-        return DeviceTensor(shape, self.dtype, base=self, offset=0)
+        if ("view", shape) not in self._views:
+            self._views[("view", shape)] = DeviceTensor(shape, self.dtype, base=self, offset=0)
+        return self._views[("view", shape)]
 
     def __getitem__(self, index: slice) -> "DeviceTensor":
         """Items start..stop of the first axis, as a view (what numpy's a[i:i+1] gives)."""
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError("a DeviceTensor slices its first axis only: tensor[start:stop]")
         start, stop, _ = index.indices(self.shape[0])
-        item = self.nbytes // max(self.shape[0], 1)
-        return DeviceTensor((max(stop - start, 0),) + self.shape[1:], self.dtype, base=self, offset=start * item)
+        if ("slice", start, stop) not in self._views:
+            item = self.nbytes // max(self.shape[0], 1)
+            self._views[("slice", start, stop)] = DeviceTensor((max(stop - start, 0),) + self.shape[1:], self.dtype,
+                                                               base=self, offset=start * item)
+        return self._views[("slice", start, stop)]
 
     def copy_from(self, source: "DeviceTensor") -> None:
         """Device to device, queued on the shared stream (same shape and dtype)."""
