@@ -28,6 +28,12 @@ class CameraSpec:
     intrinsics: str | None = None  # fx,fy,cx,cy of its frames, or None
 
 
+def optical_frame(name: str) -> str:
+    """A camera's frame_id in the Foxglove channels and ROS 2 topics of a run with several cameras (REP 103's
+    camera optical frame: z forward, x right, y down)."""
+    return f"{name}_optical_frame"
+
+
 def default_name(source: str, index: int) -> str:
     """A camera's name from its source (see the module's docstring)."""
     spec = source.strip()

@@ -9,7 +9,8 @@ the others and the network go on.
 
 Outputs per camera, named after it (edge.cameras): `<out>/<camera>/` (depth PNGs, metrics), `<record>-<camera>.mp4`,
 its tile in the browser view; `<out>/network.json` has the shared network's figures (passes a second, mean queue,
-each camera's passes and waits)."""
+each camera's passes and waits). One Foxglove server and `--record x.mcap` for the run, each camera's channels under
+`/<camera>/`; one ROS 2 node, each camera's topics under `<namespace>/<camera>/` and one /tf (_SharedSinks)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from smoothdino.core.console import adapter_state, console, random_weights_notice, untrained_adapter_notice
-from smoothdino.core.errors import UserError
 from smoothdino.core.files import atomic_write_text
 from smoothdino.core.signals import termination_as_interrupt
 from smoothdino.edge.asynchronous import AsyncPipeline
@@ -33,10 +33,11 @@ from smoothdino.edge.shared_network import SharedNetwork
 from smoothdino.edge.sinks import WindowSink, side_by_side
 from smoothdino.edge.sinks.view import overlay_lines
 from smoothdino.edge.sources import open_source
+from smoothdino.edge.sources.intrinsics import IntrinsicsChoice
 from smoothdino.edge.sources.factory import is_synthetic, synthetic_source
 from smoothdino.edge.web import parse_serve, serve_view
 
-from .robotics import RobotOptions, choose_carry
+from .robotics import RobotOptions, choose_carry, live_address, live_sink, ros2_publisher
 
 WINDOW_POLL_S = 0.03  # the main thread's window refresh (and how soon it sees a camera end)
 
@@ -90,12 +91,9 @@ def check_cameras(sources: list[str], names: list[str], intrinsics: list[str], o
         if is_synthetic(camera.source):
             synthetic_source(camera.source, options.max_frames)
         RobotOptions(intrinsics=camera.intrinsics)  # a bad fx,fy,cx,cy
-    if options.foxglove is not None or (options.record is not None and options.record.suffix.lower() == ".mcap"):
-        raise UserError("--foxglove and --record .mcap take one camera for now; with several --source, use --serve "
-                        "(a tile per camera) or --record .mp4 (a video per camera)")
+    live_address(options.foxglove)
     if options.ros2 is not None:
-        raise UserError("--ros2 takes one camera for now; with several --source, run one `live --ros2` per camera "
-                        "or use --serve")
+        options.ros2.check()
     if options.out is not None:
         for camera in cameras:
             claim_live_folder(Path(options.out) / camera.name, options.overwrite)
@@ -121,10 +119,11 @@ def live_cameras(open_pipeline: Callable[[], FramePipeline], options, sources: l
         console.print(f"live: {network.batch} frame{'s' if network.batch > 1 else ''} a network pass ({why})")
         opened: list[_Camera] = []
         with serve_view(parse_serve(options.serve), snapshots=options.snapshots, depth_range=options.depth_range,
-                        random_weights=network.pipeline.random_weights, intrinsics=None) as web:
+                        random_weights=network.pipeline.random_weights, intrinsics=None) as web, \
+                _SharedSinks(options, cameras, network.pipeline.random_weights) as shared:
             try:
                 for spec in cameras:
-                    opened.append(_open_camera(spec, network, options, web, stop, len(cameras)))
+                    opened.append(_open_camera(spec, network, options, web, stop, len(cameras), shared))
             except BaseException:
                 _close_opened(opened)
                 raise
@@ -133,6 +132,7 @@ def live_cameras(open_pipeline: Callable[[], FramePipeline], options, sources: l
                                       for c in opened) + "  (Ctrl-C to stop)", soft_wrap=True)
             if web is not None:
                 console.print(f"live: browser view -> {web.announce}", soft_wrap=True)
+            shared.announce()
             _run(opened, options, network.pipeline.random_weights, stop)
         summary = network.summary()
     if options.out is not None:
@@ -146,13 +146,15 @@ def live_cameras(open_pipeline: Callable[[], FramePipeline], options, sources: l
                   f"{summary['mean_queue']:.2f}; " + ", ".join(
                       f"{name} {lane['passes']} (max wait {lane['max_wait_ms']:.0f} ms)"
                       for name, lane in summary["lanes"].items()), soft_wrap=True)
+    for line in shared.summaries():
+        console.print(f"live: {line}", soft_wrap=True, markup=False)
     if errors:
         raise errors[0]
     return [c.report for c in opened]
 
 
 def _open_camera(spec: CameraSpec, network: SharedNetwork, options, web, stop: threading.Event,
-                 count: int) -> _Camera:
+                 count: int, shared: _SharedSinks) -> _Camera:
     robot = RobotOptions(intrinsics=spec.intrinsics, cloud_stride=options.robot.cloud_stride)
     carry, policy, intrinsics = choose_carry(options.carry, spec.name, robot, options.keyframes,
                                              carries=options.asynchronous or None)
@@ -166,16 +168,64 @@ def _open_camera(spec: CameraSpec, network: SharedNetwork, options, web, stop: t
         raise
     view = _LatestView(network.pipeline.random_weights, options.depth_range)
     sinks = [view] + ([web.stream(source, camera=spec.name, intrinsics=robot.explicit)] if web is not None else [])
+    sinks += shared.streams(spec.name, IntrinsicsChoice(robot.explicit, spec.name))
     outputs = StreamOutputs(folder=Path(options.out) / spec.name if options.out else None,
-                            video=camera_path(options.record, spec.name) if options.record else None,
+                            video=camera_path(options.record, spec.name) if options.record and not shared.mcap else None,
                             window=False, resume=False, sinks=sinks, snapshots=options.snapshots,
                             depth_range=options.depth_range)
     run_info = {"pipeline": network.pipeline.description, "random_weights": network.pipeline.random_weights,
                 "camera": spec.name, "cameras": count, "network": "shared",
-                **adapter_state(network.pipeline.weights), **fusion_info(fusion)}
+                **adapter_state(network.pipeline.weights), **shared.run_info(spec.name), **fusion_info(fusion)}
     camera = _Camera(spec, pipeline, source, outputs, run_info, policy, carry, intrinsics, fusion)
     camera.view = view
     return camera
+
+
+class _SharedSinks:
+    """The run's one Foxglove sink (`--foxglove` and/or `--record x.mcap`: one server, one recording) and one ROS 2
+    publisher (`--ros2`: one node), opened before the cameras, each camera a stream of them (its own channels or
+    topics, mailbox and drops); closed after every camera's loop has ended (each closed its streams then)."""
+
+    def __init__(self, options, cameras: list[CameraSpec], random_weights: bool):
+        self.mcap = options.record is not None and options.record.suffix.lower() == ".mcap"
+        self.record = options.record if self.mcap else None
+        self.viewer = None
+        self.ros2 = ros2_publisher(options.ros2, options.robot, live=True, cameras=tuple(c.name for c in cameras))
+        try:
+            self.viewer = live_sink(live_address(options.foxglove), self.record, options.robot, random_weights,
+                                    per_camera=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def announce(self) -> None:
+        if self.viewer is not None and self.viewer.url:
+            console.print(f"live: Foxglove -> open connection {self.viewer.url} (each camera's channels under "
+                          f"/<camera>/)", soft_wrap=True)
+
+    def streams(self, camera: str, intrinsics: IntrinsicsChoice) -> list:
+        return [shared.stream(camera, intrinsics) for shared in (self.viewer, self.ros2) if shared is not None]
+
+    def run_info(self, camera: str) -> dict:
+        return self.ros2.streams[camera].run_info() if self.ros2 is not None and camera in self.ros2.streams else {}
+
+    def summaries(self) -> list[str]:
+        return ([self.viewer.summary() + (f", recording {self.record}" if self.record else "")] if self.viewer else []) \
+            + ([self.ros2.summary()] if self.ros2 else [])
+
+    def close(self) -> None:
+        try:
+            if self.viewer is not None:
+                self.viewer.close()
+        finally:
+            if self.ros2 is not None:
+                self.ros2.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _close_opened(opened: list[_Camera]) -> None:

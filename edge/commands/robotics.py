@@ -152,20 +152,24 @@ def live_address(foxglove: str | None) -> tuple[str, int] | None:
     return parse_address(foxglove) if foxglove is not None else None
 
 
-def live_sink(address: tuple[str, int] | None, record: Path | None, options: RobotOptions, random_weights: bool):
+def live_sink(address: tuple[str, int] | None, record: Path | None, options: RobotOptions, random_weights: bool,
+              per_camera: bool = False):
     """`live --foxglove [HOST:]PORT` and/or `--record run.mcap`: one FoxgloveSink serving and recording the same
-    channels; None when neither was asked for."""
+    channels; None when neither was asked for. `per_camera` (several --source): one server and one recording for
+    the run, each camera's channels from `sink.stream(camera, intrinsics)`."""
     if address is None and record is None:
         return None
     from smoothdino.edge.sinks.foxglove import FoxgloveSink
 
     return FoxgloveSink(address, record, intrinsics=IntrinsicsChoice(options.explicit, "live"),
-                        cloud_stride=options.cloud_stride, random_weights=random_weights)
+                        cloud_stride=options.cloud_stride, random_weights=random_weights, per_camera=per_camera)
 
 
-def ros2_publisher(ros2, options: RobotOptions, live: bool):
+def ros2_publisher(ros2, options: RobotOptions, live: bool, cameras: tuple[str, ...] = ()):
     """`--ros2 [dds|zenoh]`: the run's ROS 2 publisher (edge.ros2), None when not asked for. Opened before the
-    first frame, so a bad endpoint or a DDS that cannot start is one line before any work."""
+    first frame, so a bad endpoint or a DDS that cannot start is one line before any work. `cameras` (several
+    --source): one node with each camera's topics under `<namespace>/<camera>/`, each camera's frames through
+    `publisher.stream(camera, intrinsics)`."""
     if ros2 is None:
         return None
     from smoothdino.edge.ros2 import Ros2Publisher
@@ -173,7 +177,7 @@ def ros2_publisher(ros2, options: RobotOptions, live: bool):
     publisher = Ros2Publisher(ros2.transport, namespace=ros2.namespace, domain=ros2.domain, connect=ros2.connect,
                               distro=ros2.distro, color=ros2.color, node=ros2.node,
                               intrinsics=IntrinsicsChoice(options.explicit, "ros2"), cloud_stride=options.cloud_stride,
-                              live=live)
+                              live=live, cameras=tuple(cameras))
     console.print(f"{'live' if live else 'process'}: ROS 2 ({publisher.transport.status()}, {publisher.graph.distro}) "
                   f"-> node {publisher.graph.namespace.rstrip('/')}/{publisher.graph.node}: "
                   + ", ".join(publisher.topics), soft_wrap=True)

@@ -7,6 +7,12 @@
     color    sensor_msgs/Image rgb8, the input frame (on request)
     tf       tf2_msgs/TFMessage: the camera in its keyframe's frame (ros_messages.camera_transform: the identity
              on a keyframe, the pose carry's motion between them, nothing where the motion is unknown)
+
+With several cameras (a snapshot's `camera`), the keys are the camera's (`front/depth`, topics.camera_key) and /tf
+turns the other way round so that the cameras make one tree: parent the camera's optical frame
+(`<camera>_optical_frame`, which the robot hangs under its base), child `<camera>_keyframe`, the keyframe's camera
+seen from the camera now (the inverse of the camera in its keyframe). tf allows one parent a frame, so the optical
+frame cannot be a child of both the robot's base and its keyframe.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from smoothdino.edge.carry import CameraPose
 from smoothdino.edge.sources.intrinsics import Intrinsics
 
 from smoothdino.edge.sinks.pointcloud import depth_to_points
-from .topics import Graph
+from .topics import Graph, camera_key
 from smoothdino.edge.sinks.ros_messages import (
     TF_MESSAGE,
     camera_info_fields,
@@ -44,6 +50,25 @@ class FrameSnapshot:
     intrinsics: Intrinsics  # at the depth's size
     distortion: tuple[str, np.ndarray]  # CameraInfo's distortion_model and d
     transform: Transform | None = None  # the camera in its keyframe's frame (ros_messages.camera_transform)
+    camera: str | None = None  # several cameras: whose frame it is (its topics' keys, /tf's direction)
+
+
+def camera_keyframe_frame_id(camera: str) -> str:
+    """With several cameras: the frame of a camera's last keyframe, a child of its optical frame on /tf."""
+    return f"{camera}_keyframe"
+
+
+def inverse(transform: Transform) -> Transform:
+    """The inverse rigid transform: (R, t) -> (R^T, -R^T t), the quaternion conjugated."""
+    (x, y, z), (qx, qy, qz, qw) = transform
+    q = np.array([qx, qy, qz, qw], np.float64)
+    q /= np.linalg.norm(q)
+    qx, qy, qz, qw = q
+    rotation = np.array([[1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
+                         [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
+                         [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)]])
+    t = -rotation.T @ np.array([x, y, z], np.float64)
+    return tuple(float(v) + 0.0 for v in t), tuple(float(v) + 0.0 for v in (-qx, -qy, -qz, qw))
 
 
 def camera_pose(camera_in_keyframe: np.ndarray) -> CameraPose:
@@ -90,17 +115,18 @@ class MessageBuilder:
         t = self.types
         header = self._header(snap.stamp_ns, snap.frame_id)
         height, width = snap.depth.shape[:2]
-        out = {"depth": self._cdr(t["sensor_msgs/msg/Image"](header=header, **depth_image_fields(snap.depth)))}
+        key = lambda name: camera_key(snap.camera, name)  # noqa: E731 - `depth`, or `front/depth` of several
+        out = {key("depth"): self._cdr(t["sensor_msgs/msg/Image"](header=header, **depth_image_fields(snap.depth)))}
         roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-        out["info"] = self._cdr(t["sensor_msgs/msg/CameraInfo"](
+        out[key("info")] = self._cdr(t["sensor_msgs/msg/CameraInfo"](
             header=header, roi=roi, **camera_info_fields(snap.intrinsics, height, width, *snap.distortion)))
         cloud = depth_to_points(snap.depth, snap.intrinsics, self.cloud_stride, snap.rgb)
         fields = [t["sensor_msgs/msg/PointField"](**f) for f in point_fields()]
-        out["points"] = self._cdr(t["sensor_msgs/msg/PointCloud2"](header=header, fields=fields,
-                                                                   **pointcloud2_fields(cloud)))
-        if "color" in self.keys and snap.rgb is not None:
+        out[key("points")] = self._cdr(t["sensor_msgs/msg/PointCloud2"](header=header, fields=fields,
+                                                                        **pointcloud2_fields(cloud)))
+        if key("color") in self.keys and snap.rgb is not None:
             rgb = np.ascontiguousarray(snap.rgb, np.uint8)
-            out["color"] = self._cdr(t["sensor_msgs/msg/Image"](
+            out[key("color")] = self._cdr(t["sensor_msgs/msg/Image"](
                 header=header, height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
                 data=rgb.reshape(-1)))
         if "tf" in self.keys and snap.transform is not None:
@@ -109,11 +135,14 @@ class MessageBuilder:
 
     def _transform(self, snap: FrameSnapshot):
         """The camera in its keyframe's frame, as the bag writer writes it: parent `<frame_id>_keyframe`, child
-        `<frame_id>`."""
+        `<frame_id>`. Of one of several cameras: parent its frame_id, child `<camera>_keyframe`, the inverse."""
         t = self.types
-        (x, y, z), (qx, qy, qz, qw) = snap.transform
+        if snap.camera is None:
+            parent, child, motion = keyframe_frame_id(snap.frame_id), snap.frame_id, snap.transform
+        else:
+            parent, child, motion = snap.frame_id, camera_keyframe_frame_id(snap.camera), inverse(snap.transform)
+        (x, y, z), (qx, qy, qz, qw) = motion
         transform = t["geometry_msgs/msg/Transform"](translation=t["geometry_msgs/msg/Vector3"](x=x, y=y, z=z),
                                                      rotation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
         return t["geometry_msgs/msg/TransformStamped"](
-            header=self._header(snap.stamp_ns, keyframe_frame_id(snap.frame_id)), child_frame_id=snap.frame_id,
-            transform=transform)
+            header=self._header(snap.stamp_ns, parent), child_frame_id=child, transform=transform)

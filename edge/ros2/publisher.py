@@ -13,10 +13,18 @@ most one frame behind. A failing publish is said once and counted; the loop goes
             Ros2Publisher("dds", namespace="/front", intrinsics=(fx, fy, cx, cy)) as ros:
         out = model.step(frame)
         ros.publish(out, rgb=cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))   # depth, camera_info, points (+ /tf)
+
+Several cameras (`live --source A --source B`): one publisher, so one node and one DDS participant or Zenoh
+session, opened with `cameras=(names)`: each camera's topics are under `<namespace>/<camera>/`, its frame_id
+`<camera>_optical_frame`, and `stream(camera)` is its FrameSink, written from that camera's thread: a mailbox and a
+publisher thread of its own (drops counted per camera), the transport's sends one at a time. /tf, one for all: each
+camera's `<camera>_keyframe` a child of its optical frame (payloads.py); the robot supplies its base -> each
+optical frame (its URDF or a static_transform_publisher), which makes the cameras one tree.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +40,7 @@ from smoothdino.edge.sources.intrinsics import Intrinsics, IntrinsicsChoice, Int
 from .payloads import FrameSnapshot, MessageBuilder, Transform, camera_pose, ros_time_ns
 from .topics import DEFAULT_NODE, TRANSPORTS, Graph
 from smoothdino.edge.sinks.ros_messages import camera_transform, source_distortion
+from smoothdino.edge.cameras import optical_frame
 
 DEFAULT_FRAME_ID = "camera"  # as the bag and Foxglove outputs stamp frames without a frame_id of their own
 CLOSE_WAIT_S = 5.0  # close() waits this long for the last frame's publish, then leaves it (never hangs the exit)
@@ -48,6 +57,7 @@ class Ros2Options:
     distro: str | None = None  # humble, jazzy, kilted, rolling (default ROS_DISTRO, else jazzy)
     color: bool = False  # also color/image
     node: str = DEFAULT_NODE
+    cameras: tuple[str, ...] = ()  # several cameras: each one's topics under <namespace>/<camera>/
 
     def check(self) -> Graph:
         from .zenoh import check_endpoint
@@ -61,7 +71,8 @@ class Ros2Options:
                 raise UserError(f"--ros2-connect {self.connect}: the router endpoint is for --ros2 zenoh; DDS finds "
                                 "its peers itself (CYCLONEDDS_URI sets interfaces and peers)")
             self.connect = check_endpoint(self.connect)
-        graph = Graph.of(self.namespace, node=self.node, domain=self.domain, distro=self.distro, color=self.color)
+        graph = Graph.of(self.namespace, node=self.node, domain=self.domain, distro=self.distro, color=self.color,
+                         cameras=tuple(self.cameras))
         if word == "zenoh" and not graph.has_type_hashes:
             raise UserError("--ros2 zenoh on Humble: Humble's rmw_zenoh keys carry no type hash and are not spoken "
                             "here; use --ros2 dds (or --ros2-distro jazzy or later)")
@@ -93,12 +104,12 @@ class Ros2Publisher:
     def __init__(self, transport="dds", *, namespace: str = "", domain: int | None = None, connect: str | None = None,
                  distro: str | None = None, color: bool = False, node: str = DEFAULT_NODE,
                  intrinsics: IntrinsicsChoice | Intrinsics | Sequence[float] | None = None, cloud_stride: int = 4,
-                 frame_id: str = DEFAULT_FRAME_ID, live: bool = True):
+                 frame_id: str = DEFAULT_FRAME_ID, live: bool = True, cameras: Sequence[str] = ()):
         self.intrinsics, self._own_intrinsics = _camera(intrinsics)
         self.frame_id = frame_id
         self.live = live
         if isinstance(transport, str):
-            self.options = Ros2Options(transport, domain, namespace, connect, distro, color, node)
+            self.options = Ros2Options(transport, domain, namespace, connect, distro, color, node, tuple(cameras))
             self.graph = self.options.check()
             self.transport = self._open(self.graph, self.options)
         else:  # a transport object of your own: publish(payloads), status(), close(), and its `graph`
@@ -111,6 +122,8 @@ class Ros2Publisher:
                        "failed": 0}
         self.publish_seconds = 0.0
         self._error: str | None = None
+        self._send = threading.Lock()  # the transport sends one frame at a time (several cameras' threads)
+        self.streams: dict[str, CameraStream] = {}
         self._mailbox: Mailbox[FrameSnapshot] = Mailbox(self._publish_one, "ros2-publisher")
 
     @staticmethod
@@ -146,6 +159,9 @@ class Ros2Publisher:
         self._write(frame, depth, camera_transform(result), self.intrinsics)
 
     def _write(self, frame: Frame, depth: np.ndarray, transform: Transform | None, intrinsics: IntrinsicsChoice) -> None:
+        if self.graph.cameras:
+            raise RuntimeError("this Ros2Publisher has several cameras: publish each one's frames through "
+                               "stream(camera)")
         height, width = depth.shape[:2]
         meta = frame.meta if self._own_intrinsics is None else {**frame.meta, "intrinsics": self._own_intrinsics}
         k = intrinsics.for_frame(meta, height, width)
@@ -185,15 +201,24 @@ class Ros2Publisher:
 
     # -- the publisher thread ------------------------------------------------------------------------------------
 
-    def _publish_one(self, snapshot: FrameSnapshot) -> None:
+    def _publish_one(self, snapshot: FrameSnapshot, counts: dict | None = None) -> None:
+        """Build the frame's messages (on the calling publisher thread) and send them (one thread at a time);
+        `counts`: a camera stream's, counted besides the publisher's."""
         start = time.perf_counter()
         try:
-            self.transport.publish(self.builder.build(snapshot))
-            self.counts["published"] += 1
+            payloads = self.builder.build(snapshot)
+            with self._send:
+                self.transport.publish(payloads)
+                self.counts["published"] += 1
+            if counts is not None:
+                counts["published"] += 1
         except Exception as err:  # noqa: BLE001 - ROS trouble must never end the depth loop
-            self.counts["failed"] += 1
-            if self._error is None:
-                self._error = f"{type(err).__name__}: {err}"
+            with self._send:
+                self.counts["failed"] += 1
+                first, self._error = self._error is None, self._error or f"{type(err).__name__}: {err}"
+            if counts is not None:
+                counts["failed"] += 1
+            if first:
                 notice(f"ros2: publishing failed ({self._error}); the depth loop goes on")
         self.publish_seconds += time.perf_counter() - start
 
@@ -206,10 +231,25 @@ class Ros2Publisher:
         stream's camera: closing it publishes the stream's last frame and keeps the publisher open for the next."""
         return _SequenceSink(self, intrinsics or self.intrinsics)
 
+    def stream(self, camera: str, intrinsics: IntrinsicsChoice | None = None) -> CameraStream:
+        """Camera `camera`'s FrameSink (the publisher opened with it in `cameras`): its topics under
+        `<namespace>/<camera>/`, frame_id `<camera>_optical_frame`, its intrinsics; written from its thread."""
+        if camera not in self.graph.cameras:
+            raise ValueError(f"ros2: camera {camera!r} is not one of this publisher's ({', '.join(self.graph.cameras)})"
+                             if self.graph.cameras else "ros2: open the publisher with cameras=(...) for streams")
+        if camera in self.streams:
+            raise ValueError(f"ros2: camera {camera!r} has a stream already")
+        stream = CameraStream(self, camera, intrinsics or self.intrinsics)
+        self.streams[camera] = stream
+        return stream
+
     def summary(self) -> str:
         return (f"ros2 {self.transport.name}: {self.published} frames published to {self.graph.namespace}"
                 + (f", {self.dropped} dropped (the publisher was still busy)" if self.dropped else "")
-                + (f", {self.failed} failed ({self._error})" if self.failed else ""))
+                + (f", {self.failed} failed ({self._error})" if self.failed else "")
+                + (" (" + ", ".join(f"{name} {s.counts['published']}" + (f"/{s.counts['dropped']} dropped"
+                                                                            if s.counts["dropped"] else "")
+                                    for name, s in self.streams.items()) + ")" if self.streams else ""))
 
     def run_info(self) -> dict:
         """For a run's run_info (metrics.json's "run"): the counts dict itself, so the file written when the stream
@@ -218,10 +258,13 @@ class Ros2Publisher:
         return {"ros2": self.counts}
 
     def close(self) -> None:
-        """Publish the frame left in the mailbox, then leave the ROS graph. Safe to call twice."""
+        """Publish the frame left in the mailbox (each camera stream's too), then leave the ROS graph. Safe to call
+        twice."""
+        for stream in list(self.streams.values()):
+            stream.close()
         if not self._mailbox.close():
             return
-        if not self._mailbox.join(CLOSE_WAIT_S):
+        if not self._mailbox.join(CLOSE_WAIT_S) or not all(s.ended for s in self.streams.values()):
             notice(f"ros2: the last frame was still being published after {CLOSE_WAIT_S:g} s; not waiting for it")
             return
         self.transport.close()
@@ -243,3 +286,45 @@ class _SequenceSink:
 
     def close(self) -> None:
         self.publisher.flush()
+
+
+class CameraStream:
+    """One camera's FrameSink on a shared Ros2Publisher (Ros2Publisher.stream): `write` is called from that camera's
+    thread and never waits (a latest-wins mailbox and publisher thread of its own; `counts` are this camera's).
+    Closing it publishes its last frame; the node stays for the other cameras until the publisher closes."""
+
+    def __init__(self, publisher: Ros2Publisher, camera: str, intrinsics: IntrinsicsChoice):
+        self.publisher, self.camera, self.intrinsics = publisher, camera, intrinsics
+        self.frame_id = optical_frame(camera)
+        graph = publisher.graph
+        self.counts = {"transport": publisher.transport.name, "namespace": f"{graph.namespace.rstrip('/')}/{camera}",
+                       "domain": graph.domain, "distro": graph.distro, "published": 0, "dropped": 0, "failed": 0}
+        self._mailbox: Mailbox[FrameSnapshot] = Mailbox(lambda snap: publisher._publish_one(snap, self.counts),
+                                                        f"ros2-{camera}")
+
+    def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
+        height, width = depth.shape[:2]
+        snapshot = FrameSnapshot(depth=depth, rgb=frame.rgb if frame.rgb.shape[:2] == (height, width) else None,
+                                 stamp_ns=ros_time_ns(frame.meta, frame.timestamp, self.publisher.live),
+                                 frame_id=self.frame_id, intrinsics=self.intrinsics.for_frame(frame.meta, height, width),
+                                 distortion=source_distortion(self.intrinsics, frame.meta),
+                                 transform=camera_transform(result), camera=self.camera)
+        if self._mailbox.put(snapshot):
+            self.counts["dropped"] += 1
+            with self.publisher._send:
+                self.publisher.counts["dropped"] += 1
+
+    @property
+    def ended(self) -> bool:
+        return self._mailbox.join(0)
+
+    def run_info(self) -> dict:
+        """For this camera's metrics.json ("run"): its counts (as Ros2Publisher.run_info)."""
+        return {"ros2": self.counts}
+
+    def close(self) -> None:
+        """Publish the frame left in the mailbox and end the thread (within CLOSE_WAIT_S). Safe to call twice."""
+        self._mailbox.close()
+        if not self._mailbox.join(CLOSE_WAIT_S):
+            notice(f"ros2 {self.camera}: the last frame was still being published after {CLOSE_WAIT_S:g} s; "
+                   "not waiting for it")

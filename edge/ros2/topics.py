@@ -3,7 +3,8 @@ types, their DDS names and RIHS01 type hashes), the QoS of each, the ROS domain 
 
 ROS 2's own mappings, which both transports share:
 - a relative topic name resolves under the node's namespace (`depth/image` in `/robot1` is `/robot1/depth/image`);
-  `/tf` is absolute, as tf2 expects it;
+  `/tf` is absolute, as tf2 expects it; several cameras in one run are one node whose topics are each camera's
+  under its name (`front/depth/image` in `/robot1` is `/robot1/front/depth/image`), with one `/tf`;
 - a ROS type `pkg/msg/Name` is the DDS type `pkg::msg::dds_::Name_`, serialized as CDR little-endian (XCDR1);
 - Jazzy and later identify a type by its RIHS01 hash (REP 2016); Humble has none. The hashes and the message
   definitions come from `rosbags`' typestore of the distribution (Humble's `rmw_dds_common/Gid` is 24 bytes,
@@ -77,6 +78,18 @@ def check_namespace(text: str) -> str:
     return "/" + "/".join(tokens)
 
 
+def check_camera(name: str) -> str:
+    """A camera's name is a namespace token of its topics (edge.cameras makes them so)."""
+    if not _TOKEN.fullmatch(name):
+        raise UserError(f"camera name {name!r}: letters, digits and underscores, not starting with a digit")
+    return name
+
+
+def camera_key(camera: str | None, key: str) -> str:
+    """A topic's key in a graph: `depth` with one camera, `front/depth` for camera front of several (/tf: `tf`)."""
+    return key if camera is None or key == "tf" else f"{camera}/{key}"
+
+
 def check_node(name: str) -> str:
     if not _TOKEN.fullmatch(name):
         raise UserError(f"ROS 2 node name {name!r}: letters, digits and underscores, not starting with a digit")
@@ -144,22 +157,29 @@ class Graph:
     domain: int
     distro: str
     topics: tuple[Topic, ...]
+    cameras: tuple[str, ...] = ()  # several cameras: each one's topics under <namespace>/<camera>/
 
     @classmethod
     def of(cls, namespace: str = "", *, node: str = DEFAULT_NODE, domain: int | None = None,
-           distro: str | None = None, color: bool = False, tf: bool = True) -> Graph:
+           distro: str | None = None, color: bool = False, tf: bool = True, cameras: tuple[str, ...] = ()) -> Graph:
         """The node in `namespace` with depth/image, depth/camera_info, depth/points, color/image with `color`,
-        and /tf with `tf` (published for frames whose camera motion is known: keyframes and pose carries)."""
+        and /tf with `tf` (published for frames whose camera motion is known: keyframes and pose carries).
+        `cameras` (several in one run): those topics once per camera under `<namespace>/<camera>/`, keyed
+        `<camera>/<key>` (camera_key), and one /tf for all."""
         ns = check_namespace(namespace)
         prefix = "" if ns == "/" else ns
-        topics = [Topic("depth", f"{prefix}/depth/image", IMAGE, SENSOR_DATA),
-                  Topic("info", f"{prefix}/depth/camera_info", CAMERA_INFO, SENSOR_DATA),
-                  Topic("points", f"{prefix}/depth/points", POINTCLOUD2, SENSOR_DATA)]
-        if color:
-            topics.append(Topic("color", f"{prefix}/color/image", IMAGE, SENSOR_DATA))
+        topics = []
+        for camera in cameras or (None,):
+            where = prefix if camera is None else f"{prefix}/{check_camera(camera)}"
+            topics += [Topic(camera_key(camera, "depth"), f"{where}/depth/image", IMAGE, SENSOR_DATA),
+                       Topic(camera_key(camera, "info"), f"{where}/depth/camera_info", CAMERA_INFO, SENSOR_DATA),
+                       Topic(camera_key(camera, "points"), f"{where}/depth/points", POINTCLOUD2, SENSOR_DATA)]
+            if color:
+                topics.append(Topic(camera_key(camera, "color"), f"{where}/color/image", IMAGE, SENSOR_DATA))
         if tf:
             topics.append(Topic("tf", "/tf", TF_MESSAGE, TF_QOS))
-        return cls(check_node(node), ns, resolve_domain(domain), resolve_distro(distro), tuple(topics))
+        return cls(check_node(node), ns, resolve_domain(domain), resolve_distro(distro), tuple(topics),
+                   tuple(cameras))
 
     @property
     def typestore(self):

@@ -6,7 +6,12 @@ an unpublished frame it replaces is counted as dropped), its thread encodes and 
 server keeps a short per-client backlog that drops its oldest messages when a client reads too slowly. Clients reach
 the SDK's server through a gate (foxglove_gate.py) that bounds what each may hold: connections, the handshake's time
 and size, message size and rate.
-A channel nobody subscribed to (and no recording) costs nothing: its message is not even built."""
+A channel nobody subscribed to (and no recording) costs nothing: its message is not even built.
+
+Several cameras (`live --source A --source B`): one sink, so one server (one gate, one port) and one recording, with
+`per_camera=True`; `stream(camera)` gives each camera its FrameSink, written from that camera's thread, with its own
+channels (`/<camera>` before each of TOPICS: `/front/depth/raw`, ...), its own frame_id (`<camera>_optical_frame`),
+its own mailbox and publisher thread, and its own drops."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from smoothdino.core.errors import UserError
 from smoothdino.core.extras import missing_extra
 from smoothdino.core.files import atomic_path
 from smoothdino.core.mailbox import Mailbox
+from smoothdino.edge.cameras import optical_frame
 from smoothdino.edge.sources.frame import Frame
 from smoothdino.edge.sources.intrinsics import IntrinsicsChoice
 
@@ -36,6 +42,14 @@ CLOSE_NOTICE_S = 10.0  # close() says it is still waiting for the publisher's la
 DEFAULT_BACKLOG = 8  # messages per client the server buffers before it drops the oldest
 TOPICS = {"rgb": "/camera/rgb/compressed", "depth_colour": "/depth/colour/compressed", "depth": "/depth/raw",
           "calibration": "/depth/calibration", "points": "/depth/points", "latency": "/smoothdino/latency"}
+DEFAULT_FRAME_ID = "camera"  # a frame without a frame_id of its own (a bag's), with one camera
+
+
+def camera_topics(camera: str) -> dict[str, str]:
+    """A camera's channels when several share the sink: `/<camera>` before each of TOPICS."""
+    return {key: f"/{camera}{topic}" for key, topic in TOPICS.items()}
+
+
 LATENCY_SCHEMA = {"title": "smoothdino.Latency", "type": "object", "properties": {
     "frame": {"type": "string"}, **{f"{k}_ms": {"type": "number"} for k in ("encoder", "adapter", "decoder", "motion", "total")},
     "fps": {"type": "number"}, "dropped_publishes": {"type": "integer"}, "warning": {"type": "string"},
@@ -74,27 +88,23 @@ class FoxgloveSink:
     """A FrameSink: serve (address) and/or record (an .mcap path) the same channels. Channels, with the
     frame's header stamp and frame_id (a bag's, else now and 'camera'): the RGB frame and the coloured depth
     as JPEG, the raw depth as 32FC1 metres, the camera calibration, a coloured point cloud (every
-    `cloud_stride`-th pixel) and per-stage latency as JSON."""
+    `cloud_stride`-th pixel) and per-stage latency as JSON. `per_camera`: no channels of its own; each camera's
+    come with `stream(camera)`."""
 
     def __init__(self, address: tuple[str, int] | None = None, record: Path | None = None, *,
                  intrinsics: IntrinsicsChoice | None = None, cloud_stride: int = 4, random_weights: bool = False,
                  backlog: int = DEFAULT_BACKLOG, jpeg_quality: int = 85, gate: bool = True,
-                 gate_options: dict | None = None):
-        foxglove, channels, self.messages = _foxglove()
+                 gate_options: dict | None = None, per_camera: bool = False):
+        foxglove, self._channel_kinds, self.messages = _foxglove()
+        self._foxglove_module = foxglove
         self.intrinsics = intrinsics or IntrinsicsChoice()
         self.cloud_stride = max(1, int(cloud_stride))
         self.warning = RANDOM_WEIGHTS_BANNER if random_weights else None
         self.jpeg_quality = jpeg_quality
         self.context = foxglove.Context()
-        meta = {"warning": self.warning} if self.warning else None
-        self.channels = {
-            "rgb": channels.CompressedImageChannel(TOPICS["rgb"], context=self.context, metadata=meta),
-            "depth_colour": channels.CompressedImageChannel(TOPICS["depth_colour"], context=self.context, metadata=meta),
-            "depth": channels.RawImageChannel(TOPICS["depth"], context=self.context, metadata=meta),
-            "calibration": channels.CameraCalibrationChannel(TOPICS["calibration"], context=self.context),
-            "points": channels.PointCloudChannel(TOPICS["points"], context=self.context, metadata=meta),
-            "latency": foxglove.Channel(TOPICS["latency"], schema=LATENCY_SCHEMA, context=self.context),
-        }
+        self.per_camera = per_camera
+        self.channels = None if per_camera else self._make_channels(TOPICS)
+        self.streams: dict[str, CameraStream] = {}
         self.server = None
         self.gate: FoxgloveGate | None = None
         self.url = None
@@ -132,6 +142,27 @@ class FoxgloveSink:
         # the outputs are closed on the mailbox's thread, after the last log: never under a publish, however slow
         self._mailbox: Mailbox[tuple] = Mailbox(self._publish_one, "foxglove-publisher", finish=self._finish)
 
+    def _make_channels(self, topics: dict[str, str]) -> dict:
+        foxglove, channels = self._foxglove_module, self._channel_kinds
+        meta = {"warning": self.warning} if self.warning else None
+        return {
+            "rgb": channels.CompressedImageChannel(topics["rgb"], context=self.context, metadata=meta),
+            "depth_colour": channels.CompressedImageChannel(topics["depth_colour"], context=self.context, metadata=meta),
+            "depth": channels.RawImageChannel(topics["depth"], context=self.context, metadata=meta),
+            "calibration": channels.CameraCalibrationChannel(topics["calibration"], context=self.context),
+            "points": channels.PointCloudChannel(topics["points"], context=self.context, metadata=meta),
+            "latency": foxglove.Channel(topics["latency"], schema=LATENCY_SCHEMA, context=self.context),
+        }
+
+    def stream(self, camera: str, intrinsics: IntrinsicsChoice | None = None) -> CameraStream:
+        """Camera `camera`'s FrameSink on this sink's server and recording: its channels (camera_topics), its
+        frame_id (edge.cameras.optical_frame), its intrinsics. Open every camera's stream before the frames flow."""
+        if camera in self.streams:
+            raise ValueError(f"foxglove: camera {camera!r} has a stream already")
+        stream = CameraStream(self, camera, intrinsics or self.intrinsics)
+        self.streams[camera] = stream
+        return stream
+
     @property
     def port(self) -> int | None:
         """The port clients connect to: the gate's (the SDK's own is private)."""
@@ -140,12 +171,9 @@ class FoxgloveSink:
         return self.server.port if self.server is not None else None
 
     def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
-        timings = dict(result.timings) if result is not None else {}
-        age = {"keyframe": result.keyframe, "age_frames": result.age_frames, "age_ms": result.age_ms,
-               "carry": result.carry, "inliers": result.inliers, "fused": result.fused} if result is not None else {}
-        if result is not None and result.flicker is not None and result.flicker[0] == result.flicker[0]:
-            age.update(flicker=result.flicker[0], flicker_p90=result.flicker[1])
-        self.dropped += self._mailbox.put((frame, depth, timings, age))
+        if self.channels is None:
+            raise RuntimeError("foxglove: a per-camera sink takes frames through stream(camera)")
+        self.dropped += self._mailbox.put(_item(frame, depth, result))
 
     def _publish_one(self, item: tuple) -> None:
         start = time.perf_counter()
@@ -170,11 +198,14 @@ class FoxgloveSink:
 
     def publish(self, frame: Frame, depth: np.ndarray, timings: dict, age: dict | None = None) -> None:
         """Build and log every channel that has a subscriber or a recording (called on the publisher thread)."""
+        self._log(self.channels, self.intrinsics, frame.meta.get("frame_id") or DEFAULT_FRAME_ID, self.dropped,
+                  frame, depth, timings, age)
+
+    def _log(self, ch: dict, intrinsics: IntrinsicsChoice, frame_id: str, dropped: int, frame: Frame,
+             depth: np.ndarray, timings: dict, age: dict | None) -> None:
         m = self.messages
-        ch = self.channels
         stamp_ns = int(frame.meta["stamp_ns"]) if "stamp_ns" in frame.meta else time.time_ns()
         stamp = m.Timestamp(stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000)
-        frame_id = frame.meta.get("frame_id") or "camera"
         height, width = depth.shape[:2]
         if ch["rgb"].has_sinks():
             ch["rgb"].log(m.CompressedImage(timestamp=stamp, frame_id=frame_id, format="jpeg",
@@ -186,7 +217,7 @@ class FoxgloveSink:
             metres = depth_32fc1(depth)
             ch["depth"].log(m.RawImage(timestamp=stamp, frame_id=frame_id, width=width, height=height,
                                        encoding="32FC1", step=width * 4, data=metres.tobytes()))
-        k = self.intrinsics.for_frame(frame.meta, height, width)
+        k = intrinsics.for_frame(frame.meta, height, width)
         if ch["calibration"].has_sinks():
             ch["calibration"].log(m.CameraCalibration(timestamp=stamp, frame_id=frame_id, width=width, height=height,
                                                       distortion_model="plumb_bob", D=[0.0] * 5, K=k.k,
@@ -201,7 +232,7 @@ class FoxgloveSink:
                                           fields=fields, data=cloud.packed(alpha=255).tobytes()))
         if ch["latency"].has_sinks():
             row = {"frame": frame.name, **{f"{k}_ms": v * 1000.0 for k, v in timings.items()},
-                   "dropped_publishes": self.dropped, **(age or {})}
+                   "dropped_publishes": dropped, **(age or {})}
             if timings.get("total"):
                 row["fps"] = 1.0 / timings["total"]
             if self.warning:
@@ -228,7 +259,18 @@ class FoxgloveSink:
                 if stopper.is_alive():
                     notice(f"foxglove: a viewer did not answer the close within {STOP_WAIT_S:g} s; not waiting for it")
 
+    def summary(self) -> str:
+        """The end-of-run words: frames published and dropped (per camera with several)."""
+        if not self.per_camera:
+            return f"foxglove: {self.published} frames published, {self.dropped} dropped for the viewer"
+        published = sum(s.published for s in self.streams.values())
+        dropped = sum(s.dropped for s in self.streams.values())
+        return (f"foxglove: {published} frames published, {dropped} dropped for the viewer ("
+                + ", ".join(f"{name} {s.published}/{s.dropped}" for name, s in self.streams.items()) + ")")
+
     def close(self) -> None:
+        for stream in list(self.streams.values()):  # every camera's last frame, before the recording closes
+            stream.close()
         if not self._mailbox.close():
             return
         # the publisher sends the frame left in the mailbox, then closes the recording and the server itself
@@ -238,3 +280,54 @@ class FoxgloveSink:
             self._mailbox.join()
         if self._close_error is not None:
             raise self._close_error
+
+
+def _item(frame: Frame, depth: np.ndarray, result) -> tuple:
+    """What the publisher thread needs of one frame, taken on the loop's thread."""
+    timings = dict(result.timings) if result is not None else {}
+    age = {"keyframe": result.keyframe, "age_frames": result.age_frames, "age_ms": result.age_ms,
+           "carry": result.carry, "inliers": result.inliers, "fused": result.fused} if result is not None else {}
+    if result is not None and result.flicker is not None and result.flicker[0] == result.flicker[0]:
+        age.update(flicker=result.flicker[0], flicker_p90=result.flicker[1])
+    return frame, depth, timings, age
+
+
+class CameraStream:
+    """One camera's FrameSink on a shared FoxgloveSink (FoxgloveSink.stream): `write` is called from that camera's
+    thread and never waits (a latest-wins mailbox of its own; a frame replaced before its publisher thread took it
+    is counted in `dropped`, this camera's). Closing it publishes its last frame; the sink's server and recording
+    stay open for the other cameras until the sink itself closes."""
+
+    def __init__(self, sink: FoxgloveSink, camera: str, intrinsics: IntrinsicsChoice):
+        self.sink, self.camera, self.intrinsics = sink, camera, intrinsics
+        self.topics = camera_topics(camera)
+        self.frame_id = optical_frame(camera)
+        self.channels = sink._make_channels(self.topics)
+        self.published = 0
+        self.dropped = 0
+        self.publish_seconds = 0.0
+        self._error: str | None = None
+        self._mailbox: Mailbox[tuple] = Mailbox(self._publish_one, f"foxglove-{camera}")
+
+    def write(self, frame: Frame, depth: np.ndarray, result, canvas) -> None:
+        self.dropped += self._mailbox.put(_item(frame, depth, result))
+
+    def _publish_one(self, item: tuple) -> None:
+        start = time.perf_counter()
+        try:
+            self.sink._log(self.channels, self.intrinsics, self.frame_id, self.dropped, *item)
+        except Exception as err:  # noqa: BLE001 - a viewer problem must never end the depth loop
+            if self._error is None:
+                self._error = f"{type(err).__name__}: {err}"
+                notice(f"foxglove {self.camera}: publishing failed ({self._error}); the depth loop goes on")
+        self.publish_seconds += time.perf_counter() - start
+        self.published += 1
+
+    def close(self) -> None:
+        """Publish the frame left in the mailbox (waiting for it: the recording must be whole), end the thread.
+        Safe to call twice, from any thread: each call returns once the thread has ended."""
+        self._mailbox.close()
+        if not self._mailbox.join(CLOSE_NOTICE_S):
+            notice(f"foxglove {self.camera}: the last frame is still being published after {CLOSE_NOTICE_S:g} s; "
+                   "waiting for it, so that the recording is whole")
+            self._mailbox.join()
