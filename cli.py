@@ -662,7 +662,7 @@ def inspect(
 @command(RUN, VIEW, ROS2, cls=RayAddressOptional)
 def live(
     engines: Annotated[Path, typer.Option(help="Export folder (manifest.json).")],
-    source: Annotated[list[str], typer.Option(metavar="0|/dev/videoN|csi://N|VIDEO|PIPELINE", help="A camera (index, device, Jetson CSI sensor, rtsp://...), a GStreamer pipeline, or a video file (replayed in real time). Repeat for several cameras on one network: each gets its own keyframes, fusion, metrics and outputs (<out>/<name>/, <record>-<name>.mp4, a tile in --serve), and the network serves the camera whose depth is oldest.")] = ["0"],
+    source: Annotated[list[str], typer.Option(metavar="0|/dev/videoN|csi://N|VIDEO|PIPELINE", help="A camera (index, device, Jetson CSI sensor, rtsp://...), a GStreamer pipeline, or a video file (replayed in real time). Repeat for several cameras on one network: each gets its own keyframes, fusion, metrics and outputs (<out>/<name>/, <record>-<name>.mp4, a tile in --serve, Foxglove channels /<name>/..., ROS 2 topics <namespace>/<name>/... with one /tf), and the network serves the camera whose depth is oldest.")] = ["0"],
     name: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="With several --source: each camera's name, in the same order (default: from the source: a file's stem, video0, csi0). Letters, digits and _.")] = None,
     batch: Annotated[str, typer.Option(metavar="auto|off|N", help="With several --source: frames one network pass may take (an export with --batch N). auto: a batch only where export measured it faster a frame on this machine (on a CPU it usually is not); off: one frame a pass.")] = "auto",
     headless: Annotated[bool, typer.Option(help="No window.")] = False,
