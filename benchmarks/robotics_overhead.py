@@ -18,7 +18,7 @@ Two measurements per frame size, on synthetic moving frames generated before any
 Percentiles are real percentiles (numpy, linear) of the per-frame times. The first frame of every run (first
 write: files opened; first frame of a stream: no phase correlation) is warm-up: reported apart as first_ms,
 left out of the percentiles.
-Results: <out>/robotics_overhead.json and .md.
+Results: <out>/robotics_overhead.json and .md; --record writes benchmarks/results/robotics_overhead.json for the docs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import argparse
 import base64
 import contextlib
 import json
+import os
 import random
 import struct
 import tempfile
@@ -45,6 +46,7 @@ from smoothdino.edge.sinks import json_dumps
 from smoothdino.edge.sources import Frame, SourceStats
 from smoothdino.edge.sources.synthetic import SyntheticScene
 
+from .record import Record, Table, add_record_option, command_line, load_note, write_record
 from .report import markdown_table
 from .ros2_loopback import Child, cyclone_loopback, free_port, zenoh_config
 from .runners import percentiles
@@ -410,42 +412,48 @@ def _export(size: tuple[int, int], out: Path) -> Path:
     return engines
 
 
-def markdown(result: dict) -> str:
-    lines = ["# robot outputs: per-frame cost", "",
-             (f"Synthetic moving frames, point clouds every {result['cloud_stride']}th pixel each way; random weights "
-              "(the depth values do not matter for the cost). Percentiles leave out each run's first frame (warm-up, "
-             "shown as 'first')."), ""]
+INTRO = ("Synthetic moving frames, point clouds every {stride}th pixel each way; random weights (the depth values do "
+         "not matter for the cost). Percentiles leave out each run's first frame (warm-up, shown as 'first').")
 
+
+def tables(result: dict) -> list[Table]:
+    """Per frame size: the sinks' own cost, the ROS 2 publisher per transport, and the loop with each output."""
     def notes(r: dict) -> str:
         return ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
                          if k not in ("per_frame", "frames", "overhead_p50_ms"))
 
+    out = []
     for size, entry in result["sizes"].items():
-        lines += [f"## {size}", "", "Sink cost (ms per frame):", ""]
-        lines += markdown_table(["sink", "p50", "p95", "first", "frames timed", "notes"], [
+        out.append(Table(f"{size}: sink cost, ms per frame", ["sink", "p50", "p95", "first", "frames timed", "notes"], [
             [name, f"{r['per_frame']['p50_ms']:.2f}", f"{r['per_frame']['p95_ms']:.2f}",
              f"{r['per_frame']['first_ms']:.2f}" if "first_ms" in r["per_frame"] else "-",
              r["per_frame"].get("timed_frames", "-"), notes(r)]
-            for name, r in entry["sinks"].items()])
+            for name, r in entry["sinks"].items()]))
         if "ros2" in entry:
-            lines += ["", f"ROS 2 publisher, {result['ros2_seconds']:g} s of frames offered at "
-                          f"{result['ros2_offer_fps']:g}/s, a loopback subscriber in another process (ms per frame, "
-                          "p50 (p95)):", ""]
-            lines += markdown_table(["transport", "build Image+CameraInfo+PointCloud2", "send", "loop-side write",
-                                     "published", "dropped", "received/s"], [
-                [name, f"{r['build']['p50_ms']:.2f} ({r['build']['p95_ms']:.2f})",
-                 f"{r['send']['p50_ms']:.2f} ({r['send']['p95_ms']:.2f})",
-                 f"{r['write']['p50_ms']:.3f} ({r['write']['p95_ms']:.3f})", r["published"], r["dropped"],
-                 f"{r['received_fps']:.1f}"]
-                for name, r in entry["ros2"].items()])
+            out.append(Table(
+                f"{size}: ROS 2 publisher, {result['ros2_seconds']:g} s of frames offered at "
+                f"{result['ros2_offer_fps']:g}/s, a loopback subscriber in another process (ms per frame, p50 (p95))",
+                ["transport", "build Image+CameraInfo+PointCloud2", "send", "loop-side write", "published", "dropped",
+                 "received/s"], [
+                    [name, f"{r['build']['p50_ms']:.2f} ({r['build']['p95_ms']:.2f})",
+                     f"{r['send']['p50_ms']:.2f} ({r['send']['p95_ms']:.2f})",
+                     f"{r['write']['p50_ms']:.3f} ({r['write']['p95_ms']:.3f})", r["published"], r["dropped"],
+                     f"{r['received_fps']:.1f}"]
+                    for name, r in entry["ros2"].items()]))
         if "loop" in entry:
-            lines += ["", f"In the loop ({entry['loop']['pipeline']}), ms per frame:", ""]
-            lines += markdown_table(["run", "p50", "p95", "first", "p50 overhead vs plain", "frames timed", "notes"], [
+            out.append(Table(f"{size}: in the loop ({entry['loop']['pipeline']}), ms per frame",
+                             ["run", "p50", "p95", "first", "p50 overhead vs plain", "frames timed", "notes"], [
                 [name, f"{r['per_frame']['p50_ms']:.1f}", f"{r['per_frame']['p95_ms']:.1f}",
                  f"{r['per_frame']['first_ms']:.1f}", f"{r['overhead_p50_ms']:+.1f}", r["per_frame"]["timed_frames"],
                  notes(r)]
-                for name, r in entry["loop"]["rows"].items()])
-        lines.append("")
+                for name, r in entry["loop"]["rows"].items()]))
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["# robot outputs: per-frame cost", "", INTRO.format(stride=result["cloud_stride"]), ""]
+    for table in tables(result):
+        lines += [table.caption + ":", "", *markdown_table(table.columns, table.rows), ""]
     return "\n".join(lines)
 
 
@@ -462,7 +470,9 @@ def main(argv=None):
     p.add_argument("--no-ros2", action="store_true", help="leave the ROS 2 transports out")
     p.add_argument("--subscribe", nargs=4, metavar=("TRANSPORT", "DOMAIN", "ENDPOINT", "SECONDS"), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=Path("out/benchmarks"))
+    add_record_option(p, "robotics_overhead")
     a = p.parse_args(argv)
+    load_before = os.getloadavg()
     if a.subscribe:  # the loopback subscriber's own process
         transport, domain, endpoint, seconds = a.subscribe
         return subscribe(transport, int(domain), endpoint, float(seconds))
@@ -484,6 +494,14 @@ def main(argv=None):
         atomic_write_text(a.out / "robotics_overhead.json", json_dumps(result))
     atomic_write_text(a.out / "robotics_overhead.md", markdown(result))
     print(markdown(result))
+    if a.record:
+        write_record(Record("robotics_overhead", "What do the robot outputs (ROS 2 bag, PLY, Foxglove, live ROS 2) "
+                            "cost a frame, against the plain run?", tables(result),
+                            notes=[INTRO.format(stride=result["cloud_stride"]),
+                                   "The ROS 2 subscriber runs on the same CPUs as the publisher (loopback, no ROS "
+                                   "install).", load_note(load_before)]),
+                     a.record, command_line("smoothdino.benchmarks.robotics_overhead", argv))
+    return result
 
 
 if __name__ == "__main__":
