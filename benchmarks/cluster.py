@@ -17,7 +17,7 @@ frames, on this machine (`process --ray` on a local instance).
   own time for the chunk; priming = the worker's setup and replay of the frames before the chunk, until its first
   frame; the extra encoder passes that prime the pipeline, at the median encoder time; the export opened once per
   worker, shared by its chunks.
-Results: <out>/cluster.json and cluster.md.
+Results: <out>/cluster.json and cluster.md; --record writes benchmarks/results/cluster.json for the docs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -39,6 +40,7 @@ from smoothdino.edge.keyframes import parse_keyframes
 from smoothdino.edge.pipeline import DepthPipeline
 from smoothdino.edge.sources.synthetic import SyntheticScene, write_sequence
 
+from .record import Record, Table, add_record_option, command_line, load_note, write_record
 from .report import markdown_table
 
 
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--engines", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("out/bench_cluster"))
+    add_record_option(parser, "cluster")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     import ray
 
     size = parse_size(args.size)
@@ -133,13 +137,26 @@ def main(argv: list[str] | None = None) -> dict:
                          "total": round(schedule + prime + extra * encoder_ms + open_ms / per_worker, 1)},
         "frame_ms_one_thread": round(result.wall_seconds * result.workers / frames * 1000.0, 1),
     }
-    table = markdown_table(
-        ["run", "frames/s", "seconds", "one-off (s)"],
+    runs = Table(
+        f"`process` against `process --ray` on a local Ray instance: {frames} synthetic frames at {figures['size']}, "
+        f"vits14+temporal FP16 graphs, ONNX Runtime CPU, --keyframes {policy.label}, median of {args.repeats} "
+        "alternating runs",
+        ["run", "frames/s", "seconds", "one-off (s)", "x one process (throughput)", "x one process (end to end)"],
         [[f"1 process x {args.workers} threads", f"{figures['one_process']['fps']:.2f}", f"{one_seconds:.2f}",
-          f"{opened:.2f} (open)"],
+          f"{opened:.2f} (open)", "1", "1"],
          [f"{result.workers} Ray workers x 1 thread", f"{figures['ray']['fps']:.2f}", f"{result.wall_seconds:.2f}",
-          f"{ray_start:.2f} (Ray) + {result.startup_seconds:.2f} (workers)"]])
+          f"{ray_start:.2f} (Ray) + {result.startup_seconds:.2f} (workers)", f"{figures['throughput_ratio']:.2f}",
+          f"{figures['end_to_end_ratio']:.2f}"]])
+    table = markdown_table(runs.columns, [row[:4] for row in runs.rows])
     c = figures["per_chunk_ms"]
+    overhead = Table(
+        f"What `--ray` adds per chunk, ms (medians over {len(chunks)} chunks of {chunk} frames; "
+        f"{len(result.chunks)} chunks a run)",
+        ["scheduling", "priming (setup + replay)", "encoder passes priming", "their network time",
+         "export opened, once a worker", "its share a chunk", "total a chunk"],
+        [[f"{c['scheduling']:.0f}", f"{c['priming']:.0f}", f"{c['extra_encoder_passes']:.0f}",
+          f"{c['priming_network']:.0f}", f"{c['open_export_per_worker']:.0f}", f"{c['open_export_per_chunk']:.0f}",
+          f"{c['total']:.0f}"]])
     text = ("\n".join(table) + f"\n\nthroughput Ray / one process: **{figures['throughput_ratio']:.2f}x** "
             f"(end to end, one-off costs included: {figures['end_to_end_ratio']:.2f}x); PNGs identical: {identical}\n\n"
             f"per chunk ({len(result.chunks)} chunks of {chunk} frames a run): scheduling {c['scheduling']:.0f} ms, "
@@ -151,6 +168,13 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write_text(args.out / "cluster.md", text)
     print(text)
     shutil.rmtree(work, ignore_errors=True)
+    if args.record:
+        write_record(Record("cluster", "What does `process --ray` cost against one process on the same frames?",
+                            [runs, overhead], notes=[
+                                f"Outputs byte-identical (every depth PNG of every run): {'yes' if identical else 'NO'}.",
+                                f"Both on this one machine's {os.cpu_count()} CPUs: the ratio is what distributing costs, "
+                                "not what more machines buy.", load_note(load_before)]),
+                     args.record, command_line("smoothdino.benchmarks.cluster", argv))
     return figures
 
 
