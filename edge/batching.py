@@ -2,9 +2,9 @@
 
 An export with `--batch N` has graphs (and TensorRT engines, one optimisation profile 1..N) that take 1..N frames a
 pass; `FramePipeline.step_batch(frames, states)` runs them, each camera with its own TemporalState. Whether a
-batch is cheaper per frame depends on the back-end and the machine: on a GPU a batch fills the device better;
-on a 2-core CPU one frame already keeps both cores busy (benchmarks/batching.py: no gain, see
-benchmarks/results/batching.json). So nothing batches by assumption:
+batch is cheaper per frame depends on the back-end, the frame size, the machine and what else it runs (a GPU is
+expected to gain most; this project's 2-core CPU figures are in benchmarks/results/batching.json, made by
+benchmarks/batching.py). So nothing batches by assumption:
 
 - `measure_batching(manifest, backend)` times, on this machine, passes of 1, 2 and N frames of the export
   (synthetic frames, each camera its own state) and returns {"backend", "device", "per_frame_ms": {"1": ms, ...}}.
@@ -110,23 +110,23 @@ def measure_batching(manifest, backend: str = "onnxruntime", batches: list[int] 
     scenes = [SyntheticScene(h, w, frames=rounds + 1, seed=11 + c, velocity=(2.6 - 1.7 * c, -1.3 + 0.9 * c))
               for c in range(top)]
     frames = [[s.frame(k)[0] for k in range(rounds + 1)] for s in scenes]
-    per_frame = {}
+    best = dict.fromkeys(batches, np.inf)
     with DepthPipeline(manifest, backend=backend, threads=threads) as pipeline:
         ran_on = pipeline.backend
-        for b in batches:
-            states = [pipeline.new_state() for _ in range(b)]
-            best = np.inf
-            for k in range(rounds + 1):
+        states = {b: [pipeline.new_state() for _ in range(b)] for b in batches}
+        for k in range(rounds + 1):  # rounds interleave the batch sizes: other work falls on each alike
+            for b in batches:
                 start = time.perf_counter()
                 if b == 1:
-                    pipeline.step(frames[0][k], state=states[0])
+                    pipeline.step(frames[0][k], state=states[b][0])
                 else:
-                    pipeline.step_batch([frames[c][k] for c in range(b)], states)
-                if k:  # the first is the warm-up
-                    best = min(best, (time.perf_counter() - start) / b)
-            per_frame[str(b)] = round(1000 * best, 2)
-    return {"backend": ran_on, "device": _device(ran_on), "per_frame_ms": per_frame,
-            "measured_on": f"best of {rounds} passes after a warm-up, synthetic frames"}
+                    pipeline.step_batch([frames[c][k] for c in range(b)], states[b])
+                if k:  # the first round is the warm-up
+                    best[b] = min(best[b], (time.perf_counter() - start) / b)
+    return {"backend": ran_on, "device": _device(ran_on),
+            "per_frame_ms": {str(b): round(1000 * ms, 2) for b, ms in best.items()},
+            "measured_on": f"best of {rounds} passes after a warm-up, rounds interleaving the batch sizes, "
+                           "synthetic frames"}
 
 
 def export_timing(manifest, backend: str, say=print) -> dict | None:
