@@ -118,3 +118,46 @@ def test_a_missing_record_is_a_warning_and_a_present_one_is_rendered(tmp_path, c
                         command="python -m smoothdino.benchmarks.x"), tmp_path)
     rendered = hooks.figures("present", "page.md", results=tmp_path)
     assert "| encoder | 12.5 |" in rendered and "`python -m smoothdino.benchmarks.x`" in rendered
+
+
+def figure_names(page) -> list[str]:
+    """The records a page asks for (not the marker quoted as code, as ARCHITECTURE.md does to explain it)."""
+    text = re.sub(r"`[^`\n]*`", "", without_fenced_code(page.read_text()))
+    return re.findall(r"<!--\s*figures\s+([\w.-]+)\s*-->", text)
+
+
+RECORDS = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+
+
+def test_every_record_is_shown_and_every_page_asks_only_for_records_that_exist():
+    """Each benchmarks/results/NAME.json appears on some page (`<!-- figures NAME -->`), and each page's figures have
+    their record: a record nobody shows, or a page whose record was never made, is a figure the docs lose."""
+    asked = {name: page for page in PAGES for name in figure_names(page)}
+    recorded = {path.stem for path in RECORDS}
+    assert recorded - set(asked) == set(), "records no page shows"
+    assert {n: str(p.relative_to(ROOT)) for n, p in asked.items() if n not in recorded} == {}, "pages without records"
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=[p.stem for p in RECORDS])
+def test_each_record_loads_and_renders_with_how_it_was_made(path):
+    """A record is what a script wrote (benchmarks/record.py): tables whose rows fit their columns, the command that
+    makes it again, the date, the machine and whether weights were random; the docs' hook renders all of it."""
+    import json
+
+    from smoothdino.benchmarks.record import read_record
+
+    raw = json.loads(path.read_text())
+    assert "random_weights" in raw and raw["random_weights"] in (True, False, None)
+    record = read_record(path)
+    assert record.name == path.stem and record.question
+    assert record.tables and all(t.caption and t.columns and t.rows for t in record.tables)
+    assert all(len(row) == len(t.columns) for t in record.tables for row in t.rows)
+    module = record.command.split()[2] if record.command.startswith("python -m ") else ""
+    assert module.startswith("smoothdino.benchmarks.") and record.command.endswith(" --record"), record.command
+    assert importlib.util.find_spec(module) is not None, record.command
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", record.date) and record.machine and len(record.load_average) == 3
+    rendered = load_hooks().figures(path.stem, "page.md", results=path.parent)
+    assert f"`{record.command}`" in rendered and record.tables[0].caption in rendered
+    assert rendered.count("\n|---") == len(record.tables)
+    if record.random_weights:
+        assert "**random weights**" in rendered
