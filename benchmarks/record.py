@@ -60,7 +60,8 @@ def load_note(before: tuple[float, ...] | list[float]) -> str:
     cpus = os.cpu_count() or 1
     busy = before[0] >= 0.5 * cpus
     return (f"1-minute load average as the run began: {before[0]:.2f} on {cpus} CPUs"
-            + (" (a busy machine: other work shared the CPUs, so times are pessimistic)" if busy else " (little else was running then)")
+            + (" (a busy machine: other work shared the CPUs, so times are pessimistic)" if busy
+               else " (little else was running then)")
             + ".")
 
 
