@@ -317,10 +317,54 @@ def export(
                         calibration=list(calibration or []), calibration_frames=calibration_frames,
                         calibration_method=calibration_method, tolerance_mm=tolerance_mm, force=force, workspace_mib=workspace_mib,
                         batch=batch)
-    with console.status("exporting") as status:
-        manifest, _ = export_model(spec, out, progress=lambda msg: status.update(msg))
+    with _ExportBar() as meter:
+        manifest, _ = export_model(spec, out, progress=meter)
     console.print(gate_table(manifest, f"export -> {out}"))
     untrained_adapter_notice(manifest.weights)
+
+
+class _ExportBar:
+    """export's progress bar: the step it is on, the work done (export.exporter.WORK units, turned into seconds by
+    the rate seen so far) and an estimate of the time left; its decisions stay printed above the bar."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from smoothdino.export.exporter import ExportMeter
+
+        bar = self
+
+        class Meter(ExportMeter):
+            def step(self, text):
+                bar.progress.update(bar.task, description=text)
+
+            def decision(self, text):
+                bar.progress.console.print(text, soft_wrap=True, markup=False)
+
+            def plan(self, units):
+                super().plan(units)
+                bar.progress.update(bar.task, total=self.total)
+
+            def advance(self, units):
+                super().advance(units)
+                bar.progress.update(bar.task, completed=min(self.done, self.total))
+
+            def drop(self, units):
+                super().drop(units)
+                bar.progress.update(bar.task, total=self.total, completed=min(self.done, self.total))
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                                 console=console, transient=True, speed_estimate_period=60)
+        self.task = self.progress.add_task("exporting", total=None)
+        self.meter = Meter()
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self.meter
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
 
 
 @app.command(cls=RenamedOptions)

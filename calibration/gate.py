@@ -72,19 +72,55 @@ def _run_pair(pipeline: DepthPipeline, pair: CalibrationPair) -> FrameResult:
     return pipeline.step(pair.current)
 
 
-def run_gate(candidate: DepthPipeline, reference: DepthPipeline, pairs: list[CalibrationPair],
-             tolerance_mm: float) -> GateReport:
+@dataclass
+class RecordedRun:
+    """A pipeline's results on the gate's pairs, kept (outputs included): the FP32 reference run once and used by
+    every gate of an export (`--precision auto`: the INT8 plan's, then the FP32 plan's if that one fails)."""
+    description: str
+    precision: str
+    results: list[FrameResult]
+    pairs: list[tuple[str, str]]  # the frames of each pair: a recording answers only for these
+
+    def result(self, i: int, pair: CalibrationPair) -> FrameResult:
+        if self.pairs[i] != pair.frames:
+            raise ValueError(f"recorded run of pair {self.pairs[i]} asked for {pair.frames}")
+        return self.results[i]
+
+
+def record_run(pipeline: DepthPipeline, pairs: list[CalibrationPair], progress=None) -> RecordedRun:
+    """Run `pipeline` on the pairs as the gate does, keeping every result. `progress()` after each pair."""
+    pipeline.keep_outputs = True
+    results = []
+    for pair in pairs:
+        results.append(_run_pair(pipeline, pair))
+        if progress:
+            progress()
+    return RecordedRun(pipeline.description, pipeline.precision, results, [p.frames for p in pairs])
+
+
+def _result(run: DepthPipeline | RecordedRun, i: int, pair: CalibrationPair) -> FrameResult:
+    return run.result(i, pair) if isinstance(run, RecordedRun) else _run_pair(run, pair)
+
+
+def run_gate(candidate: DepthPipeline | RecordedRun, reference: DepthPipeline | RecordedRun,
+             pairs: list[CalibrationPair], tolerance_mm: float, progress=None) -> GateReport:
+    """`candidate` against `reference` on the pairs; either may be a `RecordedRun` of those pairs (not run again).
+    `progress()` after each pair."""
     if not pairs:
         raise UserError("precision gate: no calibration frames could be read")
-    candidate.keep_outputs = reference.keep_outputs = True
+    for run in (candidate, reference):
+        if not isinstance(run, RecordedRun):
+            run.keep_outputs = True
     errors: dict[str, dict[str, list[float]]] = {}
     sq_drift, max_abs, n_pixels = 0.0, 0.0, 0
     sq_cand_gt, sq_ref_gt, n_gt = 0.0, 0.0, 0
     reference_finite = True
     itself = candidate.description == reference.description  # the same graphs: run once, test finiteness
-    for pair in pairs:
-        got_frame = _run_pair(candidate, pair)
-        want_frame = got_frame if itself else _run_pair(reference, pair)
+    for i, pair in enumerate(pairs):
+        got_frame = _result(candidate, i, pair)
+        want_frame = got_frame if itself else _result(reference, i, pair)
+        if progress:
+            progress()
         got, want = got_frame.outputs, want_frame.outputs
         reference_finite &= want_frame.nonfinite == 0
         for name, ref in want.items():

@@ -110,15 +110,141 @@ def float_nodes(graph: onnx.GraphProto, stage: str, extra: Iterable[str] = ()) -
     return sorted(set(keep))
 
 
-def quantize_stage(src: Path, dst: Path, stage: str, feeds: list[dict[str, np.ndarray]],
-                   method: str = DEFAULT_METHOD, exclude: Iterable[str] = (), only: Iterable[str] | None = None) -> Path:
-    """Write the INT8 Q/DQ graph of a stage. `exclude`: extra node-name fragments kept float; `only`: quantize
-    only nodes whose names contain one of these fragments (the sensitivity sweep). Returns dst."""
+# -- MinMax ranges in one pass over the stages ---------------------------------------------------------
+
+def _session(path: Path, threads: int | None = None, arena: bool = True):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = arena  # off for the range graphs: their extra consumers keep big tensors alive
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def give_back_memory() -> None:
+    """Hand the heap that closed ONNX Runtime sessions freed back to the OS (glibc keeps it otherwise, and the
+    export's peak memory is the sum of its steps' leftovers). A no-op where there is no glibc."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class RangeGraph:
+    """A stage's FP32 graph with ONNX Runtime's own MinMax calibrator's ReduceMin/ReduceMax outputs added on the
+    tensors quantize_static calibrates (`MinMaxCalibrater.augment_graph`), run with graph optimisations on (the
+    calibrator runs it with every optimisation off: ~1.5x slower) and without the memory arena. One run gives the
+    stage's own outputs (the next stage's inputs) and its ranges, so one pass over the frames calibrates every
+    stage and feeds the next; `ranges()` is the calibrator's own `compute_data`, i.e. what quantize_static would
+    have computed from the same frames."""
+
+    def __init__(self, src: Path, tmp: str, threads: int | None = None):
+        from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+        self.calibrator = MinMaxCalibrater(Path(src), QUANTIZED_OPS, augmented_model_path=str(Path(tmp) / "ranges.onnx"),
+                                           symmetric=True)  # = CalibTensorRangeSymmetric below
+        self.calibrator.augment_graph()
+        self.calibrator.model = None  # the augmented copy is on disk; free the protobuf
+        self.session = _session(self.calibrator.augmented_model_path, threads, arena=False)
+        self.calibrator.infer_session = self.session  # compute_data reads its output names
+        self.names = [o.name for o in self.session.get_outputs()]
+        self.own = set(self.calibrator.model_original_outputs)
+        self.frames = 0
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(None, feed)
+        self.calibrator.intermediate_outputs.append([None if n in self.own else v for n, v in zip(self.names, values)])
+        self.frames += 1
+        return {n: v for n, v in zip(self.names, values) if n in self.own}
+
+    def ranges(self):
+        return self.calibrator.compute_data()
+
+
+def stage_ranges(fp32_graphs: dict[str, Path], pairs: list[CalibrationPair], stages: Iterable[str],
+                 min_confidence: float = 0.1, threads: int | None = None, progress=None) -> dict:
+    """{stage: TensorsData}: MinMax ranges of `stages` over the pairs, the pairs pushed through the FP32 graphs as
+    the pipeline runs them (prime t-1, step t), stage after stage, one graph open at a time; a stage upstream of a
+    calibrated one runs plain, only to feed it. `progress(stage)` after each graph run."""
+    from smoothdino.edge.motion import phase_shift, scene_cut, to_grey
+
+    stages = [s for s in fp32_graphs if s in set(stages)]
+    if not pairs:
+        raise UserError("INT8 calibration: no calibration frames could be read")
+    if not stages:
+        return {}
+    order = list(fp32_graphs)[: list(fp32_graphs).index(stages[-1]) + 1]
+    ranges: dict = {}
+    levels: list[tuple[dict, dict]] = []  # per pair: (previous, current) encoder outputs
+    fused: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="smoothdino-ranges-") as tmp:
+        for stage in order:
+            graph = RangeGraph(fp32_graphs[stage], tmp, threads) if stage in stages else None
+            session = None if graph else _session(fp32_graphs[stage], threads)
+            names = None if graph else [o.name for o in session.get_outputs()]
+
+            def run(feed):
+                out = graph.run(feed) if graph else dict(zip(names, session.run(None, feed)))
+                if progress:
+                    progress(stage)
+                return out
+
+            if stage == "encoder":
+                for pair in pairs:
+                    levels.append(tuple(run({"image": np.ascontiguousarray(image)[None]})
+                                        for image in (pair.previous, pair.current)))
+                fused = [current for _, current in levels]
+            elif stage == "adapter":
+                fused = []
+                for pair, (previous, current) in zip(pairs, levels):
+                    shift, cut = scene_cut(phase_shift(to_grey(pair.previous), to_grey(pair.current)), min_confidence)
+                    out = run({**current, **{f"prev_{k}": v for k, v in (current if cut else previous).items()},
+                               "shift": shift.as_array()})
+                    fused.append({k[len("fused_"):]: v for k, v in out.items()})
+            elif stage == "decoder":
+                for feed in fused:
+                    run(feed)
+            if graph:
+                ranges[stage] = graph.ranges()
+            del graph, session
+            give_back_memory()
+    return ranges
+
+
+def placeholder_ranges(src: Path):
+    """Ranges of +-1 on every tensor quantize_static would calibrate: an INT8 graph with exactly the calibrated
+    graph's Q/DQ structure, hence its speed, without running a frame. For timing only: never gated or kept."""
+    from types import SimpleNamespace
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod, MinMaxCalibrater, TensorsData
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    model = load_model_with_shape_infer(Path(src))
+    tensors, _ = MinMaxCalibrater.select_tensors_to_calibrate(SimpleNamespace(op_types_to_calibrate=QUANTIZED_OPS), model)
+    one = np.array([1.0], dtype=np.float32)
+    return TensorsData(CalibrationMethod.MinMax, {t: (-one, one) for t in sorted(tensors)})
+
+
+def quantize_stage(src: Path, dst: Path, stage: str, feeds: list[dict[str, np.ndarray]] | None = None,
+                   method: str = DEFAULT_METHOD, exclude: Iterable[str] = (), only: Iterable[str] | None = None,
+                   ranges=None) -> Path:
+    """Write the INT8 Q/DQ graph of a stage, its activation ranges from `ranges` (MinMax TensorsData, from
+    `stage_ranges`) or else calibrated by quantize_static on `feeds`. `exclude`: extra node-name fragments kept
+    float; `only`: quantize only nodes whose names contain one of these fragments (the sensitivity sweep).
+    Returns dst."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in METHODS:
         raise UserError(f"--calibration-method {method!r}: choose {', '.join(METHODS)}")
-    if not feeds:
+    if ranges is not None and method != "minmax":
+        raise ValueError("precomputed ranges are MinMax ranges")
+    if not feeds and ranges is None:
         raise UserError(f"INT8 calibration of the {stage}: no calibration tensors")
     model = onnx.load(str(src))
     graph = model.graph
@@ -136,19 +262,42 @@ def quantize_stage(src: Path, dst: Path, stage: str, feeds: list[dict[str, np.nd
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     dst = Path(dst)
+    del model, graph
+    options = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+                   activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=sorted(set(keep)),
+                   calibrate_method=calibrate, extra_options=extra)
     with tempfile.TemporaryDirectory(prefix="smoothdino-int8-") as tmp, atomic_path(dst) as out, \
             _quiet_root_logger():
-        # the calibrator writes an augmented copy of the model: keep it out of the export folder
-        quantize_static(
-            str(src), str(out), FeedsReader(feeds), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=sorted(set(keep)), calibrate_method=calibrate, extra_options=extra,
-            calibration_providers=["CPUExecutionProvider"],
-            **_tmp_dir_kw(tmp),
-        )
+        if ranges is not None:
+            _quantize_with_ranges(src, out, ranges, Path(tmp), options)
+        else:  # the calibrator writes an augmented copy of the model: keep it out of the export folder
+            quantize_static(str(src), str(out), FeedsReader(feeds), calibration_providers=["CPUExecutionProvider"],
+                            **options, **_tmp_dir_kw(tmp))
     check_int8_graph(dst)
     return dst
+
+
+def _quantize_with_ranges(src: Path, out: Path, ranges, tmp: Path, options: dict) -> None:
+    """quantize_static with ranges already computed: through its calibration cache where this ONNX Runtime has
+    one (1.32+), else through the QDQ quantizer it would have called."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        save_tensors_data(ranges, tmp / "ranges.json")
+        quantize_static(str(src), str(out), None, calibration_cache_path=str(tmp / "ranges.json"), **options)
+        return
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    quantizer = QDQQuantizer(load_model_with_shape_infer(Path(src)), options["per_channel"], False,
+                             options["weight_type"], options["activation_type"], ranges, [],
+                             options["nodes_to_exclude"], options["op_types_to_quantize"], options["extra_options"])
+    quantizer.quantize_model()
+    quantizer.model.save_model_to_file(str(out), False)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ gate's figures; a failed gate leaves the report, exits non-zero, and writes no m
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from smoothdino.calibration import DEFAULT_TOLERANCE_MM, GateError, calibration_pairs, run_gate
+from smoothdino.calibration.gate import RecordedRun, record_run
 from smoothdino.core.console import console, notice
 from smoothdino.edge.machine.environment import gpu, tensorrt_usable, versions
 from smoothdino.core.errors import UserError
@@ -40,8 +42,8 @@ from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import compare_with_torch, export_graph
 from .spec import ExportSpec
 from .fp16 import convert_to_fp16
-from .stage_precision import (INT8_MIN_GAIN, choose_auto_plan, export_plan, gate_tolerance_mm, is_auto, precision_text,
-                              time_stage_graphs)
+from .stage_precision import (AUTO_CALIBRATION_PAIRS, AUTO_TIMING_REPEATS, INT8_MIN_GAIN, choose_auto_plan, export_plan,
+                              gate_tolerance_mm, is_auto, precision_text, time_stage_graphs)
 from .tensorrt import build_stage_engines, engines_record
 
 ONNX_TOLERANCE = 1e-4
@@ -62,6 +64,78 @@ class ExportContext:
     calibration: dict = field(default_factory=dict)  # INT8: method and frames, for gate.json
     auto: dict | None = None  # --precision auto on the CPU: what was timed and gated, and what was chosen
     gated: tuple | None = None  # (plan, GateReport) already gated by auto: the final gate reuses it
+    meter: "ExportMeter | None" = None
+
+
+# -- what the export is doing, and how much is left ---------------------------------------------------
+
+# Work of each step in "decoder runs": one FP32 decoder run in ONNX Runtime at the export's size. Relative costs
+# measured on a 2-core x86 CPU with VNNI at 480x640 (one decoder run ~2 s there); a progress bar turns them into
+# seconds from the rate it sees, so only their ratios matter. RANGES: a graph with its ranges taken runs ~1.3x.
+WORK = {"load": 1.5, "onnx": 7.5, "fp16": 0.5, "quantize": 0.6, "encoder": 0.37, "adapter": 0.01, "decoder": 1.0,
+        "encoder.int8": 0.28, "adapter.int8": 0.01, "decoder.int8": 0.31}
+RANGES = 1.3
+
+
+def _runs(stages, plan: dict[str, str] | None = None) -> float:
+    """Work of one gate pair (prime t-1: encoder; step t: every stage) at `plan` (None: fp32)."""
+    def w(stage):
+        p = (plan or {}).get(stage, "fp32")
+        return WORK.get(f"{stage}.int8" if p == "int8" else stage, WORK[stage])
+    return sum(w(s) for s in stages) + w("encoder")
+
+
+class ExportMeter:
+    """What the export is doing and how much work is left, for a progress bar (cli.export). `step(text)` names
+    the current step; `plan(units)` sets the whole export's work (WORK units), `advance(units)` counts work done and
+    `drop(units)` takes back work the export decided not to do. This one only prints the steps."""
+
+    def __init__(self, say: Callable[[str], None] | None = None):
+        self.say = say or (lambda msg: console.print(msg))
+        self.total = self.done = 0.0
+
+    def step(self, text: str) -> None:
+        self.say(text)
+
+    def decision(self, text: str) -> None:
+        """A choice the export made and why (a progress bar keeps it on screen)."""
+        self.say(text)
+
+    def plan(self, units: float) -> None:
+        self.total = units
+
+    def advance(self, units: float) -> None:
+        self.done += units
+
+    def drop(self, units: float) -> None:
+        self.total -= units
+
+
+def _planned_work(ctx: "ExportContext", wanted: list[str], auto_cpu: bool) -> float:
+    spec, stages = ctx.spec, list(ctx.modules)
+    n = spec.calibration_frames
+    work = WORK["load"] + WORK["onnx"]
+    if "onnx-fp16" in wanted:
+        work += WORK["fp16"] * len(stages)
+    int8 = [s for s in stages if ctx.plan.get(s) == "int8"]
+    if auto_cpu:
+        k = min(n, AUTO_CALIBRATION_PAIRS)
+        work += n * _runs(stages)  # the FP32 reference on the gate's pairs
+        work += sum(WORK["quantize"] + (AUTO_TIMING_REPEATS + 1) * (WORK[s] + WORK[f"{s}.int8"]) for s in int8)
+        work += _calibration_work(stages, int8, k) + n * _runs(stages, ctx.plan)  # calibration, the INT8 gate
+    else:
+        if int8:
+            work += _calibration_work(stages, int8, n)
+        work += n * (_runs(stages) + _runs(stages, ctx.plan))  # the gate: candidate and reference
+    return work
+
+
+def _calibration_work(stages: list[str], int8: list[str], pairs: int) -> float:
+    if not int8:
+        return 0.0
+    upto = stages[: max(stages.index(s) for s in int8) + 1]
+    per_pair = sum(WORK[s] * (RANGES if s in int8 else 1.0) * (2 if s == "encoder" else 1) for s in upto)
+    return pairs * per_pair + WORK["quantize"] * len(int8)
 
 
 # -- one function per format ----------------------------------------------------------------------
@@ -93,31 +167,53 @@ def export_onnx_fp16(ctx: ExportContext) -> None:
 
 def export_onnx_int8(ctx: ExportContext) -> None:
     """Explicit Q/DQ INT8 graphs of the stages the plan runs in INT8, their scales from real frame pairs pushed
-    through the FP32 graphs; the pairs share no frame with the gate's, so the gate judges held-out frames."""
-    from smoothdino.calibration.int8 import DEFAULT_METHOD, check_int8_graph, quantize_stage, stage_feeds
+    through the FP32 graphs; the pairs share no frame with the gate's, so the gate judges held-out frames.
+    `--precision auto` on the CPU does this in choose_auto_precision, for the stages whose INT8 pays."""
+    if is_auto(ctx.spec.precision) and export_target(ctx.spec) == "cpu":
+        return
+    calibrate_int8(ctx, [s for s in ctx.modules if ctx.plan.get(s) == "int8"], ctx.spec.calibration_frames)
 
-    stages = [s for s in ctx.modules if ctx.plan.get(s) == "int8"]
+
+def calibrate_int8(ctx: ExportContext, stages: list[str], count: int) -> dict[str, int]:
+    """Write <stage>.int8.onnx for `stages`, calibrated on `count` pairs held out from the gate's: MinMax ranges
+    of every stage in one pass over the pairs (calibration/int8.py `stage_ranges`), other methods through
+    quantize_static on the stages' feeds. Returns {stage: quantized nodes}."""
+    from smoothdino.calibration.int8 import DEFAULT_METHOD, check_int8_graph, quantize_stage, stage_feeds, stage_ranges
+
     method = ctx.spec.calibration_method or DEFAULT_METHOD
     gate = _gate_pairs(ctx)
-    pairs = calibration_pairs(ctx.spec.calibration, ctx.spec.calibration_frames, ctx.spec.size, avoid=gate)
+    pairs = calibration_pairs(ctx.spec.calibration, count, ctx.spec.size, avoid=gate)
     if not pairs:
         where = ", ".join(str(c) for c in ctx.spec.calibration)
         raise UserError(f"{where}: no frame pair left for INT8 calibration once the gate's {len(gate)} pairs are held "
                         "out; pass longer or more --calibration sequences (or fewer --calibration-frames)")
+    meter = ctx.meter or ExportMeter(lambda m: None)
+    meter.step(f"INT8: calibrating {', '.join(stages)} on {len(pairs)} frame pairs ...")
     start = time.perf_counter()
     # the FP32 graphs of every stage up to the last INT8 one: the decoder's inputs are the adapter's outputs
     needed = list(ctx.modules)[: max(list(ctx.modules).index(s) for s in stages) + 1]
-    feeds = stage_feeds({s: ctx.out / ctx.stages[s].onnx["fp32"] for s in needed}, pairs)
+    graphs = {s: ctx.out / ctx.stages[s].onnx["fp32"] for s in needed}
+    ranges, feeds = {}, {}
+    if method == "minmax":
+        ranges = stage_ranges(graphs, pairs, stages, progress=lambda stage: meter.advance(
+            WORK[stage] * (RANGES if stage in stages else 1.0)))
+    else:
+        feeds = stage_feeds(graphs, pairs)
     ctx.seconds["int8.calibration_tensors"] = time.perf_counter() - start
+    quantized = {}
     for stage in stages:
+        meter.step(f"INT8: quantizing the {stage} ...")
         start = time.perf_counter()
-        path = quantize_stage(ctx.out / ctx.stages[stage].onnx["fp32"], ctx.out / f"{stage}.int8.onnx", stage,
-                              feeds[stage], method=method)
+        path = quantize_stage(graphs[stage], ctx.out / f"{stage}.int8.onnx", stage, feeds.get(stage), method=method,
+                              ranges=ranges.get(stage))
         ctx.seconds[f"{stage}.int8.onnx"] = time.perf_counter() - start
+        meter.advance(WORK["quantize"])
         ctx.stages[stage].onnx["int8"] = path.name
-        ctx.calibration.setdefault("quantized_nodes", {})[stage] = len(check_int8_graph(path)["quantized_nodes"])
+        quantized[stage] = len(check_int8_graph(path)["quantized_nodes"])
+    ctx.calibration.setdefault("quantized_nodes", {}).update(quantized)
     ctx.calibration.update(method=method, calibration_pairs=[list(p.frames) for p in pairs],
                            gate_pairs=[list(p.frames) for p in gate])
+    return quantized
 
 
 def _gate_pairs(ctx: ExportContext) -> list:
@@ -234,46 +330,113 @@ def build_context(spec: ExportSpec, out: Path) -> ExportContext:
     return ctx
 
 
-def choose_auto_precision(ctx: ExportContext, manifest: Manifest, say: Callable[[str], None]) -> None:
-    """--precision auto on the CPU: time each stage's fp32 and int8 graph on a gate pair, take per stage the int8
-    graph only where it is clearly faster (`choose_auto_plan`), and gate that plan; a plan that fails falls back to
-    fp32. Timing first means a CPU where INT8 gains nothing (no VNNI) skips the INT8 gate altogether."""
-    from smoothdino.calibration.int8 import stage_feeds
+def choose_auto_precision(ctx: ExportContext, manifest: Manifest, say: Callable[[str], None] | None = None) -> None:
+    """--precision auto on the CPU, cheapest question first:
+    1. the FP32 plan on the gate's pairs, recorded once: the reference of every gate that follows, and the whole
+       verdict when FP32 is what is chosen (its gate only tests finiteness: it is the reference);
+    2. a speed probe: each INT8-candidate stage quantized with placeholder ranges (the calibrated graph's exact
+       Q/DQ structure, so its speed, without a frame of calibration) timed in turns against its FP32 graph on a
+       gate pair; a stage whose INT8 is not clearly faster (`choose_auto_plan`) is not calibrated at all;
+    3. the stages that pay calibrated on AUTO_CALIBRATION_PAIRS pairs held out from the gate (one pass for all
+       stages), their graphs checked to have the probe's structure;
+    4. that plan gated against the recorded reference on every gate pair; a plan that fails falls back to fp32.
+    What was timed, calibrated, skipped and gated, and why, goes into the manifest (gate.auto)."""
+    from smoothdino.calibration.int8 import give_back_memory, int8_summary, placeholder_ranges, quantize_stage
 
+    meter = ctx.meter or ExportMeter(say)
     int8_plan = dict(ctx.plan)
+    stages = list(ctx.stages)
     pairs = _gate_pairs(ctx)
-    files = ctx.stages
-    say("auto: timing each stage's fp32 and int8 graphs in ONNX Runtime ...")
-    feeds = stage_feeds({s: ctx.out / files[s].onnx["fp32"] for s in files}, pairs[:1])
-    graphs = {s: {p: ctx.out / name for p, name in files[s].onnx.items() if p in ("fp32", int8_plan[s])}
-              for s in files}
-    timings = time_stage_graphs(graphs, feeds)
+    fp32_plan = {s: "fp32" for s in stages}
+    fp32_path = {s: ctx.out / ctx.stages[s].onnx["fp32"] for s in stages}
+
+    _set_plan(ctx, manifest, fp32_plan)
+    meter.step(f"auto: the FP32 reference on the gate's {len(pairs)} frame pairs ...")
+    with DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as pipeline:
+        reference = record_run(pipeline, pairs, progress=lambda: meter.advance(_runs(stages)))
+    give_back_memory()
+
+    probed = [s for s in stages if int8_plan[s] == "int8"]
+    timings = {s: {"fp32": round(1000.0 * min(r.timings[s] for r in reference.results), 3)} for s in stages}
+    probe_nodes = {}
+    if probed:
+        feeds = _probe_feeds(reference, pairs[0], probed, fp32_path)
+        with tempfile.TemporaryDirectory(prefix="smoothdino-probe-") as tmp:
+            graphs = {}
+            for stage in probed:
+                meter.step(f"auto: INT8 speed probe of the {stage} (placeholder ranges, timing only) ...")
+                probe = quantize_stage(fp32_path[stage], Path(tmp) / f"{stage}.probe.int8.onnx", stage,
+                                       ranges=placeholder_ranges(fp32_path[stage]))
+                probe_nodes[stage] = len(int8_summary(probe)["quantized_nodes"])
+                meter.advance(WORK["quantize"])
+                graphs[stage] = {"fp32": fp32_path[stage], "int8": probe}
+            meter.step(f"auto: timing fp32 against int8 ({', '.join(probed)}), in turns ...")
+            measured = time_stage_graphs(graphs, feeds, repeats=AUTO_TIMING_REPEATS,
+                                         progress=lambda s, p: meter.advance(WORK[s if p == "fp32" else f"{s}.int8"]))
+        timings.update(measured)
+        give_back_memory()
     candidate = choose_auto_plan(timings)
-    chosen, gate = candidate, {"passed": None, "reasons": [], "skipped": "no stage is faster in int8 here"}
-    if "int8" in candidate.values():
+    paying = [s for s in stages if candidate[s] == "int8"]
+    skipped = {s: f"int8 {timings[s]['int8']:.1f} ms is not under {1 - INT8_MIN_GAIN:.0%} of fp32 {timings[s]['fp32']:.1f} "
+                  "ms: not calibrated" for s in probed if s not in paying}
+    n_cal = min(ctx.spec.calibration_frames, AUTO_CALIBRATION_PAIRS)
+    chosen, gate = fp32_plan, {"passed": None, "reasons": [], "skipped": "no stage is faster in int8 here"}
+    if not paying:
+        meter.drop(_calibration_work(stages, probed, n_cal) + len(pairs) * _runs(stages, int8_plan))
+    else:
+        meter.drop(_calibration_work(stages, probed, n_cal) - _calibration_work(stages, paying, n_cal)
+                   + len(pairs) * (_runs(stages, int8_plan) - _runs(stages, candidate)))
+        quantized = calibrate_int8(ctx, paying, n_cal)
+        for stage in paying:  # the probe timed this very structure: same quantized nodes, only the scales differ
+            if quantized[stage] != probe_nodes[stage]:
+                raise UserError(f"{stage}: the INT8 graph quantizes {quantized[stage]} nodes but its speed probe "
+                                f"{probe_nodes[stage]}; please report this export")
+        manifest.record_files(ctx.out)
         tolerance = ctx.spec.tolerance_mm
         if tolerance is None:
             tolerance = gate_tolerance_mm(candidate, DEFAULT_TOLERANCE_MM)
         _set_plan(ctx, manifest, candidate)
-        say(f"auto: gating {manifest.precision} ...")
-        with DepthPipeline(manifest, backend="onnxruntime") as gated, \
-                DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
-            report = run_gate(gated, reference, pairs, tolerance)
+        meter.step(f"auto: gating {manifest.precision} against the FP32 reference on {len(pairs)} pairs ...")
+        with DepthPipeline(manifest, backend="onnxruntime") as gated:
+            report = run_gate(gated, reference, pairs, tolerance,
+                              progress=lambda: meter.advance(_runs(stages, candidate)))
         gate = {"plan": precision_text(candidate), "passed": report.passed, "reasons": report.reasons,
                 "rmse_vs_reference_mm": report.depth["rmse_vs_reference_mm"], "tolerance_mm": tolerance}
         ctx.gated = (candidate, report)
-        if not report.passed:
-            chosen = {stage: "fp32" for stage in candidate}
-            kept = [s for s in candidate if candidate[s] == "int8"]
+        if report.passed:
+            chosen = candidate
+        else:
             notice(f"--precision auto: the int8 plan failed its gate ({'; '.join(report.reasons)}); "
-                   f"{', '.join(kept)} stay fp32")
+                   f"{', '.join(paying)} stay fp32")
+    if chosen == fp32_plan:  # the reference itself: its recorded run is the whole gate (finiteness)
+        tolerance = ctx.spec.tolerance_mm if ctx.spec.tolerance_mm is not None else \
+            gate_tolerance_mm(fp32_plan, DEFAULT_TOLERANCE_MM)
+        ctx.gated = (fp32_plan, run_gate(reference, reference, pairs, tolerance))
     ctx.auto = {"candidates": {"fp32": "fp32", "int8": precision_text(int8_plan)}, "stage_ms": timings,
                 "int8_gate": gate, "chosen": precision_text(chosen),
-                "measured_on": "onnxruntime CPU, best of 3 runs per frame",
+                "calibrated": paying, "not_calibrated": skipped,
+                "calibration_pairs": n_cal if paying else 0, "gate_pairs": len(pairs),
+                "measured_on": (f"onnxruntime CPU; int8-candidate stages: fp32 and an int8 graph of the calibrated "
+                                f"graph's structure in turns on a gate pair, best of {AUTO_TIMING_REPEATS} after a "
+                                "warm-up; other stages: best FP32 run of the reference on the gate's pairs"),
                 "rule": f"int8 where it takes at most {1 - INT8_MIN_GAIN:.0%} of fp32's time and its plan passes the gate"}
     _set_plan(ctx, manifest, chosen)
-    say(f"auto: chose {manifest.precision} "
-        f"({', '.join(f'{s} ' + '/'.join(f'{p} {ms:.1f} ms' for p, ms in timings[s].items()) for s in timings)})")
+    why = "; ".join(f"{s} " + "/".join(f"{p} {ms:.1f} ms" for p, ms in timings[s].items()) for s in timings)
+    not_calibrated = "".join(f"; {s}: {w}" for s, w in skipped.items())
+    meter.decision(f"auto: chose {manifest.precision} ({why}{not_calibrated})")
+
+
+def _probe_feeds(reference: RecordedRun, pair, stages: list[str], fp32_path: dict[str, Path]) -> dict[str, list[dict]]:
+    """One gate pair's inputs of each stage, from the recorded reference (its kept outputs) where it has them."""
+    from smoothdino.calibration.int8 import stage_feeds
+
+    outputs = reference.result(0, pair).outputs
+    feeds = {"encoder": [{"image": np.ascontiguousarray(pair.current)[None]}]}
+    fused = {k[len("fused_"):]: v for k, v in outputs.items() if k.startswith("fused_")}
+    feeds["decoder"] = [fused or {k: v for k, v in outputs.items() if k != "depth"}]
+    if "adapter" in stages:  # its inputs hold the previous frame's levels, which the recording does not keep
+        feeds["adapter"] = stage_feeds(fp32_path, [pair])["adapter"]
+    return {s: feeds[s] for s in stages}
 
 
 def _set_plan(ctx: ExportContext, manifest: Manifest, plan: dict[str, str]) -> None:
@@ -283,20 +446,26 @@ def _set_plan(ctx: ExportContext, manifest: Manifest, plan: dict[str, str]) -> N
     manifest.precision = precision_text(plan)
 
 
-def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | None = None):
-    """Run the export. Returns (manifest, gate report). Raises GateError after saving the report when
+def export_model(spec: ExportSpec, out: Path, progress: "Callable[[str], None] | ExportMeter | None" = None):
+    """Run the export; `progress`: a function given each step's text, or an ExportMeter (a progress bar). Returns (manifest, gate report). Raises GateError after saving the report when
     the gate refuses and spec.force is not set."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    say = progress or (lambda msg: console.print(msg))
+    meter = progress if isinstance(progress, ExportMeter) else ExportMeter(progress)
+    say = meter.step
     wanted = formats_for(spec)
     start = time.perf_counter()
+    auto_cpu = is_auto(spec.precision) and export_target(spec) == "cpu"
     say("loading weights and tracing")
     ctx = build_context(spec, out)
+    ctx.meter = meter
+    meter.plan(_planned_work(ctx, wanted, auto_cpu))
+    meter.advance(WORK["load"])
     for name, description, run in EXPORT_FORMATS:
-        if name in wanted:
+        if name in wanted and not (name == "onnx-int8" and auto_cpu):
             say(f"{description} ...")
             run(ctx)
+            meter.advance({"onnx": WORK["onnx"], "onnx-fp16": WORK["fp16"] * len(ctx.modules)}.get(name, 0.0))
     manifest = Manifest(
         arch=spec.arch, head=spec.head, adapter=spec.adapter, adapter_folded=spec.adapter == "paper",
         frame_size=tuple(spec.size), grid=patch_grid(*spec.size), embed_dim=get_arch(spec.arch).embed_dim,
@@ -309,23 +478,25 @@ def export_model(spec: ExportSpec, out: Path, progress: Callable[[str], None] | 
     )
     manifest.folder = out
     manifest.record_files(out)  # the graphs and engines just written: the gate below opens them checked
-    if is_auto(spec.precision) and export_target(spec) == "cpu":
-        choose_auto_precision(ctx, manifest, say)
-    say(f"precision gate on {spec.calibration_frames} calibration pairs ...")
+    if auto_cpu:
+        choose_auto_precision(ctx, manifest)
     tolerance = spec.tolerance_mm if spec.tolerance_mm is not None else gate_tolerance_mm(ctx.plan, DEFAULT_TOLERANCE_MM)
     pairs = _gate_pairs(ctx)
     backend = manifest.tensorrt_flavour if "tensorrt" in wanted else "onnxruntime"  # falls back, with a notice
     if ctx.gated and ctx.gated[0] == ctx.plan:  # auto chose the plan it has just gated
         report = ctx.gated[1]
     else:
+        say(f"precision gate on {len(pairs)} calibration pairs ...")
         with DepthPipeline(manifest, backend=backend) as candidate, \
                 DepthPipeline(manifest, backend="onnxruntime", precision="fp32") as reference:
-            report = run_gate(candidate, reference, pairs, tolerance)
+            report = run_gate(candidate, reference, pairs, tolerance,
+                              progress=lambda: meter.advance(_runs(list(ctx.modules)) + _runs(list(ctx.modules), ctx.plan)))
     auto = {"auto": ctx.auto} if ctx.auto else {}
     report.calibration = {**ctx.calibration, "stage_precision": dict(ctx.plan), **auto}
     report.record(manifest, out, onnx_vs_torch_max_rel={s: max(e.values()) for s, e in ctx.onnx_errors.items()},
                   stage_precision=dict(ctx.plan), **auto)
     manifest.fingerprint = spec.fingerprint()
+    manifest.export_seconds.update({k: round(v, 3) for k, v in ctx.seconds.items()})  # auto's calibration too
     manifest.export_seconds["total"] = round(time.perf_counter() - start, 3)
     if not report.passed and not spec.force:
         stale = out / "manifest.json"

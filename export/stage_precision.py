@@ -91,6 +91,10 @@ def gate_tolerance_mm(plan: dict[str, str], defaults: dict[str, float]) -> float
 
 
 INT8_MIN_GAIN = 0.05  # int8 must save this share of fp32's time: a gain within timing noise is not worth its error
+AUTO_TIMING_REPEATS = 2  # auto's speed probe: best of this many runs in turns after a warm-up (decoder-sized runs)
+# auto calibrates its INT8 stages on this many pairs (at most --calibration-frames), held out from the gate's pairs,
+# which stay --calibration-frames: the gate judges every plan on all of them. Measured: benchmarks/export_cost.py.
+AUTO_CALIBRATION_PAIRS = 2
 
 
 def fastest(timings: dict[str, float]) -> str:
@@ -122,25 +126,30 @@ def choose_auto_plan(timings: dict[str, dict[str, float]]) -> dict[str, str]:
 
 
 def time_stage_graphs(graphs: dict[str, dict[str, Path]], feeds: dict[str, list[dict]], repeats: int = 3,
-                      threads: int | None = None) -> dict[str, dict[str, float]]:
-    """{stage: {precision: ms}}: each graph in ONNX Runtime (CPU, the same threads for all) on the stage's
-    feeds, best of `repeats` after one warm-up run; the best run is the least disturbed by other processes."""
+                      threads: int | None = None, progress=None) -> dict[str, dict[str, float]]:
+    """{stage: {precision: ms}}: a stage's graphs in ONNX Runtime (CPU, the same threads for all) on the stage's
+    feeds, each warmed up once, then run in turns (fp32, int8, fp32, int8, ...: a load that comes and goes weighs
+    on both alike), best of `repeats`; the best run is the least disturbed by other processes. `progress(stage,
+    precision)` after each timed or warm-up run."""
     from smoothdino.edge.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     timings: dict[str, dict[str, float]] = {}
     for stage, paths in graphs.items():
-        for precision, path in paths.items():
-            engine = OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"], threads=threads)
-            try:
-                for feed in feeds[stage]:  # warm-up: allocations and first-run kernel choices
-                    engine.run(feed)
-                runs = []
-                for _ in range(repeats):
+        engines = {p: OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"], threads=threads)
+                   for p, path in paths.items()}
+        try:
+            runs: dict[str, list[float]] = {p: [] for p in engines}
+            for turn in range(repeats + 1):  # turn 0: warm-up (allocations and first-run kernel choices)
+                for precision, engine in engines.items():
                     start = time.perf_counter()
                     for feed in feeds[stage]:
                         engine.run(feed)
-                    runs.append((time.perf_counter() - start) * 1000.0 / len(feeds[stage]))
-            finally:
+                    if turn:
+                        runs[precision].append((time.perf_counter() - start) * 1000.0 / len(feeds[stage]))
+                    if progress:
+                        progress(stage, precision)
+        finally:
+            for engine in engines.values():
                 engine.close()
-            timings.setdefault(stage, {})[precision] = round(min(runs), 3)
+        timings[stage] = {p: round(min(r), 3) for p, r in runs.items()}
     return timings

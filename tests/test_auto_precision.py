@@ -101,67 +101,128 @@ def test_auto_export_is_reused(auto_export, monkeypatch):
 
 # -- the verdict and the timings forced --------------------------------------------------------------
 
-def _forced(monkeypatch, int8_passes: bool, timings: dict) -> list[str]:
-    """run_gate with the verdict of INT8 candidates forced; the graph timings replaced by `timings`. Returns the
-    list of the gated candidates' precisions, filled as the export runs."""
+def _forced(monkeypatch, int8_passes: bool, timings: dict) -> dict:
+    """run_gate with the verdict of INT8 candidates forced; the speed probe's timings replaced by `timings`.
+    Returns what happened, filled as the export runs: `gated` (each gated plan, and whether its reference was the
+    recorded FP32 run), `calibrated` (the stages each calibration quantized), `references` (FP32 reference runs)."""
     from smoothdino.export import exporter
 
-    real_gate = exporter.run_gate
-    gated = []
+    real_gate, real_calibrate, real_record = exporter.run_gate, exporter.calibrate_int8, exporter.record_run
+    seen = {"gated": [], "calibrated": [], "references": 0}
 
-    def gate(candidate, reference, pairs, tolerance):
-        report = real_gate(candidate, reference, pairs, tolerance)
-        gated.append((candidate.precision, sum(reference.runs.values())))  # and how often the reference ran
+    def gate(candidate, reference, pairs, tolerance, **kw):
+        report = real_gate(candidate, reference, pairs, tolerance, **kw)
+        seen["gated"].append((candidate.precision, isinstance(reference, exporter.RecordedRun)))
         if "int8" in candidate.precision:
             report.passed, report.reasons = int8_passes, [] if int8_passes else ["forced failure"]
         return report
 
     def time_graphs(graphs, feeds, **kw):
-        assert {s: set(p) for s, p in graphs.items()} == {"encoder": {"fp32", "int8"}, "adapter": {"fp32"},
-                                                          "decoder": {"fp32", "int8"}}
-        return timings
+        # only the INT8-candidate stages are timed (the adapter's fp32 time is the reference run's)
+        assert {s: set(p) for s, p in graphs.items()} == {"encoder": {"fp32", "int8"}, "decoder": {"fp32", "int8"}}
+        assert all(p.name.endswith(".probe.int8.onnx") for s in graphs for k, p in graphs[s].items() if k == "int8")
+        for _ in range(kw["repeats"] + 1):  # the runs it stands for, as the progress bar counts them
+            for s in graphs:
+                for p in graphs[s]:
+                    kw["progress"](s, p)
+        return {s: timings[s] for s in graphs}
+
+    def calibrate(ctx, stages, count):
+        seen["calibrated"].append(list(stages))
+        return real_calibrate(ctx, stages, count)
+
+    def record(pipeline, pairs, **kw):
+        seen["references"] += 1
+        assert pipeline.precision == "fp32"
+        return real_record(pipeline, pairs, **kw)
 
     monkeypatch.setattr(exporter, "run_gate", gate)
     monkeypatch.setattr(exporter, "time_stage_graphs", time_graphs)
-    return gated
+    monkeypatch.setattr(exporter, "calibrate_int8", calibrate)
+    monkeypatch.setattr(exporter, "record_run", record)
+    return seen
 
 
 TIMINGS = {"encoder": {"fp32": 30.0, "int8": 45.0}, "adapter": {"fp32": 1.0}, "decoder": {"fp32": 120.0, "int8": 40.0}}
 
 
 def test_auto_keeps_the_faster_int8_decoder_and_the_faster_fp32_encoder(tmp_path, monkeypatch):
+    """The encoder's INT8 probe is slower than its FP32 graph: the encoder is never calibrated, and the manifest
+    says so; only the decoder is calibrated, its plan gated once, against the FP32 reference run once."""
     from smoothdino.export import export_model
 
-    gated = _forced(monkeypatch, int8_passes=True, timings=TIMINGS)
+    seen = _forced(monkeypatch, int8_passes=True, timings=TIMINGS)
     manifest, report = export_model(_spec(), tmp_path / "mix")
     assert manifest.stage_precisions == {"encoder": "fp32", "adapter": "fp32", "decoder": "int8"}
     assert Manifest.load(tmp_path / "mix").precision == "encoder=fp32,adapter=fp32,decoder=int8"
     assert report.passed and "int8" in report.candidate  # the mix itself was gated
-    assert [p for p, _ in gated] == ["encoder=fp32,adapter=fp32,decoder=int8"]  # once: the final verdict is its
-    assert gated[0][1] > 0  # against the FP32 reference's own run
+    assert seen["gated"] == [("encoder=fp32,adapter=fp32,decoder=int8", True)]  # once, against the recorded FP32 run
+    assert seen["calibrated"] == [["decoder"]] and seen["references"] == 1
+    assert not (tmp_path / "mix" / "encoder.int8.onnx").exists()
+    assert not list((tmp_path / "mix").glob("*.probe.*"))  # probe graphs never land in the export
+    auto = manifest.gate["auto"]
+    assert auto["calibrated"] == ["decoder"] and set(auto["not_calibrated"]) == {"encoder"}
+    assert "not calibrated" in auto["not_calibrated"]["encoder"]
+    assert auto["stage_ms"]["adapter"]["fp32"] > 0  # measured on the reference run, not the forced figures
+    assert auto["calibration_pairs"] == len(report.calibration["calibration_pairs"]) >= 1
+    gate_frames = {f for pair in report.calibration["gate_pairs"] for f in pair}
+    assert not gate_frames & {f for pair in report.calibration["calibration_pairs"] for f in pair}  # held out
 
 
-def test_auto_skips_the_int8_gate_where_int8_is_not_clearly_faster(tmp_path, monkeypatch):
-    """A CPU without fast INT8 (no VNNI): int8 graphs within timing noise of fp32 are not worth a gate."""
+def test_auto_skips_calibration_and_the_int8_gate_where_int8_is_not_clearly_faster(tmp_path, monkeypatch, capsys):
+    """A CPU without fast INT8 (no VNNI): int8 graphs within timing noise of fp32 are not calibrated nor gated;
+    the FP32 plan's verdict is its recorded reference run (one run of the pipeline in all)."""
     from smoothdino.export import export_model
 
     timings = {"encoder": {"fp32": 30.0, "int8": 31.0}, "adapter": {"fp32": 1.0}, "decoder": {"fp32": 120.0, "int8": 118.0}}
-    gated = _forced(monkeypatch, int8_passes=True, timings=timings)
+    seen = _forced(monkeypatch, int8_passes=True, timings=timings)
     manifest, report = export_model(_spec(), tmp_path / "fp32")
     assert manifest.precision == "fp32" and report.passed
-    assert gated == [("fp32", 0)]  # only the final verdict on the fp32 plan, the reference itself: run once
-    assert manifest.gate["auto"]["int8_gate"]["passed"] is None
-    assert "no stage is faster in int8" in manifest.gate["auto"]["int8_gate"]["skipped"]
+    assert seen["gated"] == [("fp32", True)] and seen["calibrated"] == [] and seen["references"] == 1
+    assert not list((tmp_path / "fp32").glob("*int8*"))
+    auto = manifest.gate["auto"]
+    assert auto["int8_gate"]["passed"] is None and "no stage is faster in int8" in auto["int8_gate"]["skipped"]
+    assert auto["calibrated"] == [] and set(auto["not_calibrated"]) == {"encoder", "decoder"}
+    captured = capsys.readouterr()
+    assert "auto: chose fp32" in captured.err + captured.out and "not calibrated" in captured.err + captured.out
 
 
 def test_auto_falls_back_to_fp32_when_the_int8_gate_fails(tmp_path, monkeypatch, capsys):
     from smoothdino.export import export_model
 
-    gated = _forced(monkeypatch, int8_passes=False, timings=TIMINGS)
+    seen = _forced(monkeypatch, int8_passes=False, timings=TIMINGS)
     manifest, report = export_model(_spec(), tmp_path / "fp32")
-    assert [p for p, _ in gated] == ["encoder=fp32,adapter=fp32,decoder=int8", "fp32"]  # the fastest, then fp32
+    # the fastest, then fp32, whose verdict is the FP32 reference's recorded run: the pipeline ran once in FP32
+    assert seen["gated"] == [("encoder=fp32,adapter=fp32,decoder=int8", True), ("fp32", True)]
+    assert seen["references"] == 1
     assert manifest.stage_precisions == {"encoder": "fp32", "adapter": "fp32", "decoder": "fp32"}
     assert manifest.precision == "fp32" and report.passed  # the export as a whole passes: it is the fp32 plan
     assert manifest.gate["auto"]["int8_gate"]["passed"] is False
     captured = capsys.readouterr()
     assert "int8 plan failed its gate" in captured.err + captured.out  # one notice says why
+
+
+def test_the_meter_is_told_every_step_and_the_work_it_planned(tmp_path, monkeypatch):
+    """The progress bar's figures: each step named, and the work done adds up to the work planned (what the
+    export decided not to do taken back), so its time-left estimate ends at zero, not before, not after."""
+    from smoothdino.export import export_model
+    from smoothdino.export.exporter import ExportMeter
+
+    class Meter(ExportMeter):
+        def __init__(self):
+            super().__init__(lambda m: None)
+            self.steps, self.decisions = [], []
+
+        def step(self, text):
+            self.steps.append(text)
+
+        def decision(self, text):
+            self.decisions.append(text)
+
+    for timings in (TIMINGS, {s: {p: 1.0 for p in ms} for s, ms in TIMINGS.items()}):  # int8 pays / does not
+        _forced(monkeypatch, int8_passes=True, timings=timings)
+        meter = Meter()
+        export_model(_spec(), tmp_path / str(len(meter.steps)) / str(id(timings)), progress=meter)
+        assert meter.total > 0 and abs(meter.done - meter.total) < 1e-6 * meter.total, (meter.done, meter.total)
+        assert any("FP32 reference" in s for s in meter.steps) and any("speed probe" in s for s in meter.steps)
+        assert len(meter.decisions) == 1 and meter.decisions[0].startswith("auto: chose")
