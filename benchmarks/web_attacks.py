@@ -25,7 +25,7 @@ cost it). An attack with a fixed count runs once, and its phase lasts --seconds 
 attacks `live --foxglove 0` instead (behind edge/sinks/foxglove_gate.py): the same idle connections and big heads,
 and 8 clients flooding messages while a legitimate viewer counts what it still gets. The run's descriptors are
 limited to 1,024, a robot's usual limit. Results: <out>/web_attacks.json
-and .md; --record writes benchmarks/results/web_attacks.json for the docs.
+and .md; --record writes benchmarks/results/web_attacks.json (web_attacks_<surface>.json for another surface) for the docs.
 """
 
 from __future__ import annotations
@@ -663,13 +663,13 @@ def main(argv=None) -> dict:
                f"on loopback; {os.cpu_count()} CPUs shared by the run and the attacker")
     lines = [caption, "", *markdown_table(columns, rows)]
     print("\n".join(lines))
-    if args.record and args.surface != "serve":
-        args.record = None  # the docs' record is the browser view's; other surfaces print their table only
     out = {"surface": args.surface, "size": args.size, "fps": args.fps, "seconds": args.seconds, "phases": results}
     atomic_write_text(args.out / "web_attacks.json", json.dumps(out, indent=1))
     atomic_write_text(args.out / "web_attacks.md", "\n".join(lines) + "\n")
     if args.record:
-        write_record(Record("web_attacks", "What does each attack on the browser view cost the depth loop?",
+        name = "web_attacks" if args.surface == "serve" else f"web_attacks_{args.surface}"  # a record per surface
+        what = "the browser view" if args.surface == "serve" else f"the {args.surface} server"
+        write_record(Record(name, f"What does each attack on {what} cost the depth loop?",
                             [Table(caption, columns, rows)],
                             notes=["The attacker shares the machine's cores with the run: on a robot it would be "
                                    "elsewhere on the network, so these figures overstate what it takes."]),
