@@ -66,6 +66,7 @@ def test_batch_export_has_a_batch_axis_and_records_it(batch_export):
     # export timed passes of 1, 2 and 3 frames on ONNX Runtime here: what choose_batch's auto reads
     timing = manifest.batch_timing
     assert timing["backend"] == "onnxruntime" and set(timing["per_frame_ms"]) == {"1", "2", "3"}
+    assert set(timing["cpu_per_frame_ms"]) == {"1", "2", "3"}  # ONNX Runtime on the CPU: its CPU time too
     saved = json.loads((batch_export / "manifest.json").read_text())
     assert saved["batch"] == BATCH and saved["batch_timing"] == timing
 
@@ -218,6 +219,12 @@ def test_choose_batch_takes_a_batch_only_where_measured_faster(batch_export):
     assert choose_batch(manifest, 3, "onnxruntime", measured=slower) == 1
     assert choose_batch(manifest, 3, "onnxruntime", measured=barely) == 1  # under MIN_GAIN
     assert choose_batch(manifest, 3, "tensorrt", measured=slower) == 1  # another back-end's figure
+    # ONNX Runtime on the CPU: the clock gained but the CPU time did not (other work paused): no batch
+    clock_only = {**faster, "backend": "onnxruntime", "cpu_per_frame_ms": {"1": 40.0, "2": 39.0, "3": 41.0}}
+    assert choose_batch(manifest, 3, "onnxruntime", measured=clock_only) == 1
+    both = {**clock_only, "cpu_per_frame_ms": {"1": 40.0, "2": 30.0, "3": 33.0}}
+    n, why = batch_decision(manifest, 3, "onnxruntime", measured=both)
+    assert n == 2 and "cheaper" in why and "CPU 30.0 vs 40.0" in why  # the larger of the two savings (25 % vs 17.5 %)
     n, why = batch_decision(manifest, 3, "tensorrt")  # the manifest's own figure is ONNX Runtime's
     assert n == 1 and "no batch figure" in why
     # explicit settings: off, a number (at most the cameras), more than the export takes is refused
@@ -228,10 +235,10 @@ def test_choose_batch_takes_a_batch_only_where_measured_faster(batch_export):
     with pytest.raises(UserError, match="auto, off"):
         choose_batch(manifest, 2, "onnxruntime", "sometimes")
     # the export's own ONNX Runtime figure decides auto here, whichever way it went on this machine
-    figure = manifest.batch_timing["per_frame_ms"]
-    best = min((2, 3), key=lambda b: figure[str(b)])
-    expected = best if figure[str(best)] <= 0.9 * figure["1"] else 1
-    assert choose_batch(manifest, 3, "onnxruntime") == expected
+    wall, cpu = manifest.batch_timing["per_frame_ms"], manifest.batch_timing["cpu_per_frame_ms"]
+    saving = {b: min(1 - wall[str(b)] / wall["1"], 1 - cpu[str(b)] / cpu["1"]) for b in (2, 3)}
+    best = max(saving, key=saving.get)
+    assert choose_batch(manifest, 3, "onnxruntime") == (best if saving[best] >= 0.1 else 1)
 
 
 def test_tensorrt_rtx_builds_the_batch_export_with_its_profile(batch_export, tmp_path):
