@@ -78,7 +78,7 @@ class SharedNetwork:
         self.frames = 0  # frames through the network
         self.busy_s = 0.0  # time the worker spent in passes
         self.queue_sum = 0  # requests waiting when each pass began, the served ones included (mean queue = sum / passes)
-        self.started = time.monotonic()
+        self.started = time.monotonic()  # again once the pipeline is open: the rates leave its loading out
         self._thread = threading.Thread(target=self._work, name="shared-network", daemon=True)
         self._thread.start()
         if not self._ready.wait(startup_timeout):
@@ -89,6 +89,7 @@ class SharedNetwork:
         if self._error is not None:
             self._thread.join()
             raise self._error
+        self.started = time.monotonic()
         self.batch = min(self.batch, self.pipeline.max_batch or self.batch)
 
     def lane(self, name: str) -> "NetworkLane":

@@ -123,17 +123,18 @@ def live_cameras(open_pipeline: Callable[[], FramePipeline], options, sources: l
                 _SharedSinks(options, cameras, network.pipeline.random_weights) as shared:
             try:
                 for spec in cameras:
-                    opened.append(_open_camera(spec, network, options, web, stop, len(cameras), shared))
-            except BaseException:
-                _close_opened(opened)
-                raise
-            console.print(f"live: {network.pipeline.description} <- {len(cameras)} cameras: "
-                          + ", ".join(f"{c.spec.name} ({c.spec.source}, fusion {'on' if c.fusion else 'off'})"
-                                      for c in opened) + "  (Ctrl-C to stop)", soft_wrap=True)
-            if web is not None:
-                console.print(f"live: browser view -> {web.announce}", soft_wrap=True)
-            shared.announce()
-            _run(opened, options, network.pipeline.random_weights, stop)
+                    camera = _open_camera(spec, network, options, web, stop, len(cameras), shared)
+                    opened.append(camera)
+                    camera.thread.start()  # at once: a camera's frames are its loop's from the moment it opens
+                console.print(f"live: {network.pipeline.description} <- {len(cameras)} cameras: "
+                              + ", ".join(f"{c.spec.name} ({c.spec.source}, fusion {'on' if c.fusion else 'off'})"
+                                          for c in opened) + "  (Ctrl-C to stop)", soft_wrap=True)
+                if web is not None:
+                    console.print(f"live: browser view -> {web.announce}", soft_wrap=True)
+                shared.announce()
+                _run(opened, options, network.pipeline.random_weights, stop)
+            finally:  # whatever ended it (an error opening a camera, a signal): every loop stopped and flushed
+                _finish(opened, {})
         summary = network.summary()
     if options.out is not None:
         atomic_write_text(Path(options.out) / "network.json", json.dumps(summary, indent=2) + "\n")
@@ -228,22 +229,14 @@ class _SharedSinks:
         self.close()
 
 
-def _close_opened(opened: list[_Camera]) -> None:
-    for camera in opened:
-        camera.source.close()
-        camera.pipeline.close()
-
-
 def _run(opened: list[_Camera], options, random_weights: bool, stop: threading.Event) -> None:
-    """Start every camera's thread; wait (drawing the windows) until all end; stop them all on a signal, q, or the
-    first camera that fails."""
+    """Wait (drawing the windows) until every camera's loop has ended; stop them all on a signal, q, or the first
+    camera that fails."""
     windows = {c.spec.name: WindowSink(f"smoothdino - {c.spec.name}", options.snapshots, random_weights,
                                        options.depth_range) for c in opened} if not options.headless else {}
     shown: dict[str, object] = {}
     try:
         with termination_as_interrupt():
-            for camera in opened:
-                camera.thread.start()
             try:
                 while any(c.thread.is_alive() for c in opened):
                     if any(c.error is not None for c in opened) or any(w.quit for w in windows.values()):
@@ -256,12 +249,20 @@ def _run(opened: list[_Camera], options, random_weights: bool, stop: threading.E
                 for camera in opened:  # each camera's loop flushes its outputs; a second signal is not a reason to leave them half written
                     _join(camera.thread)
     finally:
-        _halt(opened)
-        for camera in opened:
+        _finish(opened, windows)
+
+
+def _finish(opened: list[_Camera], windows: dict) -> None:
+    """Every camera's loop stopped and joined (its outputs flushed), its pipeline and windows closed."""
+    _halt(opened)
+    for camera in opened:
+        if camera.thread.ident is not None:
             _join(camera.thread)
-            camera.pipeline.close()
-        for window in windows.values():
-            window.close()
+        else:  # never started: its source is closed here, not by its loop
+            camera.source.close()
+        camera.pipeline.close()
+    for window in windows.values():
+        window.close()
 
 
 def _halt(opened: list[_Camera]) -> None:
