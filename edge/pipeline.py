@@ -512,6 +512,7 @@ class DepthPipeline(FramePipeline):
 
     def close(self) -> None:
         super().close()
+        self._state.clear()  # device levels (TensorRT) go before the engines that made them
         for engine in self.engines.values():
             engine.close()
         self.engines = {}
