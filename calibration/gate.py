@@ -92,7 +92,11 @@ def record_run(pipeline: DepthPipeline, pairs: list[CalibrationPair], progress=N
     pipeline.keep_outputs = True
     results = []
     for pair in pairs:
-        results.append(_run_pair(pipeline, pair))
+        result = _run_pair(pipeline, pair)
+        # own copies: an array that views an engine's buffer would keep the engine's whole memory arena alive
+        result.outputs = {k: np.array(v, copy=True) for k, v in result.outputs.items()}
+        result.depth = np.array(result.depth, copy=True)
+        results.append(result)
         if progress:
             progress()
     return RecordedRun(pipeline.description, pipeline.precision, results, [p.frames for p in pairs])

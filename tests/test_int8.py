@@ -77,6 +77,35 @@ def int8_export(tmp_path_factory):
     return out, manifest, report
 
 
+def test_one_pass_ranges_are_quantize_statics_own_and_the_probe_has_the_calibrated_structure(int8_export, tmp_path):
+    """stage_ranges (one optimised pass over the stages, the export's calibration) gives the scales ONNX Runtime's
+    quantize_static computes from the same frames with its own calibrator; the speed probe (placeholder ranges)
+    quantizes the very same nodes with the same Q/DQ, so its timing is the calibrated graph's."""
+    import onnx
+
+    from smoothdino.calibration import calibration_pairs
+    from smoothdino.calibration.int8 import (int8_summary, placeholder_ranges, quantize_stage, stage_feeds,
+                                             stage_ranges)
+
+    out, manifest, _ = int8_export
+    graphs = {s: manifest.onnx_path(s, "fp32") for s in manifest.stage_names}
+    pairs = calibration_pairs(_nyu_sequences(), 2, SMALL)
+    ranges, feeds = stage_ranges(graphs, pairs, ["encoder", "decoder"]), stage_feeds(graphs, pairs)
+    for stage in ("encoder", "decoder"):
+        theirs = quantize_stage(graphs[stage], tmp_path / f"{stage}.theirs.onnx", stage, feeds[stage])
+        ours = quantize_stage(graphs[stage], tmp_path / f"{stage}.ours.onnx", stage, ranges=ranges[stage])
+        probe = quantize_stage(graphs[stage], tmp_path / f"{stage}.probe.onnx", stage,
+                               ranges=placeholder_ranges(graphs[stage], stage))
+        scales = [{i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer
+                   if i.name.endswith("_scale")} for p in (theirs, ours)]
+        assert scales[0].keys() == scales[1].keys() and scales[0]
+        for name, scale in scales[0].items():  # the same up to float rounding (optimised vs plain graph runs)
+            np.testing.assert_allclose(scales[1][name], scale, rtol=1e-5, err_msg=name)
+        summaries = [int8_summary(p) for p in (theirs, ours, probe)]
+        assert len({tuple(s["quantized_nodes"]) for s in summaries}) == 1
+        assert len({(s["quantize"], s["dequantize"]) for s in summaries}) == 1
+
+
 def test_int8_manifest_records_stage_precision(int8_export):
     out, manifest, report = int8_export
     loaded = Manifest.load(out)
