@@ -354,7 +354,7 @@ class _ExportBar:
                 bar.progress.update(bar.task, total=self.total, completed=min(self.done, self.total))
 
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                                 TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"),
                                  console=console, transient=True, speed_estimate_period=60)
         self.task = self.progress.add_task("exporting", total=None)
         self.meter = Meter()
