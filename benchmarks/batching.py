@@ -138,11 +138,11 @@ def main(argv=None) -> dict:
             stage = m["stage_per_frame_ms"]
             rows.append([key, name, round(m["per_frame_ms"], 1), round(m["median_per_frame_ms"], 1),
                          round(m["cpu_per_frame_ms"], 1), round(stage["encoder"], 1), round(stage["adapter"], 1),
-                         round(stage["decoder"], 1), round(m["per_frame_ms"] / base["per_frame_ms"], 3),
+                         round(stage["decoder"], 1), round(m["median_per_frame_ms"] / base["median_per_frame_ms"], 3),
                          round(m["cpu_per_frame_ms"] / base["cpu_per_frame_ms"], 3)])
             print(f"{key} {name:>9}: {m['per_frame_ms']:8.1f} ms/frame (median {m['median_per_frame_ms']:.1f}, CPU "
                   f"{m['cpu_per_frame_ms']:.1f}; encoder {stage['encoder']:.1f}, adapter {stage['adapter']:.1f}, "
-                  f"decoder {stage['decoder']:.1f}) x{m['per_frame_ms'] / base['per_frame_ms']:.3f} of static 1 "
+                  f"decoder {stage['decoder']:.1f}) median x{m['median_per_frame_ms'] / base['median_per_frame_ms']:.3f} of static 1 "
                   f"(CPU x{m['cpu_per_frame_ms'] / base['cpu_per_frame_ms']:.3f})", flush=True)
     figures["load_average_after"] = list(os.getloadavg())
     if args.json:
@@ -153,7 +153,9 @@ def main(argv=None) -> dict:
             "Rounds interleave the rows (each row's round, then the next row's, and again), so other work on the "
             "machine falls on every row alike. CPU = this process's CPU seconds per frame (all its threads, median "
             "round): less sensitive to other work than the wall time, though ONNX Runtime's spinning threads count.",
-            "Per frame = the best round's time for every camera's frame / the cameras; `static 1` is the export "
+            "The ratios compare medians (with rounds interleaved, the best round of a row is the one that met a "
+            "quiet moment, which differs between rows). Stages: the best round's.",
+            "Per frame = a round's time for every camera's frame / the cameras; `static 1` is the export "
             "without a batch axis (today's graphs), `single` the batch export run one frame a pass, `batch B` one "
             "pass of B cameras' frames (step_batch, each camera with its own previous features and shift).",
             f"ONNX Runtime on the CPU, {args.precision} graphs, {figures['threads']} threads, vits14 + temporal "
@@ -166,7 +168,7 @@ def main(argv=None) -> dict:
         write_record(Record("batching", "Is one network pass over several cameras' frames cheaper per frame than "
                             "one pass each (ONNX Runtime, this CPU)?",
                             [Table("ms per frame", ["size", "run", "best", "median", "CPU", "encoder", "adapter",
-                                                    "decoder", "x static 1", "CPU x static 1"], rows)],
+                                                    "decoder", "median x static 1", "CPU x static 1"], rows)],
                             notes=notes, random_weights=True),
                      args.record, command_line(__spec__.name, argv))
     return figures

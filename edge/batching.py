@@ -15,7 +15,7 @@ benchmarks/batching.py). So nothing batches by assumption:
     setting 1 / "off": 1;  setting n: n (at most the cameras; more than the export's N is refused in one line);
     "auto": the batch b <= min(cameras, N) that saves most per frame against one frame a pass, taken only when it
     saves at least MIN_GAIN, measured for this back-end on this device; no such figure: 1. The saving is the
-    clock's (best pass) and, for ONNX Runtime on the CPU, also the CPU time's (median): the smaller of the two must
+    clock's and, for ONNX Runtime on the CPU, also the CPU time's (medians): the smaller of the two must
     reach MIN_GAIN, so a clock that gained only because other work on the machine paused does not count.
   A batch also makes each camera wait for the whole pass, which is why a gain under MIN_GAIN is not worth it.
   `batch_decision` gives the same choice with its reason, for the worker's log line.
@@ -108,10 +108,11 @@ def choose_batch(manifest, cameras: int, backend: str, setting: str | int | None
     return batch_decision(manifest, cameras, backend, setting, measured)[0]
 
 
-def measure_batching(manifest, backend: str = "onnxruntime", batches: list[int] | None = None, rounds: int = 2,
+def measure_batching(manifest, backend: str = "onnxruntime", batches: list[int] | None = None, rounds: int = 3,
                      threads: int | None = None) -> dict:
-    """Per-frame milliseconds of passes of 1, 2 and N frames of this export on this machine (best of `rounds`
-    after a warm-up; each camera a synthetic scene of its own, with its own state), as manifest.batch_timing."""
+    """Per-frame milliseconds of passes of 1, 2 and N frames of this export on this machine (median of `rounds`
+    after a warm-up, the rounds interleaving the sizes; each camera a synthetic scene of its own, with its own
+    state), as manifest.batch_timing."""
     from .pipeline import DepthPipeline
     from .sources.synthetic import SyntheticScene
 
@@ -121,7 +122,7 @@ def measure_batching(manifest, backend: str = "onnxruntime", batches: list[int] 
     scenes = [SyntheticScene(h, w, frames=rounds + 1, seed=11 + c, velocity=(2.6 - 1.7 * c, -1.3 + 0.9 * c))
               for c in range(top)]
     frames = [[s.frame(k)[0] for k in range(rounds + 1)] for s in scenes]
-    best = dict.fromkeys(batches, np.inf)
+    wall: dict[int, list[float]] = {b: [] for b in batches}
     cpu: dict[int, list[float]] = {b: [] for b in batches}
     with DepthPipeline(manifest, backend=backend, threads=threads) as pipeline:
         ran_on = pipeline.backend
@@ -136,11 +137,11 @@ def measure_batching(manifest, backend: str = "onnxruntime", batches: list[int] 
                 else:
                     pipeline.step_batch([frames[c][k] for c in range(b)], states[b])
                 if k:  # the first round is the warm-up
-                    best[b] = min(best[b], (time.perf_counter() - start) / b)
+                    wall[b].append((time.perf_counter() - start) / b)
                     cpu[b].append((time.process_time() - process) / b)
     figure = {"backend": ran_on, "device": _device(ran_on),
-              "per_frame_ms": {str(b): round(1000 * ms, 2) for b, ms in best.items()},
-              "measured_on": f"best of {rounds} passes after a warm-up, rounds interleaving the batch sizes, "
+              "per_frame_ms": {str(b): round(1000 * float(np.median(v)), 2) for b, v in wall.items()},
+              "measured_on": f"median of {rounds} passes after a warm-up, rounds interleaving the batch sizes, "
                              "synthetic frames"}
     if on_cpu:  # the CPU time the frames took: what a saturated CPU pays, less moved by other work than the clock
         figure["cpu_per_frame_ms"] = {str(b): round(1000 * float(np.median(v)), 2) for b, v in cpu.items()}
