@@ -286,3 +286,41 @@ def test_tensorrt_feeds_take_any_batch_up_to_the_profile():
     check_host_feed("encoder.engine", "image", spec, np.zeros((3, 70, 98, 3), np.uint8), max_batch=3)
     with pytest.raises(ValueError, match=r"1\.\.3"):
         check_host_feed("encoder.engine", "image", spec, np.zeros((4, 70, 98, 3), np.uint8), max_batch=3)
+
+
+def test_the_shared_network_batches_waiting_cameras_and_each_gets_its_own_depth(batch_export):
+    """live's shared network with batching on: three cameras asking from their own threads are served in shared
+    passes (a batch at a time, each camera its own state) and each camera's depth equals its sequence run alone."""
+    import threading
+
+    from smoothdino.edge.shared_network import SharedNetwork
+
+    frames = 8  # passes are shared when the cameras' requests meet in the queue: over 8 rounds some always do
+    cams = sequences(frames=frames)
+    with _pipeline(batch_export) as pipeline:
+        alone = []
+        for seq in cams:
+            state = pipeline.new_state()
+            alone.append([pipeline.step(rgb, state=state).depth for rgb in seq])
+    got: dict[int, list[np.ndarray]] = {}
+    with SharedNetwork(lambda: _pipeline(batch_export)) as network:
+        network.batch = BATCH
+        lanes = [network.lane(f"cam{c}") for c in range(BATCH)]
+        start = threading.Barrier(BATCH)
+
+        def run(c: int) -> None:
+            start.wait()
+            got[c] = [lanes[c].step(rgb).depth for rgb in cams[c]]
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in range(BATCH)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        summary = network.summary()
+    assert summary["frames"] == BATCH * frames and summary["passes"] < summary["frames"]  # some passes were shared
+    assert sum(lane["batched_passes"] for lane in summary["lanes"].values()) > 0
+    for c in range(BATCH):
+        for k in range(frames):
+            scale = np.abs(alone[c][k]).max()
+            assert np.abs(got[c][k] - alone[c][k]).max() <= 1e-5 * scale, (c, k)
