@@ -1,8 +1,10 @@
-"""Small pieces every network surface uses to bound what a client can make it do: a token bucket (so many
-actions a second, a burst at once) and a thread's name as the OS shows it (what serving costs, read per thread)."""
+"""Small pieces every network surface uses (the browser view, the Foxglove gate): a token bucket (so many actions
+a second, a burst at once), a thread's name as the OS shows it (what serving costs, read per thread), and the body
+of a server's own event-loop thread."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 
@@ -31,3 +33,26 @@ def name_this_thread(name: bytes) -> None:
         ctypes.CDLL(None).prctl(15, name[:15], 0, 0, 0)  # PR_SET_NAME
     except (OSError, AttributeError):
         pass
+
+
+def run_server_loop(owner, thread_name: bytes) -> None:
+    """The body of a server's event-loop thread. `owner` has `loop`, `_serve()` (a coroutine that starts the server),
+    `_started` (an Event set once it serves or failed) and `_failed`/`server` (set here); its stop calls
+    loop.stop(). Whatever tasks the stop left are cancelled quietly and the loop is closed."""
+    name_this_thread(thread_name)
+    loop = owner.loop
+    asyncio.set_event_loop(loop)
+    try:
+        owner.server = loop.run_until_complete(owner._serve())
+    except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+        owner._failed = err
+        owner._started.set()
+        return
+    owner._started.set()
+    loop.run_forever()
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()

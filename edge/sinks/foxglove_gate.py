@@ -32,7 +32,7 @@ import threading
 from http import HTTPStatus
 
 from smoothdino.core.errors import UserError
-from smoothdino.core.throttle import TokenBucket, name_this_thread
+from smoothdino.core.throttle import TokenBucket, run_server_loop
 
 MAX_CONNECTIONS = 32  # Foxglove viewers of one robot: a few; each may hold a frame's messages
 HEAD_DEADLINE_S = 5.0
@@ -174,22 +174,7 @@ class FoxgloveGate:
     # -- the event loop's thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        name_this_thread(THREAD_NAME)
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.server = self.loop.run_until_complete(self._serve())
-        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-            self._failed = err
-            self._started.set()
-            return
-        self._started.set()
-        self.loop.run_forever()
-        pending = asyncio.all_tasks(self.loop)  # whatever _stop's wait left: ended here, quietly
-        for task in pending:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
+        run_server_loop(self, THREAD_NAME)
 
     async def _serve(self):
         from websockets.asyncio.server import serve

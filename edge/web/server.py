@@ -34,7 +34,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from importlib import resources
@@ -42,6 +41,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from smoothdino.core.errors import UserError
+from smoothdino.core.throttle import TokenBucket, run_server_loop
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
@@ -92,17 +92,6 @@ QUIET.propagate = False
 THREAD_NAME = b"smoothdino-view"  # the server thread's name in `top -H` and /proc/<pid>/task/*/comm
 
 
-def name_this_thread(name: bytes) -> None:
-    """The calling thread's name as the OS shows it (Linux; elsewhere nothing): what the view's serving costs can be
-    read per thread (benchmarks/web_attacks.py)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(15, name[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
-
-
 def load_assets() -> dict[str, bytes]:
     """Every file the page needs, read from the installed package once (a wheel missing one fails here, at start)."""
     folder = resources.files(__package__).joinpath("static")
@@ -126,20 +115,6 @@ def reply(status: int, body: bytes = b"", content_type: str = "text/plain; chars
                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Connection": "close",
                     **(headers or {})})
     return Response(status, HTTPStatus(status).phrase, head, body)
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst, self.level, self.at = rate, burst, float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.level = min(self.burst, self.level + (now - self.at) * self.rate)
-        self.at = now
-        if self.level < 1.0:
-            return False
-        self.level -= 1.0
-        return True
 
 
 class Counters:
@@ -269,22 +244,7 @@ class ViewServer:
     # -- the event loop's thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        name_this_thread(THREAD_NAME)
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.server = self.loop.run_until_complete(self._serve())
-        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-            self._failed = err
-            self._started.set()
-            return
-        self._started.set()
-        self.loop.run_forever()
-        pending = asyncio.all_tasks(self.loop)  # whatever _stop's wait left: ended here, quietly
-        for task in pending:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
+        run_server_loop(self, THREAD_NAME)
 
     async def _serve(self):
         server = await serve(
