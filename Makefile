@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+JOBS   ?= logical
 
 .PHONY: test demo docs install clean x11-for-tests chromium-for-tests
 
@@ -23,8 +24,11 @@ $(VENV)/.dev: $(VENV)/.runtime
 
 install: $(VENV)/.dev
 
+# Two phases (tests/conftest.py says why): every test not marked `alone` on all cores (pytest-xdist, a module a
+# worker), then the `alone` ones, which compare rates and latencies with the wall clock, one at a time.
 test: install x11-for-tests chromium-for-tests
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not alone" --durations=25
+	$(BIN)/python -m pytest -q -m alone --durations=5
 
 # tests/test_window.py runs `live` with its window under Xvfb. Best effort: installed only where Xvfb is
 # missing, apt-get exists and we are root; never fails the build (the test skips, saying why).

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -12,10 +13,22 @@ NYU = ROOT.parent / "shared" / "data" / "nyu2_sample"
 os.environ.setdefault("SMOOTHDINO_HOME", str(ROOT / ".pytest_cache" / "smoothdino_home"))
 
 
+# -- two phases (`make test`) -------------------------------------------------------------------------------------
+# Phase 1 runs every test not marked `alone` on all cores with pytest-xdist, a module (or all the Ray modules) a
+# worker at a time, so module fixtures are built once; the modules that take longest go first. Each worker computes
+# with one thread (ONNX Runtime, torch, and the processes a test starts): two workers never fight over two cores.
+# Phase 2 runs the `alone` tests one at a time on an otherwise idle machine: they compare rates or latencies (a loop
+# under attack against the same loop quiet, a window painted in time), which a neighbour's load would falsify.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ.setdefault("SMOOTHDINO_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def pytest_configure(config):
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if WORKER else 2)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +90,7 @@ def small_export_fp32(tmp_path_factory) -> Path:
 # after the last test that uses it, so no Ray process idles through the rest of the suite.
 
 RAY_FIXTURE = "ray_cluster"
-_last_ray_test: list[str] = []
+_last_ray_test: list = []  # [the last item that uses Ray]
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +117,44 @@ def _uses_ray(item) -> bool:
 
 
 def pytest_collection_modifyitems(session, config, items):
+    _order_for_ray(items)
+    if WORKER:
+        _longest_first(items)
+    _last_ray_test[:] = [item for item in items if _uses_ray(item)][-1:]
+
+
+def _longest_first(items) -> None:
+    """The modules marked `slow` and the Ray modules first, so that no long unit of work starts last (the scheduler
+    below keeps the collection's order, given --no-loadscope-reorder)."""
+    first = {item.path for item in items if _uses_ray(item) or item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in first)  # stable: the order within a module is kept
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with one change: the modules that use the Ray fixture are one unit of work, so the suite
+    starts one Ray instance. (`--dist loadgroup` would do it with marks, but pytest 9's node ids ignore the group
+    suffix xdist 3.8 adds, so its groups are not kept together.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = config.rootpath
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray" if _module_uses_ray(root / module) else module
+
+    return ModuleScheduling(config, log)
+
+
+@functools.cache
+def _module_uses_ray(path: Path) -> bool:
+    return path.name != "conftest.py" and RAY_FIXTURE in path.read_text()
+
+
+def _order_for_ray(items) -> None:
     modules: dict = {}  # module path -> its items, in collection order
     for item in items:
         modules.setdefault(item.path, []).append(item)
@@ -124,11 +175,11 @@ def pytest_collection_modifyitems(session, config, items):
             elif path not in grouped:
                 reordered += its
         items[:] = reordered
-    _last_ray_test[:] = [item.nodeid for item in items if _uses_ray(item)][-1:]
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
     yield
-    if _last_ray_test and item.nodeid == _last_ray_test[0]:
+    if _last_ray_test and item is _last_ray_test[0]:
         _shutdown_ray()
+

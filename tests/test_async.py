@@ -31,6 +31,7 @@ class SlowPipeline(DepthPipeline):
         return super()._encode(rgb)
 
 
+@pytest.mark.alone
 def test_async_outputs_every_frame_while_the_network_is_busy(small_export, tmp_path):
     video = write_video(tmp_path / "camera.mp4", frames=75)  # 2.5 s at 30 FPS
     owner: list[threading.Thread] = []

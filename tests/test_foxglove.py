@@ -158,6 +158,7 @@ def test_live_foxglove_serves_every_channel(small_export, tmp_path):
     assert not list(tmp_path.glob(".run*"))
 
 
+@pytest.mark.alone
 def test_a_stalled_or_vanished_viewer_never_holds_the_loop():
     """480x640 with every pixel in the cloud (~6 MB a frame): a client that subscribes and never reads would
     fill any socket buffer within a frame or two if the server waited for it."""

@@ -184,6 +184,7 @@ def attacks_rss() -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
 
 
+@pytest.mark.alone
 def test_a_message_flood_closes_that_client_only_and_the_loop_never_pays(foxglove):
     time.sleep(0.5)
     quiet_rate, _ = foxglove.loop.figures(time.monotonic() - 0.5)
@@ -254,6 +255,7 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.alone
 def test_zenoh_caps_the_sessions_a_peer_opens_and_the_loop_never_pays(monkeypatch):
     """rmw_zenoh's session listens on loopback (tcp/localhost): peers on this machine connect to it. Zenoh's own
     max_sessions caps them (256 by default here, 4 for this test); the next is refused, the loop writes on."""
@@ -301,6 +303,7 @@ def test_zenoh_caps_the_sessions_a_peer_opens_and_the_loop_never_pays(monkeypatc
 
 # -- ROS 2 over DDS ----------------------------------------------------------------------------------------
 
+@pytest.mark.alone
 def test_dds_garbage_on_its_ports_costs_the_loop_nothing_and_prints_nothing(capfd):
     """Cyclone DDS's ports take datagrams from anyone who can reach them: 20,000 datagrams of garbage and of broken
     RTPS (a valid header, nonsense after it) at every port of the domain are dropped by Cyclone's receive threads

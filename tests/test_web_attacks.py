@@ -159,6 +159,7 @@ def test_a_big_head_is_refused_and_never_held(served):
     assert attacks.get(served.port)[0] == 200
 
 
+@pytest.mark.alone
 def test_an_ack_flood_closes_that_page_only_and_the_loop_never_pays(served):
     time.sleep(0.5)
     quiet_rate, _ = served.loop.figures(time.monotonic() - 0.5)

@@ -141,6 +141,7 @@ def _check_depth(camera: str, header: dict, png: bytes) -> None:
     assert depth.dtype == np.uint16 and np.array_equal(depth, truth_mm(camera, header["index"])), (camera, header)
 
 
+@pytest.mark.alone
 def test_every_camera_reaches_a_page_with_its_name_picture_and_depth(view):
     cameras = Cameras(view, [["front", "back"], ["wrist"]])  # three cameras, two loop threads
     try:

@@ -216,6 +216,7 @@ COUNT_CHANGES = """async (seconds) => {
 }"""
 
 
+@pytest.mark.alone
 @needs_browser
 def test_the_picture_changes_at_least_ten_times_in_two_seconds(browser, live_view):
     page = _open(browser, live_view.run.url)
@@ -276,6 +277,7 @@ def test_snapshot_button_saves_the_frame_shown_into_the_snapshots_folder_only(br
         page.close()
 
 
+@pytest.mark.alone
 @needs_browser
 def test_three_pages_leave_the_loop_rate_within_ten_percent(browser, live_view):
     def loop_rate(seconds: float = 3.0) -> float:
@@ -344,6 +346,7 @@ print(json.dumps(got))
 """
 
 
+@pytest.mark.alone
 @needs_browser
 def test_slowloris_and_an_ack_flood_leave_the_live_loop_its_rate(browser, live_view):
     """Issue 37's first and third attacks at once against `live --serve`, from a niced child process: the loop keeps

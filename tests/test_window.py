@@ -155,6 +155,7 @@ def rendered_word(word: str, scale: float) -> np.ndarray:
 
 # -- the window ------------------------------------------------------------------------------------
 
+@pytest.mark.alone
 def test_live_window_on_screen_keys_q_and_s(xvfb, video, small_export, tmp_path):
     from Xlib import display as xdisplay
 
