@@ -38,6 +38,7 @@ from smoothdino.models.decoder import load_decoder
 from smoothdino.models.fold import fold_offsets_into_decoder
 from smoothdino.models.vit import load_encoder
 
+from . import graph_cache
 from .graphs import AdapterGraph, DecoderGraph, EncoderGraph
 from .onnx import compare_with_torch, export_graph
 from .spec import ExportSpec
@@ -142,7 +143,21 @@ def _calibration_work(stages: list[str], int8: list[str], pairs: int) -> float:
 # -- one function per format ----------------------------------------------------------------------
 
 def export_onnx(ctx: ExportContext) -> None:
-    """FP32 graphs, each compared with its PyTorch module through ONNX Runtime."""
+    """FP32 graphs, each compared with its PyTorch module through ONNX Runtime; copied from the graph cache
+    (export/graph_cache.py) where an earlier export traced the same model, weights and code."""
+    start = time.perf_counter()
+    stages = list(ctx.modules)
+    key = graph_cache.graph_key(ctx.spec, ctx.weights, ctx.examples["encoder"][0].numpy().tobytes(), stages)
+    cached = graph_cache.fetch(key, ctx.out)
+    if cached is not None:
+        ctx.onnx_errors.update(cached)
+        for stage in stages:
+            ctx.stages[stage].onnx["fp32"] = f"{stage}.onnx"
+        ctx.seconds["onnx.from_cache"] = time.perf_counter() - start
+        if ctx.meter:
+            ctx.meter.step(f"FP32 ONNX graphs: the ones traced for this model, weights and code before "
+                           f"({graph_cache.cache_dir() / key})")
+        return
     for stage, module in ctx.modules.items():
         start = time.perf_counter()
         files = ctx.stages[stage]
@@ -156,6 +171,7 @@ def export_onnx(ctx: ExportContext) -> None:
             raise UserError(f"{path}: output {worst} differs from PyTorch by {errors[worst]:.2e} relative "
                             f"(> {ONNX_TOLERANCE}); please report this export")
         ctx.stages[stage].onnx["fp32"] = path.name
+    graph_cache.keep(key, ctx.out, ctx.onnx_errors)
 
 
 def export_onnx_fp16(ctx: ExportContext) -> None:
