@@ -37,8 +37,9 @@ def run_readme_export(folder: Path, weights_dir: Path | None, random_weights: bo
     command += ["--random-weights"] if random_weights else []
     load = os.getloadavg()[0]
     start = time.perf_counter()
+    # a first export: no graph traced before (export/graph_cache.py), as on a newcomer's machine
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, "COLUMNS": "200"})
+                             env={**os.environ, "COLUMNS": "200", "SMOOTHDINO_GRAPH_CACHE": "0"})
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
@@ -131,6 +132,7 @@ def main(argv=None):
         p.error("--record goes with --readme")
     from smoothdino.export import ExportSpec, export_model
 
+    os.environ["SMOOTHDINO_GRAPH_CACHE"] = "0"  # the cost of tracing, not of a copy (export/graph_cache.py)
     size = parse_size(a.size)
     rows = []
     for arch in a.archs.split(","):

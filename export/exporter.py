@@ -143,35 +143,28 @@ def _calibration_work(stages: list[str], int8: list[str], pairs: int) -> float:
 # -- one function per format ----------------------------------------------------------------------
 
 def export_onnx(ctx: ExportContext) -> None:
-    """FP32 graphs, each compared with its PyTorch module through ONNX Runtime; copied from the graph cache
-    (export/graph_cache.py) where an earlier export traced the same model, weights and code."""
-    start = time.perf_counter()
-    stages = list(ctx.modules)
-    key = graph_cache.graph_key(ctx.spec, ctx.weights, ctx.examples["encoder"][0].numpy().tobytes(), stages)
-    cached = graph_cache.fetch(key, ctx.out)
-    if cached is not None:
-        ctx.onnx_errors.update(cached)
-        for stage in stages:
-            ctx.stages[stage].onnx["fp32"] = f"{stage}.onnx"
-        ctx.seconds["onnx.from_cache"] = time.perf_counter() - start
-        if ctx.meter:
-            ctx.meter.step(f"FP32 ONNX graphs: the ones traced for this model, weights and code before "
-                           f"({graph_cache.cache_dir() / key})")
-        return
+    """FP32 graphs, each compared with its PyTorch module through ONNX Runtime. A stage an earlier export traced
+    for the same module, weights and code is copied from the graph cache (export/graph_cache.py), then compared
+    the same way; `export_seconds` names it `<stage>.onnx.cached`."""
     for stage, module in ctx.modules.items():
         start = time.perf_counter()
         files = ctx.stages[stage]
-        batch_shapes = {n: v["shape"] for n, v in {**files.inputs, **files.outputs}.items()} if ctx.spec.batch > 1 else None
-        path = export_graph(module, stage, ctx.examples[stage], ctx.out / f"{stage}.onnx", shapes=batch_shapes)
+        key = graph_cache.graph_key(ctx.spec, ctx.weights, stage)
+        path = ctx.out / f"{stage}.onnx"
+        cached = graph_cache.fetch(key, path)
+        if not cached:
+            batch_shapes = {n: v["shape"] for n, v in {**files.inputs, **files.outputs}.items()} if ctx.spec.batch > 1 else None
+            path = export_graph(module, stage, ctx.examples[stage], path, shapes=batch_shapes)
         errors = compare_with_torch(path, module, stage, ctx.examples[stage])
-        ctx.seconds[f"{stage}.onnx"] = time.perf_counter() - start
+        ctx.seconds[f"{stage}.onnx" + (".cached" if cached else "")] = time.perf_counter() - start
         ctx.onnx_errors[stage] = errors
         worst = max(errors, key=errors.get)
         if errors[worst] > ONNX_TOLERANCE:
             raise UserError(f"{path}: output {worst} differs from PyTorch by {errors[worst]:.2e} relative "
                             f"(> {ONNX_TOLERANCE}); please report this export")
         ctx.stages[stage].onnx["fp32"] = path.name
-    graph_cache.keep(key, ctx.out, ctx.onnx_errors)
+        if not cached:
+            graph_cache.keep(key, path)
 
 
 def export_onnx_fp16(ctx: ExportContext) -> None:

@@ -1,16 +1,18 @@
-"""The FP32 graphs an export traced, kept for the next export of the same model ($SMOOTHDINO_HOME/graphs).
+"""The FP32 graphs exports traced, kept for the next export of the same stage ($SMOOTHDINO_HOME/graphs).
 
-Tracing the three PyTorch modules to ONNX and checking each against PyTorch is the fixed cost of every export
-(4-15 s on 2 cores). The FP32 graphs depend only on what `graph_key` holds, so another export with the same key
-(another precision, `bench --precisions`, a re-export after a refused gate, `process` exporting on the fly) copies
-them and their recorded ONNX-vs-PyTorch errors instead of tracing again.
+Tracing a PyTorch module to ONNX and checking the graph (`onnx.checker`) is the fixed cost of every export (4-15 s
+on 2 cores). A stage's FP32 graph depends only on what `graph_key` holds, so another export with the same key
+(another precision, `bench --precisions`, another adapter over the same encoder, a re-export after a refused gate,
+`process` exporting on the fly) copies it instead of tracing again. The comparison with PyTorch runs on every export
+all the same, on that export's own frame: a copied graph is checked like a traced one.
 
-The key: the model (arch, head, adapter, frame size, batch), the weights' ids (SHA-256 of real files; the seed of
-random ones), the example frame the graphs are checked on, the versions of Python, PyTorch, onnx and ONNX Runtime,
-the opset, and a hash of this package's source, so any change to the code makes new keys. Each entry records its
-files' SHA-256, checked on every use: an entry that differs is removed and the graphs are traced again. At most
-KEEP entries, the least recently used removed first (an entry is 60-450 MB: the weights are in the graphs).
-SMOOTHDINO_GRAPH_CACHE=0 turns the cache off."""
+The key of a stage: the stage, what builds its module (encoder: arch, frame size, batch and the encoder's weights;
+adapter: also the adapter and its weights; decoder: arch, head, adapter, size, batch and every weight but the
+encoder's, since `paper` folds its adapter into the decoder), the weights' ids (SHA-256 of real files, the seed of
+random ones), the versions of Python, PyTorch and onnx, the opset, and a hash of this package's source, so that any
+change to the code makes new keys. Each entry keeps its graph's SHA-256, checked on every use: an entry that differs
+is removed and the stage traced again. At most KEEP entries, the least recently used removed first (an encoder's
+is 90-350 MB: the weights are in the graph). SMOOTHDINO_GRAPH_CACHE=0 turns the cache off."""
 
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from pathlib import Path
 from smoothdino.core.files import sha256_of
 from smoothdino.core.paths import smoothdino_home
 
-KEEP = 6
-RECORD = "graphs.json"
+KEEP = 12
+RECORD = "graph.json"
+GRAPH = "graph.onnx"
 SOURCE_FOLDERS = ("models", "export", "core", "edge", "calibration")  # what builds and checks a graph
 
 
@@ -52,44 +55,46 @@ def source_hash(root: Path = PACKAGE) -> str:
     return digest.hexdigest()
 
 
-def graph_key(spec, weights: dict[str, str], example: bytes, stages: list[str]) -> str:
+def graph_key(spec, weights: dict[str, str], stage: str) -> str:
     import onnx
-    import onnxruntime
     import torch
 
     from .onnx import OPSET
 
-    fields = {"arch": spec.arch, "head": spec.head, "adapter": spec.adapter, "size": list(spec.size),
-              "batch": spec.batch, "stages": stages, "weights": weights,
-              "example": hashlib.sha256(example).hexdigest(), "opset": OPSET, "python": platform.python_version(),
-              "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-              "source": source_hash()}
+    builds = {"arch": spec.arch, "size": list(spec.size), "batch": spec.batch}
+    if stage == "encoder":
+        builds["weights"] = {"encoder": weights["encoder"]}
+    elif stage == "adapter":
+        builds.update(adapter=spec.adapter, weights={"adapter": weights.get("adapter")})
+    else:
+        builds.update(head=spec.head, adapter=spec.adapter, weights={k: v for k, v in weights.items() if k != "encoder"})
+    fields = {"stage": stage, **builds, "opset": OPSET, "python": platform.python_version(),
+              "torch": torch.__version__, "onnx": onnx.__version__, "source": source_hash()}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def fetch(key: str, out: Path) -> dict[str, dict[str, float]] | None:
-    """Copy the entry's graphs into `out` as <stage>.onnx; {stage: ONNX-vs-PyTorch errors}, or None on a miss."""
+def fetch(key: str, target: Path) -> bool:
+    """Copy the entry's graph to `target`; False on a miss (nothing written)."""
     root = cache_dir()
     entry = root / key if root else None
     if entry is None or not (entry / RECORD).is_file():
-        return None
+        return False
     try:
-        record = json.loads((entry / RECORD).read_text())
-        for stage, sha in record["sha256"].items():
-            target = out / f"{stage}.onnx"
-            shutil.copyfile(entry / f"{stage}.onnx", target)
-            if sha256_of(target) != sha:  # changed on disk since it was kept: never use it
-                target.unlink()
-                shutil.rmtree(entry, ignore_errors=True)
-                return None
+        sha = json.loads((entry / RECORD).read_text())["sha256"]
+        shutil.copyfile(entry / GRAPH, target)
+        if sha256_of(target) != sha:  # changed on disk since it was kept: never use it
+            target.unlink()
+            shutil.rmtree(entry, ignore_errors=True)
+            return False
         os.utime(entry)  # recently used
-        return record["errors"]
+        return True
     except (OSError, ValueError, KeyError):  # removed by another export meanwhile, or unreadable: trace
-        return None
+        Path(target).unlink(missing_ok=True)
+        return False
 
 
-def keep(key: str, out: Path, errors: dict[str, dict[str, float]]) -> None:
-    """Keep `out`'s <stage>.onnx for `errors`' stages under `key`; a full disk or a race only skips keeping."""
+def keep(key: str, graph: Path) -> None:
+    """Keep `graph` under `key`; a full disk or a race only skips keeping."""
     root = cache_dir()
     if root is None:
         return
@@ -97,11 +102,8 @@ def keep(key: str, out: Path, errors: dict[str, dict[str, float]]) -> None:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
         try:
-            sha = {}
-            for stage in errors:
-                shutil.copyfile(out / f"{stage}.onnx", staging / f"{stage}.onnx")
-                sha[stage] = sha256_of(staging / f"{stage}.onnx")
-            (staging / RECORD).write_text(json.dumps({"sha256": sha, "errors": errors}, indent=1))
+            shutil.copyfile(graph, staging / GRAPH)
+            (staging / RECORD).write_text(json.dumps({"sha256": sha256_of(staging / GRAPH)}))
             os.rename(staging, root / key)  # whole or absent; another export may have kept it first
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -72,15 +72,43 @@ def _export(out: Path, **kw):
     return out
 
 
+def _shared_export(name: str, **kw) -> Path:
+    """An export every process of the suite shares (the xdist workers and the `alone` phase): built once, under a
+    lock, in .pytest_cache/test-exports/<key>/<name>, <key> a hash of the package's source and the versions that make
+    a graph; a folder of another key (older code) is removed. Its tests only read it."""
+    import hashlib
+    import shutil
+
+    import onnx
+    import onnxruntime
+    import torch
+    from filelock import FileLock
+
+    from smoothdino.export.graph_cache import source_hash
+
+    key = hashlib.sha256(f"{source_hash()} {torch.__version__} {onnx.__version__} {onnxruntime.__version__}".encode())
+    root = ROOT / ".pytest_cache" / "test-exports"
+    folder = root / key.hexdigest()[:16] / name
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{name}.lock")):
+        for stale in root.iterdir():
+            if stale.is_dir() and stale.name != folder.parent.name:
+                shutil.rmtree(stale, ignore_errors=True)
+        if not (folder / "manifest.json").is_file():  # else built by another process of this run, or an earlier run
+            shutil.rmtree(folder, ignore_errors=True)  # what a killed build left
+            _export(folder, **kw)
+    return folder
+
+
 @pytest.fixture(scope="session")
-def small_export(tmp_path_factory) -> Path:
+def small_export() -> Path:
     """vits14 + temporal adapter, FP16 and FP32 graphs at 70x98, random weights (synthetic calibration)."""
-    return _export(tmp_path_factory.mktemp("export") / "temporal")
+    return _shared_export("temporal")
 
 
 @pytest.fixture(scope="session")
-def small_export_fp32(tmp_path_factory) -> Path:
-    return _export(tmp_path_factory.mktemp("export") / "temporal32", precision="fp32")
+def small_export_fp32() -> Path:
+    return _shared_export("temporal32", precision="fp32")
 
 
 # -- one local Ray instance for the suite ------------------------------------------------------------------------

@@ -282,7 +282,7 @@ def test_zenoh_caps_the_sessions_a_peer_opens_and_the_loop_never_pays(monkeypatc
             c = zenoh.Config()
             for key, value in (("mode", '"client"'), ("scouting/multicast/enabled", "false"),
                                ("connect/endpoints", json.dumps([f"tcp/127.0.0.1:{port}"])),
-                               ("connect/timeout_ms", "2000")):
+                               ("connect/timeout_ms", "1000")):  # a refused session waits this long
                 c.insert_json5(key, value)
             try:
                 sessions.append(zenoh.open(c))
