@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-JOBS   ?= logical
+JOBS   ?= auto
 
 .PHONY: test demo docs install clean x11-for-tests chromium-for-tests
 
