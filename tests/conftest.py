@@ -130,6 +130,9 @@ _last_ray_test: list = []  # [the last item that uses Ray]
 def ray_cluster():
     """A local Ray instance with 2 CPUs; its GCS address (HOST:PORT). Shut down after the last test that uses it."""
     ray = pytest.importorskip("ray")
+    # Ray starts its workers at nice 15, below every test beside them: on a busy machine (the other xdist workers)
+    # its chunks crawled, 19 s -> 110 s for one test. Here they run at the tests' own priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         yield ray.get_runtime_context().gcs_address
