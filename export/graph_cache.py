@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from smoothdino.core.files import sha256_of
@@ -113,8 +114,6 @@ def keep(key: str, graph: Path) -> None:
 
 
 def _prune(root: Path) -> None:
-    import time
-
     for abandoned in root.glob(".incoming-*"):  # a process killed while keeping an entry
         if time.time() - abandoned.stat().st_mtime > 3600:
             shutil.rmtree(abandoned, ignore_errors=True)

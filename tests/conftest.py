@@ -68,19 +68,25 @@ def textured_rgb() -> np.ndarray:
 SMALL = (70, 98)
 
 
-def _export(out: Path, **kw):
-    from smoothdino.export import ExportSpec, export_model
+def _spec(**kw):
+    from smoothdino.export import ExportSpec
 
-    spec = ExportSpec(**{"arch": "vits14", "adapter": "temporal", "size": SMALL, "precision": "fp16",
+    return ExportSpec(**{"arch": "vits14", "adapter": "temporal", "size": SMALL, "precision": "fp16",
                          "backend": "onnx", "random_weights": True, "calibration_frames": 2, **kw})
-    manifest, report = export_model(spec, out)
+
+
+def _export(out: Path, **kw):
+    from smoothdino.export import export_model
+
+    export_model(_spec(**kw), out)
     return out
 
 
 def _shared_export(name: str, **kw) -> Path:
     """An export every process of the suite shares (the xdist workers and the `alone` phase): built once, under a
-    lock, in .pytest_cache/test-exports/<key>/<name>, <key> a hash of the package's source and the versions that make
-    a graph; a folder of another key (older code) is removed. Its tests only read it."""
+    lock, in .pytest_cache/test-exports/<key>/<name> (ensure_export: rebuilt where its spec changed), <key> a hash
+    of the package's source and the versions that make a graph; a folder of another key (older code) is removed.
+    Its tests only read it."""
     import hashlib
     import shutil
 
@@ -89,6 +95,7 @@ def _shared_export(name: str, **kw) -> Path:
     import torch
     from filelock import FileLock
 
+    from smoothdino.export.exporter import ensure_export
     from smoothdino.export.graph_cache import source_hash
 
     key = hashlib.sha256(f"{source_hash()} {torch.__version__} {onnx.__version__} {onnxruntime.__version__}".encode())
@@ -99,9 +106,7 @@ def _shared_export(name: str, **kw) -> Path:
         for stale in root.iterdir():
             if stale.is_dir() and stale.name != folder.parent.name:
                 shutil.rmtree(stale, ignore_errors=True)
-        if not (folder / "manifest.json").is_file():  # else built by another process of this run, or an earlier run
-            shutil.rmtree(folder, ignore_errors=True)  # what a killed build left
-            _export(folder, **kw)
+        ensure_export(_spec(**kw), folder)  # reused as built by another process of this run, or an earlier run
     return folder
 
 
