@@ -77,7 +77,9 @@ def int8_gate_text(auto: dict) -> str:
     if gate.get("passed") is None:
         return "not run: " + gate.get("skipped", "")
     verdict = "passed" if gate["passed"] else "failed"
-    return f"{gate['plan']} {verdict}, drift {gate['rmse_vs_reference_mm']:.1f} mm RMSE (tolerance {gate['tolerance_mm']:g})"
+    pairs = f" on {gate['pairs']} pairs (a certain refusal stops early)" if "pairs" in gate else ""
+    return (f"{gate['plan']} {verdict}, drift {gate['rmse_vs_reference_mm']:.1f} mm RMSE{pairs} "
+            f"(tolerance {gate['tolerance_mm']:g})")
 
 
 def record_readme(runs: list[dict], random_weights: bool, folder: Path, command: str) -> Path:
@@ -98,7 +100,8 @@ def record_readme(runs: list[dict], random_weights: bool, folder: Path, command:
              "auto: the FP32 plan recorded once on the gate's pairs (the gate's reference, and the verdict if FP32 is "
              "chosen), an INT8 speed probe per candidate stage, calibration only of the stages whose INT8 is clearly "
              f"faster ({last.get('calibration_pairs')} pairs, held out from the gate's {last.get('gate_pairs')}), then "
-             "that plan gated on every gate pair against the FP32 reference (docs/export.md).",
+             "that plan gated against the FP32 reference, pair by pair, stopping at the first pair after which its "
+             "refusal is certain (a plan that passes runs on every pair; docs/export.md).",
              "With random weights the INT8 plan drifts far from FP32 and fails its gate: the export ends FP32, as it "
              "should; with trained (or the official-format) weights it may pass and run INT8."]
     return write_record(Record("export_cost", "What does the README's first export (`smoothdino export --precision "

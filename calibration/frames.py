@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from smoothdino.core.console import notice
+from smoothdino.core.console import notice_once
 from smoothdino.edge.sources import FolderSource
 from smoothdino.edge.sources.synthetic import SyntheticScene
 
@@ -43,7 +43,8 @@ def calibration_pairs(sequences: list[Path] | None, count: int, size: tuple[int,
     returned pairs shares a frame with those pairs (INT8 calibration frames held out from the gate's)."""
     used = {f for pair in avoid or [] for f in pair.frames}
     if not sequences:
-        notice("no calibration sequences given: gating on the synthetic scene (pass --calibration DIR for NYUv2)")
+        notice_once("synthetic-calibration",  # the gate's pairs and INT8's held-out ones: one fact, said once
+                    "no calibration sequences given: gating on the synthetic scene (pass --calibration DIR for NYUv2)")
         # the synthetic scene is a function of the frame index: held-out pairs start past the avoided ones
         first = 1 + max((int(f.split("/")[1]) for f in used), default=-1)
         first += first % 2  # pairs start on even frames

@@ -54,8 +54,10 @@ class GateReport:
     def summary_line(self) -> str:
         d = self.depth
         verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.reasons)
+        change = f"RMSE change {d['rmse_delta_mm']:.2f} mm" if "rmse_delta_mm" in d else \
+            f"stopped after {self.frames} of {d['pairs_planned']} pairs"
         return (f"gate {verdict} - {self.frames} frames, depth drift {d['rmse_vs_reference_mm']:.2f} mm RMSE, "
-                f"RMSE change {d['rmse_delta_mm']:.2f} mm (tolerance {self.tolerance_mm} mm), "
+                f"{change} (tolerance {self.tolerance_mm} mm), "
                 f"NaN/Inf {int(sum(o['nan_inf'] for o in self.outputs.values()))}")
 
     def record(self, manifest, folder: Path, **extra) -> None:
@@ -107,11 +109,15 @@ def _result(run: DepthPipeline | RecordedRun, i: int, pair: CalibrationPair) -> 
 
 
 def run_gate(candidate: DepthPipeline | RecordedRun, reference: DepthPipeline | RecordedRun,
-             pairs: list[CalibrationPair], tolerance_mm: float, progress=None) -> GateReport:
+             pairs: list[CalibrationPair], tolerance_mm: float, progress=None,
+             stop_when_certain: bool = False) -> GateReport:
     """`candidate` against `reference` on the pairs; either may be a `RecordedRun` of those pairs (not run again).
-    `progress()` after each pair."""
+    `progress()` after each pair. `stop_when_certain`: stop at the first pair after which the verdict can only be a
+    refusal whatever the other pairs give (`_certain_failure`); the report then has the pairs run (`frames`) and
+    only the certain reasons. `--precision auto` uses it: a refused INT8 plan falls back to FP32 anyway."""
     if not pairs:
         raise UserError("precision gate: no calibration frames could be read")
+    same_size = len({pair.current.shape[:2] for pair in pairs}) == 1  # the drift's pixel count is known ahead
     for run in (candidate, reference):
         if not isinstance(run, RecordedRun):
             run.keep_outputs = True
@@ -147,6 +153,13 @@ def run_gate(candidate: DepthPipeline | RecordedRun, reference: DepthPipeline | 
             sq_cand_gt += float(((d_cand - pair.depth_gt) ** 2)[mask].sum())
             sq_ref_gt += float(((d_ref - pair.depth_gt) ** 2)[mask].sum())
             n_gt += int(mask.sum())
+        if stop_when_certain and not itself and i + 1 < len(pairs):
+            nan_inf = sum(sum(e["nan_inf"]) for e in errors.values())
+            certain = _certain_failure(nan_inf, sq_drift, d_ref.size * len(pairs) if same_size else None,
+                                       tolerance_mm, i + 1, len(pairs))
+            if certain:
+                return _stopped_report(candidate, reference, i + 1, len(pairs), tolerance_mm, errors,
+                                       1000.0 * np.sqrt(sq_drift / n_pixels), 1000.0 * max_abs, certain)
     report = GateReport(candidate.description, reference.description, len(pairs), tolerance_mm)
     for name, e in errors.items():
         report.outputs[name] = {"max_rel": max(e["max_rel"]), "mean_rel": float(np.mean(e["mean_rel"])),
@@ -171,4 +184,36 @@ def run_gate(candidate: DepthPipeline | RecordedRun, reference: DepthPipeline | 
     if drift > DRIFT_FACTOR * tolerance_mm:
         report.reasons.append(f"depth drifted {drift:.2f} mm RMSE from the reference > {DRIFT_FACTOR * tolerance_mm} mm")
     report.passed = not report.reasons
+    return report
+
+
+def _certain_failure(nan_inf: float, sq_drift: float, n_total: int | None, tolerance_mm: float,
+                     done: int, planned: int) -> list[str]:
+    """The reasons the gate will refuse whatever the pairs not yet run give (none: not certain yet).
+    - a NaN/Inf already counted stays counted;
+    - the drift over all pairs is sqrt(sum of squares / every pair's pixels): the pairs to come only add squares,
+      so sqrt(the sum so far / every pair's pixels) is a lower bound of it (known when all pairs have one size).
+    The RMSE-against-ground-truth criterion is a difference of two RMSEs, which more pairs can move either way:
+    it never ends a gate early."""
+    reasons = []
+    if nan_inf:
+        reasons.append(f"{int(nan_inf)} NaN/Inf values in the first {done} of {planned} pairs")
+    if n_total:
+        bound = 1000.0 * np.sqrt(sq_drift / n_total)
+        if bound > DRIFT_FACTOR * tolerance_mm:
+            reasons.append(f"depth drifts at least {bound:.2f} mm RMSE from the reference over the {planned} pairs "
+                           f"(certain after {done}) > {DRIFT_FACTOR * tolerance_mm} mm")
+    return reasons
+
+
+def _stopped_report(candidate, reference, done: int, planned: int, tolerance_mm: float, errors: dict,
+                    drift_mm: float, max_abs_mm: float, reasons: list[str]) -> GateReport:
+    """A gate stopped at a certain refusal: the figures of the pairs run, and the certain reasons only."""
+    report = GateReport(candidate.description, reference.description, done, tolerance_mm, reasons=reasons)
+    for name, e in errors.items():
+        report.outputs[name] = {"max_rel": max(e["max_rel"]), "mean_rel": float(np.mean(e["mean_rel"])),
+                                "nan_inf": sum(e["nan_inf"])}
+    report.depth = {"rmse_vs_reference_mm": drift_mm, "max_abs_diff_mm": max_abs_mm,
+                    "stopped_after_pairs": done, "pairs_planned": planned,
+                    "measured_against": f"stopped after {done} of {planned} pairs: the refusal was certain"}
     return report

@@ -349,7 +349,8 @@ def choose_auto_precision(ctx: ExportContext, manifest: Manifest, say: Callable[
        gate pair; a stage whose INT8 is not clearly faster (`choose_auto_plan`) is not calibrated at all;
     3. the stages that pay calibrated on AUTO_CALIBRATION_PAIRS pairs held out from the gate (one pass for all
        stages), their graphs checked to have the probe's structure;
-    4. that plan gated against the recorded reference on every gate pair; a plan that fails falls back to fp32.
+    4. that plan gated against the recorded reference on every gate pair, stopped at the first pair after which its
+       refusal is certain (calibration.gate._certain_failure); a plan that fails falls back to fp32.
     What was timed, calibrated, skipped and gated, and why, goes into the manifest (gate.auto)."""
     from smoothdino.calibration.int8 import give_back_memory, int8_summary, placeholder_ranges, quantize_stage
 
@@ -410,10 +411,12 @@ def choose_auto_precision(ctx: ExportContext, manifest: Manifest, say: Callable[
         _set_plan(ctx, manifest, candidate)
         meter.step(f"auto: gating {manifest.precision} against the FP32 reference on {len(pairs)} pairs ...")
         with DepthPipeline(manifest, backend="onnxruntime") as gated:
-            report = run_gate(gated, reference, pairs, tolerance,
+            report = run_gate(gated, reference, pairs, tolerance, stop_when_certain=True,
                               progress=lambda: meter.advance(_runs(stages, candidate)))
+        meter.drop((len(pairs) - report.frames) * _runs(stages, candidate))  # a certain refusal stops early
         gate = {"plan": precision_text(candidate), "passed": report.passed, "reasons": report.reasons,
-                "rmse_vs_reference_mm": report.depth["rmse_vs_reference_mm"], "tolerance_mm": tolerance}
+                "rmse_vs_reference_mm": report.depth["rmse_vs_reference_mm"], "tolerance_mm": tolerance,
+                "pairs": report.frames}
         ctx.gated = (candidate, report)
         if report.passed:
             chosen = candidate
