@@ -11,18 +11,19 @@ JOBS   ?= auto
 
 # Two install profiles in one venv, each a marker file: the run-time with torch (what `make demo` needs: export and
 # run), then the dev set on top (tests, docs, Ray, ROS 2, TensorRT for RTX; about 2.4 GB) for `make test`/`make docs`.
-# --no-compile: pip would byte-compile every installed module, on one core (13 s of a 62 s install here); Python
-# compiles the few thousand that are imported on first use instead (about 1 s for torch).
-PIP    := $(BIN)/pip install -q --no-compile
+# pip byte-compiles what it installs, but not this checkout (an editable install): compileall does, once, so that a
+# `smoothdino` process does not compile the package again each time it starts where PYTHONDONTWRITEBYTECODE is set
+# (as on CI): 0.25 s a process, and the test suite starts hundreds. An edited file is compiled afresh, as always.
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(PIP) $(TORCH)
-	$(PIP) -e ".[torch]"
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[torch]"
+	$(BIN)/python -m compileall -q -j 0 *.py models export calibration edge core benchmarks
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime
-	$(PIP) -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.dev

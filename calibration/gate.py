@@ -160,10 +160,8 @@ def run_gate(candidate: DepthPipeline | RecordedRun, reference: DepthPipeline | 
             if certain:
                 return _stopped_report(candidate, reference, i + 1, len(pairs), tolerance_mm, errors,
                                        1000.0 * np.sqrt(sq_drift / n_pixels), 1000.0 * max_abs, certain)
-    report = GateReport(candidate.description, reference.description, len(pairs), tolerance_mm)
-    for name, e in errors.items():
-        report.outputs[name] = {"max_rel": max(e["max_rel"]), "mean_rel": float(np.mean(e["mean_rel"])),
-                                "nan_inf": sum(e["nan_inf"])}
+    report = GateReport(candidate.description, reference.description, len(pairs), tolerance_mm,
+                        outputs=_output_errors(errors))
     drift = 1000.0 * np.sqrt(sq_drift / n_pixels)
     report.depth = {"rmse_vs_reference_mm": drift, "max_abs_diff_mm": 1000.0 * max_abs}
     if n_gt:
@@ -185,6 +183,12 @@ def run_gate(candidate: DepthPipeline | RecordedRun, reference: DepthPipeline | 
         report.reasons.append(f"depth drifted {drift:.2f} mm RMSE from the reference > {DRIFT_FACTOR * tolerance_mm} mm")
     report.passed = not report.reasons
     return report
+
+
+def _output_errors(errors: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """Per output, over the pairs run: the largest max relative error, the mean of the mean ones, NaN/Inf count."""
+    return {name: {"max_rel": max(e["max_rel"]), "mean_rel": float(np.mean(e["mean_rel"])), "nan_inf": sum(e["nan_inf"])}
+            for name, e in errors.items()}
 
 
 def _certain_failure(nan_inf: float, sq_drift: float, n_total: int | None, tolerance_mm: float,
@@ -209,10 +213,8 @@ def _certain_failure(nan_inf: float, sq_drift: float, n_total: int | None, toler
 def _stopped_report(candidate, reference, done: int, planned: int, tolerance_mm: float, errors: dict,
                     drift_mm: float, max_abs_mm: float, reasons: list[str]) -> GateReport:
     """A gate stopped at a certain refusal: the figures of the pairs run, and the certain reasons only."""
-    report = GateReport(candidate.description, reference.description, done, tolerance_mm, reasons=reasons)
-    for name, e in errors.items():
-        report.outputs[name] = {"max_rel": max(e["max_rel"]), "mean_rel": float(np.mean(e["mean_rel"])),
-                                "nan_inf": sum(e["nan_inf"])}
+    report = GateReport(candidate.description, reference.description, done, tolerance_mm,
+                        outputs=_output_errors(errors), reasons=reasons)
     report.depth = {"rmse_vs_reference_mm": drift_mm, "max_abs_diff_mm": max_abs_mm,
                     "stopped_after_pairs": done, "pairs_planned": planned,
                     "measured_against": f"stopped after {done} of {planned} pairs: the refusal was certain"}
