@@ -141,6 +141,9 @@ def test_a_slow_head_is_cut_at_its_deadline_not_kept_alive_by_each_byte(served):
                     break
             except socket.timeout:
                 pass
+            except OSError:  # cut with a byte of ours still unread there: a reset, not an orderly close
+                cut = time.monotonic() - start
+                break
     assert cut is not None and 0.9 <= cut <= 2.0, cut
 
 
