@@ -13,7 +13,7 @@ JOBS   ?= auto
 # run), then the dev set on top (tests, docs, Ray, ROS 2, TensorRT for RTX; about 2.4 GB) for `make test`/`make docs`.
 # pip byte-compiles what it installs, but not this checkout (an editable install): compileall does, once, so that a
 # `smoothdino` process does not compile the package again each time it starts where PYTHONDONTWRITEBYTECODE is set
-# (as on CI): 0.25 s a process, and the test suite starts hundreds. An edited file is compiled afresh, as always.
+# (as on this machine): 0.25 s a process, and the test suite starts hundreds. An edited file is compiled afresh, as always.
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -349,8 +349,9 @@ def choose_auto_precision(ctx: ExportContext, manifest: Manifest, say: Callable[
        gate pair; a stage whose INT8 is not clearly faster (`choose_auto_plan`) is not calibrated at all;
     3. the stages that pay calibrated on AUTO_CALIBRATION_PAIRS pairs held out from the gate (one pass for all
        stages), their graphs checked to have the probe's structure;
-    4. that plan gated against the recorded reference on every gate pair, stopped at the first pair after which its
-       refusal is certain (calibration.gate._certain_failure); a plan that fails falls back to fp32.
+    4. that plan gated against the recorded reference on the gate pairs (all of them when it passes; it stops at the
+       first pair after which its refusal is certain: calibration.gate._certain_failure); a plan that fails falls
+       back to fp32.
     What was timed, calibrated, skipped and gated, and why, goes into the manifest (gate.auto)."""
     from smoothdino.calibration.int8 import give_back_memory, int8_summary, placeholder_ranges, quantize_stage
 

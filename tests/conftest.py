@@ -14,7 +14,7 @@ NYU = ROOT.parent / "shared" / "data" / "nyu2_sample"
 os.environ.setdefault("SMOOTHDINO_HOME", str(ROOT / ".pytest_cache" / "smoothdino_home"))
 
 # pytest keeps each test module as rewritten for its asserts in tests/__pycache__, unless bytecode writing is off
-# (PYTHONDONTWRITEBYTECODE, set on CI): then every pytest process rewrites all of them again (collection 10 s, not
+# (PYTHONDONTWRITEBYTECODE, set on this machine): then every pytest process rewrites all of them again (collection 10 s, not
 # 4.5 s). On for this process only; the processes a test starts keep their environment.
 sys.dont_write_bytecode = False
 
