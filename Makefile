@@ -34,12 +34,13 @@ test: install x11-for-tests chromium-for-tests
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not alone" --durations=25
 	$(BIN)/python -m pytest -q -m alone --durations=5
 
-# tests/test_window.py runs `live` with its window under Xvfb. Best effort: installed only where Xvfb is
-# missing, apt-get exists and we are root; never fails the build (the test skips, saying why).
+# tests/test_window.py runs `live` with its window on Xvfb with a window manager (openbox; without one, Qt's window
+# sometimes never painted). Best effort: installed only where either is missing, apt-get exists and we are root;
+# never fails the build (the test skips, saying why).
 x11-for-tests:
-	@command -v Xvfb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb) >/dev/null 2>&1) \
-		|| echo "note: Xvfb not installed; tests/test_window.py will skip"; } || true
+	@{ command -v Xvfb && command -v openbox; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb openbox >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb openbox) >/dev/null 2>&1) \
+		|| echo "note: Xvfb or openbox not installed; tests/test_window.py will skip"; } || true
 
 # tests/test_web_view.py drives `live --serve` in Debian's headless Chromium (Playwright with executable_path: no
 # browser download). Best effort as for Xvfb: chromium-headless-shell (Debian 12+), else chromium; never fails.

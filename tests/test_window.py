@@ -1,4 +1,4 @@
-"""`smoothdino live` with its real window, under Xvfb: what is on the screen (captured from the X server, not
+"""`smoothdino live` with its real window, on Xvfb with a window manager: what is on the screen (captured from the X server, not
 our frame buffer), the q and s keys, and a machine without a display (live goes on headless, never aborts)."""
 
 from __future__ import annotations
@@ -32,12 +32,19 @@ START_TIMEOUT = 90.0  # seconds for the subprocess to load the export and open i
 # -- the X server and the video --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def xvfb():
-    """A private Xvfb display (":N"); skips where Xvfb or the X client libraries are missing."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb; `make test` does it where it can)")
+def desktop():
+    """A private X display (":N"): Xvfb with a window manager (openbox), as on a user's desktop. Without a window
+    manager, the Qt xcb plugin inside opencv-python lost its window's MapNotify in some launches and then never
+    painted it (black for the whole run): 2 launches in 15 of `live` on a fresh Xvfb, and about 4 in 10 of this
+    module's window test; with openbox, 0 in 15 and 0 in 30 (2026-12-07). Skips where Xvfb, openbox or the X client
+    libraries are missing (`make test` installs Xvfb and openbox where it can)."""
+    for program, package in (("Xvfb", "xvfb"), ("openbox", "openbox")):
+        if shutil.which(program) is None:
+            pytest.skip(f"{program} is not installed (apt-get install {package}; `make test` does it where it can)")
     pytest.importorskip("mss", reason="mss (dev extra) captures the screen")
     pytest.importorskip("Xlib", reason="python-xlib (dev extra) finds the window and sends keys")
+    from Xlib import display as xdisplay
+
     read_fd, write_fd = os.pipe()
     server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
                               pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -47,9 +54,23 @@ def xvfb():
     if not number:
         server.kill()
         pytest.skip("Xvfb did not start")
-    yield f":{number}"
-    server.terminate()
-    server.wait(timeout=10)
+    name = f":{number}"
+    manager = subprocess.Popen(["openbox", "--sm-disable"], env={**os.environ, "DISPLAY": name},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    x = xdisplay.Display(name)
+    check = x.intern_atom("_NET_SUPPORTING_WM_CHECK")  # an EWMH window manager sets it on the root once it manages
+    deadline = time.monotonic() + 30
+    while x.screen().root.get_full_property(check, 0) is None:
+        if manager.poll() is not None or time.monotonic() > deadline:
+            manager.kill()
+            server.kill()
+            pytest.fail(f"openbox did not take {name} (exit {manager.poll()})")
+        time.sleep(0.05)
+    x.close()
+    yield name
+    for process in (manager, server):
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +102,20 @@ def decoded_frames(path: Path) -> np.ndarray:
 
 # -- talking to the X server as a user's desktop would ---------------------------------------------
 
-def find_window(display, prefix: str):
-    """The mapped top-level window whose title starts with `prefix`, or None."""
-    for window in display.screen().root.query_tree().children:
+def find_window(display, prefix: str, parent=None):
+    """The mapped client window whose title starts with `prefix`, or None. The window manager puts each client
+    window inside a frame of its own, so the search goes down the tree."""
+    for window in (parent or display.screen().root).query_tree().children:
+        if window.get_attributes().map_state != 2:  # IsViewable
+            continue
         name = window.get_wm_name()
         if isinstance(name, bytes):
             name = name.decode(errors="replace")
-        if name and name.startswith(prefix) and window.get_attributes().map_state == 2:  # IsViewable
+        if name and name.startswith(prefix):
             return window
+        found = find_window(display, prefix, window)
+        if found is not None:
+            return found
     return None
 
 
@@ -110,8 +137,8 @@ def screenshot(display_name: str, box) -> np.ndarray:
 
 
 def press(display, window, key: str) -> None:
-    """A key press and release through XTest, with the pointer in the window (no window manager: the focus
-    follows the pointer)."""
+    """A key press and release through XTest, with the pointer in the window and the input focus on it, as
+    after a user's click."""
     from Xlib import XK, X
     from Xlib.ext import xtest
 
@@ -156,24 +183,24 @@ def rendered_word(word: str, scale: float) -> np.ndarray:
 # -- the window ------------------------------------------------------------------------------------
 
 @pytest.mark.alone
-def test_live_window_on_screen_keys_q_and_s(xvfb, video, small_export, tmp_path):
+def test_live_window_on_screen_keys_q_and_s(desktop, video, small_export, tmp_path):
     from Xlib import display as xdisplay
 
-    env = {**os.environ, "DISPLAY": xvfb, "QT_QPA_PLATFORM": "xcb", "COLUMNS": "200"}
+    env = {**os.environ, "DISPLAY": desktop, "QT_QPA_PLATFORM": "xcb", "COLUMNS": "200"}
     snapshots = tmp_path / "snaps"
     process = subprocess.Popen(
         [*SMOOTHDINO, "live", "--engines", str(small_export), "--source", str(video), "--snapshots", str(snapshots),
          "--max-frames", "2000", "--threads", "1"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        x = xdisplay.Display(xvfb)
+        x = xdisplay.Display(desktop)
         window = wait_for(lambda: find_window(x, "smoothdino - "), START_TIMEOUT, process, "window")
         time.sleep(1.5)  # a few frames into the stream: the FPS line has a value
         box = window_box(x, window)
         height, width = VIDEO_SIZE
         legend = depth_legend(width, height)
         for _ in range(100):  # a loaded machine may paint the window late: up to 10 s of tries for a whole one
-            shot = screenshot(xvfb, box)
+            shot = screenshot(desktop, box)
             if shot.shape[0] > height and np.array_equal(shot[height:, width:], legend):
                 break
             time.sleep(0.1)
@@ -261,18 +288,18 @@ def test_live_window_on_screen_keys_q_and_s(xvfb, video, small_export, tmp_path)
     assert np.array_equal(colour[height:], legend)
 
 
-def test_closing_the_window_ends_live(xvfb, video, small_export, tmp_path):
+def test_closing_the_window_ends_live(desktop, video, small_export, tmp_path):
     """What a window manager sends when the user clicks the close button (WM_DELETE_WINDOW): live ends, exit 0,
     instead of running on without a window."""
     from Xlib import X, protocol
     from Xlib import display as xdisplay
 
-    env = {**os.environ, "DISPLAY": xvfb, "QT_QPA_PLATFORM": "xcb", "COLUMNS": "200"}
+    env = {**os.environ, "DISPLAY": desktop, "QT_QPA_PLATFORM": "xcb", "COLUMNS": "200"}
     process = subprocess.Popen([*SMOOTHDINO, "live", "--engines", str(small_export), "--source", str(video),
                                 "--max-frames", "2000", "--threads", "1"],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        x = xdisplay.Display(xvfb)
+        x = xdisplay.Display(desktop)
         window = wait_for(lambda: find_window(x, "smoothdino - "), START_TIMEOUT, process, "window")
         time.sleep(1.0)
         protocols, delete = x.intern_atom("WM_PROTOCOLS"), x.intern_atom("WM_DELETE_WINDOW")
