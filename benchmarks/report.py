@@ -47,7 +47,8 @@ def write_markdown(results: dict, path: Path) -> Path:
         f"- device: {results['device']}; platform: {results['platform']}",
         f"- frames: {', '.join(f'{k} ({v})' for k, v in results['sequences'].items())}, "
         f"{results['frame_size'][0]}x{results['frame_size'][1]}; latency after {results['warmup']} warm-up frames",
-        f"- CPU: {results['cpu_model']}, {results['threads']} threads pinned; load average before/after: "
+        f"- CPU: {results['cpu_model']}, {results['threads']} thread{'s' if results['threads'] != 1 else ''} pinned; "
+        "load average before/after: "
         f"{results['load_average_before'][0]:.2f} / {results['load_average_after'][0]:.2f}",
         *(["- Jetson: " + "; ".join(f"{k}: {v}" for k, v in describe_jetson(results["jetson"]).items())]
           if results.get("jetson") else []),

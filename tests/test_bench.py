@@ -24,7 +24,7 @@ def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     data = [str(NYU / "bathroom_0028_out")] if NYU.is_dir() else []
     args = ["bench", *data, "synthetic:70x98", "--frames", "3", "--size", "70x98", "--configs", CONFIGS,
-            "--backends", "torch,onnxruntime,tensorrt", "--warmup", "1", "--threads", "2", "--random-weights",
+            "--backends", "torch,onnxruntime,tensorrt", "--warmup", "1", "--threads", "1", "--random-weights",
             "--out", str(out)]
     start = time.perf_counter()
     result = CliRunner().invoke(app, args)
@@ -84,9 +84,9 @@ def test_latency_rows_for_every_runner_that_ran(bench_run):
     _check_latency_against_frame_records(out, results)
     ratios = {r["small"] for r in results["small_vs_base"]}
     assert "vits14+temporal@onnxruntime/fp32" in ratios and "vits14+paper@torch/fp32" in ratios
-    assert results["threads"] == 2 and results["cpu_model"] and len(results["load_average_before"]) == 3
+    assert results["threads"] == 1 and results["cpu_model"] and len(results["load_average_before"]) == 3
     md = (out / "results.md").read_text()
-    assert "vits14+temporal" in md and "-23.8" in md and "RANDOM WEIGHTS" in md and "2 threads pinned" in md
+    assert "vits14+temporal" in md and "-23.8" in md and "RANDOM WEIGHTS" in md and "1 thread pinned" in md
 
 
 def _check_latency_against_frame_records(out, results):
@@ -175,7 +175,7 @@ def test_precision_axis_rows_carry_stage_precision_and_gate(tmp_path):
     # 6 frames: the gate holds out 2 pairs, INT8 calibrates on what is left
     result = CliRunner().invoke(app, ["bench", "--data", "synthetic:70x98", "--frames", "6", "--configs",
                                       "vits14+temporal", "--backends", "onnxruntime", "--precisions", "fp32,int8",
-                                      "--warmup", "1", "--threads", "2", "--random-weights", "--out", str(out),
+                                      "--warmup", "1", "--threads", "1", "--random-weights", "--out", str(out),
                                       "--fusion", "off"])
     assert result.exit_code == 0, result.output
     assert "--data is now a positional argument" in result.output  # the old name still works, with a notice
@@ -205,7 +205,7 @@ def test_torn_last_frame_record_is_recomputed_and_a_corrupt_one_refused(tmp_path
     computes that frame again and ends with the same results. A damaged line before the end is one error line."""
     out = tmp_path / "bench"
     args = ["bench", "synthetic:70x98", "--frames", "3", "--configs", "vits14", "--backends", "onnxruntime",
-            "--warmup", "1", "--threads", "2", "--random-weights", "--out", str(out), "--fusion", "off"]
+            "--warmup", "1", "--threads", "1", "--random-weights", "--out", str(out), "--fusion", "off"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     frames = out / "frames.jsonl"
@@ -243,7 +243,7 @@ def test_keyframes_axis_adds_a_row_per_policy_with_its_share_and_rate(tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, ["bench", "synthetic:70x98", "--frames", "9", "--configs",
                                       "vits14+temporal", "--backends", "onnxruntime", "--keyframes", "every,3",
-                                      "--warmup", "0", "--threads", "2", "--random-weights", "--out", str(out),
+                                      "--warmup", "0", "--threads", "1", "--random-weights", "--out", str(out),
                                       "--fusion", "off"])
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "results.json").read_text())["rows"]
