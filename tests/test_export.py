@@ -26,7 +26,7 @@ from smoothdino.models.fold import fold_offsets_into_decoder
 from .conftest import SMALL
 
 
-def _export_three(arch, size, tmp_path, rgb):
+def _export_three(arch, size, tmp_path, rgb, stages=("encoder", "adapter", "decoder")):
     enc = load_encoder(arch, random_weights=True)
     dec = load_decoder(arch, random_weights=True)
     ad = load_adapter("temporal", arch, random_weights=True)
@@ -41,6 +41,8 @@ def _export_three(arch, size, tmp_path, rgb):
         "decoder": (DecoderGraph(dec, size), levels),
     }
     for stage, (module, example) in cases.items():
+        if stage not in stages:
+            continue
         path = export_graph(module, stage, example, tmp_path / f"{arch}_{stage}.onnx")
         model = onnx.load(str(path))
         onnx.checker.check_model(model, full_check=True)
@@ -59,13 +61,14 @@ def test_three_graphs_small_size_with_padding(arch, tmp_path):
     _export_three(arch, (66, 90), tmp_path, rgb)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("arch", ["vits14"])  # vitb14: the same graphs at 66x90 above, and its encoder at 480x640 in
-def test_three_graphs_480x640_real_frame(arch, tmp_path, nyu_scene):  # test_encoder.py (36 s saved a run)
+def test_adapter_graph_480x640_real_frame(tmp_path, nyu_scene):
+    """The adapter at the real size with random (not identity) weights, on a real frame's features. The encoder and
+    decoder graphs at 480x640 are compared with PyTorch by the README's own export (test_quickstart.py asserts its
+    figures; vitb14's encoder at 480x640: test_encoder.py), so they are not traced a second time here (34 s)."""
     import cv2
 
     rgb = cv2.cvtColor(cv2.imread(str(nyu_scene / "20.jpg")), cv2.COLOR_BGR2RGB)
-    _export_three(arch, (480, 640), tmp_path, np.ascontiguousarray(rgb))
+    _export_three("vits14", (480, 640), tmp_path, np.ascontiguousarray(rgb), stages=("adapter",))
 
 
 def test_export_writes_manifest_and_gate(small_export):

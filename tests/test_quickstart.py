@@ -100,6 +100,12 @@ def test_the_readme_commands_give_depth_on_a_generated_video(weights_mirror, tmp
     assert sorted(p.name for p in (tmp_path / "home" / "weights").glob("*.pth")) == [
         "dinov2_vits14_nyu_dpt_head.pth", "dinov2_vits14_pretrain.pth"]  # fetched: backbone and DPT head
 
+    export = shlex.split(commands[1])  # its graphs at 480x640 equal PyTorch's (the export compared them on its frame)
+    manifest = json.loads((work / export[export.index("--out") + 1] / "manifest.json").read_text())
+    assert manifest["frame_size"] == [480, 640]
+    errors = manifest["gate"]["onnx_vs_torch_max_rel"]
+    assert set(errors) == {"encoder", "adapter", "decoder"} and max(errors.values()) <= 1e-4, errors
+
     process = shlex.split(commands[-1])
     out = work / process[process.index("--out") + 1] / "clip"
     names = sorted(p.name for p in (out / "depth").glob("*.png"))
