@@ -1,5 +1,6 @@
-"""`smoothdino live` with its real window, on Xvfb with a window manager: what is on the screen (captured from the X server, not
-our frame buffer), the q and s keys, and a machine without a display (live goes on headless, never aborts)."""
+"""`smoothdino live` with its real window, on Xvfb with a window manager: what is on the screen (captured from the
+X server, not our frame buffer), the q and s keys, and a machine without a display (live goes on headless, never
+aborts)."""
 
 from __future__ import annotations
 
@@ -105,10 +106,19 @@ def decoded_frames(path: Path) -> np.ndarray:
 def find_window(display, prefix: str, parent=None):
     """The mapped client window whose title starts with `prefix`, or None. The window manager puts each client
     window inside a frame of its own, so the search goes down the tree."""
-    for window in (parent or display.screen().root).query_tree().children:
-        if window.get_attributes().map_state != 2:  # IsViewable
+    from Xlib.error import XError
+
+    try:
+        children = (parent or display.screen().root).query_tree().children
+    except XError:  # destroyed since its parent listed it (the window manager's frames come and go)
+        return None
+    for window in children:
+        try:
+            if window.get_attributes().map_state != 2:  # IsViewable
+                continue
+            name = window.get_wm_name()
+        except XError:
             continue
-        name = window.get_wm_name()
         if isinstance(name, bytes):
             name = name.decode(errors="replace")
         if name and name.startswith(prefix):
