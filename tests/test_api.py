@@ -169,7 +169,10 @@ def test_async_returns_none_before_the_first_keyframe_then_depth_without_blockin
     assert all(d.depth.shape == SIZE and d.age_frames >= 1 for d in depths)
     assert 2 <= passes < len(outs) / 3  # the network (>= 0.2 s a pass) ran far less often than frames came
     calls_ms = np.array(calls) * 1000
-    assert np.median(calls_ms) < 5 and calls_ms.max() < 25, calls_ms  # a pass costs 200 ms: never waited for
+    # a pass costs over 200 ms: a step that waited for one would take that long, at each of the >= 2 passes; a busy
+    # machine's scheduler may stall a step or two for tens of ms (64 ms once under `make test`'s 3 workers)
+    slow = int((calls_ms > 25).sum())
+    assert np.median(calls_ms) < 5 and slow < min(3, passes) and calls_ms.max() < 150, calls_ms
     ages = [d.age_frames for d in depths]
     assert any(b < a for a, b in zip(ages, ages[1:]))  # a newer keyframe arrived
 
